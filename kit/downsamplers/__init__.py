@@ -1,0 +1,6 @@
+"""HR token grid -> MR grid downsamplers."""
+from kit.downsamplers.base import Downsampler
+from kit.downsamplers.block import BlockInterpolate, BlockMean
+from kit.downsamplers.grid import GridInterpolate
+
+__all__ = ["Downsampler", "BlockMean", "BlockInterpolate", "GridInterpolate"]

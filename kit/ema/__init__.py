@@ -1,0 +1,5 @@
+"""EMA updater and schedules (pure functions of the step)."""
+from kit.ema.ema import ema_update, make_ema
+from kit.ema.schedules import Constant, Cosine, Linear, WarmupCosine
+
+__all__ = ["ema_update", "make_ema", "Constant", "Cosine", "Linear", "WarmupCosine"]

@@ -1,0 +1,27 @@
+"""Fixed 2-D sin-cos position embeddings (MAE / I-JEPA convention)."""
+from __future__ import annotations
+
+import torch
+
+
+def sincos_2d(grid_h: int, grid_w: int, dim: int, *, temperature: float = 10000.0) -> torch.Tensor:
+    """2-D sin-cos embedding of a ``grid_h x grid_w`` patch grid.
+
+    Half of the channels encode the row, half the column; each half is ``[sin, cos]`` over
+    ``dim/4`` frequencies ``temperature ** (-k / (dim/4))``.
+
+    Returns:
+        ``(grid_h * grid_w, dim)`` float32, row-major (``idx = row * grid_w + col``).
+    """
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs an embedding size divisible by 4, got {dim}.")
+    quarter = dim // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    rows = torch.arange(grid_h, dtype=torch.float64)
+    cols = torch.arange(grid_w, dtype=torch.float64)
+    rr, cc = torch.meshgrid(rows, cols, indexing="ij")
+    out_r = rr.reshape(-1, 1) * omega  # (HW, dim/4)
+    out_c = cc.reshape(-1, 1) * omega
+    # MAE puts the width (column) half first: emb_h uses grid[0] which is w in their meshgrid.
+    emb = torch.cat([out_c.sin(), out_c.cos(), out_r.sin(), out_r.cos()], dim=1)
+    return emb.float()

@@ -1,0 +1,144 @@
+"""ViT encoder that encodes a subset of patch indices, wrapping timm.
+
+The same weights run at the MR grid and at the ``s``-times larger HR grid: position embeddings are
+fixed 2-D sin-cos tables computed for whatever grid the input has (I-JEPA / MAE convention), so an HR
+teacher built from the student needs no position interpolation. The wrapped timm model keeps its
+native key names, so ``encoder.vit.state_dict()`` loads strictly into
+``timm.create_model(name, in_chans=4, num_classes=0, class_token=False, global_pool="avg",
+dynamic_img_size=True)``; its ``pos_embed`` parameter holds the sin-cos table of the nominal grid.
+"""
+from __future__ import annotations
+
+import gin
+import timm
+import torch
+from torch import nn
+
+from kit.encoders.pos_embed import sincos_2d
+
+# timm architecture names -> (embed_dim, depth, num_heads)
+ARCHS = {
+    "vit_tiny": (192, 12, 3),
+    "vit_small": (384, 12, 6),
+    "vit_base": (768, 12, 12),
+    "vit_large": (1024, 24, 16),
+}
+
+
+@gin.register
+class ViTEncoder(nn.Module):
+    """timm ViT that encodes only the given patches.
+
+    Args:
+        arch: ``vit_tiny``, ``vit_small``, ``vit_base`` or ``vit_large`` (the timm family); ``embed_dim``,
+            ``depth`` and ``num_heads`` override its numbers (for tiny test models).
+        patch_size: patch side in pixels.
+        img_size: nominal input side (the MR model input); inputs of any multiple of ``patch_size`` work.
+        in_chans: input bands (4: blue, green, red, NIR).
+        drop_path_rate: stochastic depth.
+
+    Shapes:
+        ``forward(x (B, C, H, W), idx (B, K) | None) -> (B, K, D)``; ``idx`` is row-major over the
+        ``(H/p, W/p)`` grid; ``None`` encodes all ``N = H W / p^2`` patches in order.
+    """
+
+    def __init__(
+        self,
+        arch: str = "vit_small",
+        patch_size: int = 16,
+        img_size: int = 224,
+        in_chans: int = 4,
+        embed_dim: int | None = None,
+        depth: int | None = None,
+        num_heads: int | None = None,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}.")
+        if img_size % patch_size:
+            raise ValueError(
+                f"img_size {img_size} is not divisible by patch_size {patch_size}; pick an image size that is "
+                f"a multiple of the patch size (e.g. {img_size // patch_size * patch_size or patch_size})."
+            )
+        d, dep, heads = ARCHS[arch]
+        self.embed_dim = embed_dim or d
+        depth = depth or dep
+        num_heads = num_heads or heads
+        if self.embed_dim % num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {num_heads}.")
+        self.arch, self.patch_size, self.img_size, self.in_chans = arch, patch_size, img_size, in_chans
+        self.timm_kwargs = dict(
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            embed_dim=self.embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            num_classes=0,
+            class_token=False,
+            global_pool="avg",
+            dynamic_img_size=True,
+        )
+        self.vit = timm.create_model(
+            f"{arch}_patch16_224",
+            pretrained=False,
+            drop_path_rate=drop_path_rate,
+            **self.timm_kwargs,
+        )
+        grid = img_size // patch_size
+        with torch.no_grad():
+            self.vit.pos_embed.copy_(sincos_2d(grid, grid, self.embed_dim)[None])
+        self.vit.pos_embed.requires_grad_(False)
+        self._pos_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+    @property
+    def timm_name(self) -> str:
+        return f"{self.arch}_patch16_224"
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """Patch grid ``(H/p, W/p)`` of an input, with a clear error if it does not tile."""
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(
+                f"input {height}x{width} is not divisible by the patch size {p}; resize or crop to a multiple of {p}."
+            )
+        return height // p, width // p
+
+    def pos_embed(self, gh: int, gw: int, device: torch.device) -> torch.Tensor:
+        """``(gh*gw, D)`` fixed sin-cos table for a grid, cached per grid and device."""
+        key = (gh, gw, device)
+        if key not in self._pos_cache:
+            self._pos_cache[key] = sincos_2d(gh, gw, self.embed_dim).to(device)
+        return self._pos_cache[key]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embedding plus positions: ``(B, C, H, W) -> (B, N, D)`` before the blocks."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"encoder expects (B, {self.in_chans}, H, W) images, got {tuple(x.shape)}; check the band selection."
+            )
+        gh, gw = self.grid_size(x.shape[-2], x.shape[-1])
+        tokens = self.vit.patch_embed(x)  # (B, gh, gw, D) with dynamic_img_size
+        tokens = tokens.reshape(x.shape[0], gh * gw, -1)
+        return tokens + self.pos_embed(gh, gw, x.device).to(tokens.dtype)
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = self.embed(x)
+        if idx is not None:
+            n = tokens.shape[1]
+            if idx.dim() != 2 or idx.shape[0] != tokens.shape[0]:
+                raise ValueError(f"idx must be (B, K) with B = {tokens.shape[0]}, got {tuple(idx.shape)}.")
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+                raise IndexError(f"patch indices must lie in [0, {n}) for this {n}-patch grid.")
+            tokens = torch.gather(tokens, 1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        return self.encode_tokens(tokens)
+
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Run the transformer blocks and final norm on already embedded tokens ``(B, K, D)``."""
+        vit = self.vit
+        tokens = vit.norm_pre(vit.pos_drop(tokens))
+        tokens = vit.blocks(tokens)
+        return vit.norm(tokens)

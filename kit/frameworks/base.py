@@ -1,0 +1,90 @@
+"""The host-framework role: an SSL objective that the spatial-affinity add-on can wrap."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from kit.ema.ema import ema_update
+
+
+@dataclass
+class HostOutput:
+    """What a host framework returns for one batch.
+
+    Attributes:
+        loss: scalar tensor to minimise.
+        logs: floats (or 0-d tensors) to log, e.g. ``{"loss/host": ...}``.
+        student_idx: ``(B, K)`` long, the MR patch indices the student encoded (row-major over the
+            student's patch grid), or None when the host has no patch subset.
+        student_tokens: ``(B, K, D)`` student features at ``student_idx`` as the add-on should compare
+            them (encoder output, or projection-head output for hosts with a head).
+        grid: ``(gh, gw)`` patch grid of the student's input.
+    """
+
+    loss: torch.Tensor
+    logs: dict = field(default_factory=dict)
+    student_idx: torch.Tensor | None = None
+    student_tokens: torch.Tensor | None = None
+    grid: tuple[int, int] | None = None
+
+
+class Framework(nn.Module, abc.ABC):
+    """Role of every trainable objective (hosts and add-ons).
+
+    A framework owns its online modules (trained by the optimizer) and its EMA copies. The train loop
+    calls, each step: ``out = fw(batch, generator)``; ``out.loss.backward()``; optimizer step;
+    ``fw.ema_update(momentum)`` with ``momentum = fw.momentum(step, total_steps)``.
+    """
+
+    #: which image of the batch the student sees: "mr" or "hr"
+    view: str = "mr"
+
+    @abc.abstractmethod
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> HostOutput:
+        """Compute the loss.
+
+        Args:
+            batch: ``{"mr": (B, C, H, W), "hr": (B, C, s*H, s*W)}`` float32, normalised per sensor.
+                A host reads ``batch[self.view]``.
+            generator: CPU generator for all mask/patch sampling of this step (seeded per step, so a
+                resumed run draws the same patches).
+        """
+
+    @abc.abstractmethod
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """``(online, ema)`` module pairs updated after every optimizer step."""
+
+    @abc.abstractmethod
+    def momentum(self, step: int, total_steps: int) -> float:
+        """EMA momentum at ``step`` (a pure function of the step)."""
+
+    @property
+    @abc.abstractmethod
+    def student_encoder(self) -> nn.Module:
+        """The encoder that is exported at the end of training (a :class:`ViTEncoder`)."""
+
+    def student_features(self, image: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Student features ``(B, K, D)`` of the patches ``idx`` (B, K) of ``image``, as in ``HostOutput``.
+
+        Hosts with a projection head apply it here. Used by add-ons that sample their own patches.
+        """
+        return self.student_encoder(image, idx)
+
+    def feature_modules(self) -> nn.ModuleDict:
+        """The online modules whose composition gives :meth:`student_features` (copied by add-ons)."""
+        return nn.ModuleDict({"encoder": self.student_encoder})
+
+    @staticmethod
+    def features_from_modules(modules: nn.ModuleDict, image: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        """Apply a copy of :meth:`feature_modules` the way :meth:`student_features` applies the originals."""
+        out = modules["encoder"](image, idx)
+        if "head" in modules:
+            out = modules["head"](out)
+        return out
+
+    def ema_update(self, momentum: float) -> None:
+        """Update every EMA copy towards its online module (see :mod:`kit.ema`)."""
+        ema_update(self.ema_pairs(), momentum)
