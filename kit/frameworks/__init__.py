@@ -1,0 +1,6 @@
+"""Host SSL frameworks and the spatial-affinity add-on."""
+from kit.frameworks.base import Framework, HostOutput
+from kit.frameworks.latentmim import LatentMIM
+from kit.frameworks.spatial_affinity import SpatialAffinity
+
+__all__ = ["Framework", "HostOutput", "LatentMIM", "SpatialAffinity"]

@@ -1,0 +1,101 @@
+"""LatentMIM host framework (Wei, Gupta, Morgado, ECCV 2024)."""
+from __future__ import annotations
+
+import gin
+import torch
+from torch import nn
+
+from kit.ema.ema import make_ema
+from kit.ema.schedules import Cosine
+from kit.encoders.projection_head import ProjectionHead
+from kit.encoders.vit import ViTEncoder
+from kit.frameworks.base import Framework, HostOutput
+from kit.losses.infonce import PatchInfoNCE
+from kit.predictors.latentmim_decoder import CrossAttentionDecoder
+from kit.samplers.base import PatchSampler
+from kit.samplers.random_split import RandomSplit
+
+
+@gin.register
+class LatentMIM(Framework):
+    """Latent masked image modelling with an EMA target encoder.
+
+    Per image, ``sampler`` splits the patch grid into visible and target patches. The online encoder
+    encodes the visible patches, the projection head maps them; the decoder predicts the target
+    latents; the EMA target encoder (with its EMA head) encodes only the target patches; the loss is
+    the per-image patch InfoNCE between predictions and targets.
+
+    Args:
+        encoder: the online ``ViTEncoder`` (the exported student).
+        head: projection head (None builds LatentMIM's 3-layer MLP, hidden 4096).
+        decoder: cross-attention decoder (None builds width 512, depth 3, 16 heads).
+        sampler: visible/target split (None: ``RandomSplit(20)``).
+        loss: ``PatchInfoNCE(tau=0.2)`` by default.
+        ema_momentum: momentum schedule ``f(step, total)``; LatentMIM: cosine 0.99 -> 1.
+        view: ``"mr"`` or ``"hr"``: which image of the batch the student sees (MR-only / HR-only runs).
+
+    Output: ``HostOutput`` whose ``student_tokens`` are the projection-head outputs of the visible
+    patches ``(B, K, D)`` and ``student_idx`` their indices ``(B, K)``.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module = gin.REQUIRED,
+        head: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        sampler: PatchSampler | None = None,
+        loss: nn.Module | None = None,
+        ema_momentum=None,
+        view: str = "mr",
+    ) -> None:
+        super().__init__()
+        if view not in ("mr", "hr"):
+            raise ValueError(f"view must be 'mr' or 'hr', got {view!r}.")
+        if not isinstance(encoder, ViTEncoder):
+            raise TypeError(f"LatentMIM.encoder must be a ViTEncoder, got {type(encoder).__name__}.")
+        d = encoder.embed_dim
+        self.encoder = encoder
+        self.head = head if head is not None else ProjectionHead(d)
+        self.decoder = decoder if decoder is not None else CrossAttentionDecoder(d)
+        self.sampler = sampler if sampler is not None else RandomSplit(20)
+        self.loss_fn = loss if loss is not None else PatchInfoNCE()
+        self.ema_momentum = ema_momentum if ema_momentum is not None else Cosine(0.99, 1.0)
+        self.view = view
+        self.target_encoder = make_ema(self.encoder)
+        self.target_head = make_ema(self.head)
+
+    # -- role ------------------------------------------------------------------------------------
+    @property
+    def student_encoder(self) -> nn.Module:
+        return self.encoder
+
+    def feature_modules(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"encoder": self.encoder, "head": self.head})
+
+    def student_features(self, image: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(image, idx))
+
+    def ema_pairs(self):
+        return [(self.encoder, self.target_encoder), (self.head, self.target_head)]
+
+    def momentum(self, step: int, total_steps: int) -> float:
+        return self.ema_momentum(step, total_steps)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.target_encoder.eval()
+        self.target_head.eval()
+        return self
+
+    # -- objective -------------------------------------------------------------------------------
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> HostOutput:
+        x = batch[self.view]
+        grid = self.encoder.grid_size(x.shape[-2], x.shape[-1])
+        masks = self.sampler.sample(x.shape[0], grid, generator)
+        vis, tgt = masks["visible"].to(x.device), masks["target"].to(x.device)
+        z = self.student_features(x, vis)  # (B, K, D)
+        pred = self.decoder(z, vis, tgt, grid)  # (B, M, D)
+        with torch.no_grad():
+            target = self.target_head(self.target_encoder(x, tgt))  # (B, M, D)
+        loss = self.loss_fn(pred, target)
+        return HostOutput(loss=loss, logs={"loss/host": loss.detach()}, student_idx=vis, student_tokens=z, grid=grid)

@@ -1,0 +1,144 @@
+"""The spatial-affinity add-on (the paper's contribution, Sec. III-A)."""
+from __future__ import annotations
+
+import gin
+import torch
+from torch import nn
+
+from kit.downsamplers.base import Downsampler
+from kit.downsamplers.block import BlockMean
+from kit.ema.ema import make_ema
+from kit.frameworks.base import Framework, HostOutput
+from kit.losses.gram import GramLoss
+from kit.samplers.base import PatchSampler
+from kit.samplers.correspondence import mr_to_hr_indices
+
+
+def pair_scale(mr: torch.Tensor, hr: torch.Tensor) -> int:
+    """Integer scale ``s`` with ``hr = (B, C, s*H, s*W)`` for ``mr = (B, C, H, W)``, or a ValueError."""
+    if mr.dim() != 4 or hr.dim() != 4 or mr.shape[:2] != hr.shape[:2]:
+        raise ValueError(f"MR {tuple(mr.shape)} and HR {tuple(hr.shape)} must be (B, C, H, W) with equal B and C.")
+    h, w = mr.shape[-2:]
+    hh, ww = hr.shape[-2:]
+    if hh % h or ww % w or hh // h != ww // w:
+        raise ValueError(
+            f"HR {tuple(hr.shape)} is not an exact integer multiple of MR {tuple(mr.shape)}; the HR crop must be "
+            "s times the MR crop (PairedRandomResizedCrop.hr_size = s * size)."
+        )
+    return hh // h
+
+
+@gin.register
+class SpatialAffinity(Framework):
+    """Adds an HR teacher and a gram loss to any host framework.
+
+    The HR teacher is a copy of the host's student feature path (encoder, plus the projection head
+    for hosts that have one), initialised from the student and EMA-updated with the host's momentum.
+    For the MR patches the student encoded (or patches drawn by ``sampler``, encoded by the student in an
+    extra pass), it encodes the ``s x s`` HR patches under each of them, the downsampler maps each block
+    to one token, and ``total = host_loss + weight * gram(student_tokens, teacher_tokens)``.
+
+    Args:
+        host: the SSL framework (its ``view`` must be ``"mr"``).
+        weight: gram-loss weight (paper: 1).
+        downsampler: block downsampler (default ``BlockMean``, the authors' "bilinear") or a grid one
+            (``GridInterpolate``), which makes the teacher encode the full HR image.
+        sampler: None uses the host's student patches; a ``PatchSampler`` returning ``"visible"`` draws
+            the SA patches itself (block-sampling ablation) and costs one extra student pass.
+        teacher_full_image: the teacher encodes the whole HR image (attention over all HR patches) and
+            the blocks under the chosen patches are gathered afterwards.
+        gram: the ``GramLoss`` (default: per image, no negative removal).
+
+    Shapes: batch ``{"mr": (B, C, H, W), "hr": (B, C, s*H, s*W)}``; student tokens ``(B, K, D)``;
+    teacher HR tokens ``(B, K*s*s, D)`` -> ``(B, K, s, s, D)`` -> ``(B, K, D)``.
+    """
+
+    def __init__(
+        self,
+        host: Framework = gin.REQUIRED,
+        weight: float = 1.0,
+        downsampler: Downsampler | None = None,
+        sampler: PatchSampler | None = None,
+        teacher_full_image: bool = False,
+        gram: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(host, Framework):
+            raise TypeError(f"SpatialAffinity.host must be a Framework, got {type(host).__name__}.")
+        if host.view != "mr":
+            raise ValueError(
+                f"SpatialAffinity needs a host whose student sees the MR image, got view={host.view!r}; "
+                "set the host's view = 'mr'."
+            )
+        if weight < 0:
+            raise ValueError(f"weight must be >= 0, got {weight}.")
+        self.host = host
+        self.view = host.view
+        self.weight = float(weight)
+        self.downsampler = downsampler if downsampler is not None else BlockMean()
+        self.sampler = sampler
+        self.teacher_full_image = bool(teacher_full_image) or self.downsampler.full_grid
+        self.gram = gram if gram is not None else GramLoss()
+        self.teacher = make_ema(host.feature_modules())
+
+    # -- role ------------------------------------------------------------------------------------
+    @property
+    def student_encoder(self) -> nn.Module:
+        return self.host.student_encoder
+
+    def student_features(self, image, idx):
+        return self.host.student_features(image, idx)
+
+    def feature_modules(self) -> nn.ModuleDict:
+        return self.host.feature_modules()
+
+    def ema_pairs(self):
+        return self.host.ema_pairs() + [(self.host.feature_modules(), self.teacher)]
+
+    def momentum(self, step: int, total_steps: int) -> float:
+        return self.host.momentum(step, total_steps)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    # -- objective -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def teacher_tokens(self, hr: torch.Tensor, idx: torch.Tensor, mr_grid: tuple[int, int], scale: int) -> torch.Tensor:
+        """Downsampled HR-teacher tokens ``(B, K, D)`` for MR patches ``idx`` ``(B, K)``."""
+        b, k = idx.shape
+        if self.downsampler.full_grid:
+            tokens = Framework.features_from_modules(self.teacher, hr, None)  # (B, sH*sW, D)
+            grid = tokens.reshape(b, mr_grid[0] * scale, mr_grid[1] * scale, -1)
+            low = self.downsampler(grid, scale).reshape(b, mr_grid[0] * mr_grid[1], -1)
+            return torch.gather(low, 1, idx[..., None].expand(-1, -1, low.shape[-1]))
+        hr_idx = mr_to_hr_indices(idx, mr_grid, scale)  # (B, K*s*s)
+        if self.teacher_full_image:
+            full = Framework.features_from_modules(self.teacher, hr, None)
+            tokens = torch.gather(full, 1, hr_idx[..., None].expand(-1, -1, full.shape[-1]))
+        else:
+            tokens = Framework.features_from_modules(self.teacher, hr, hr_idx)
+        return tokens.reshape(b, k, scale, scale, -1)
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> HostOutput:
+        out = self.host(batch, generator)
+        mr, hr = batch["mr"], batch["hr"]
+        scale = pair_scale(mr, hr)
+        grid = out.grid or self.student_encoder.grid_size(mr.shape[-2], mr.shape[-1])
+        if self.sampler is None:
+            if out.student_idx is None or out.student_tokens is None:
+                raise ValueError(f"{type(self.host).__name__} returned no student patches; give SpatialAffinity a sampler.")
+            idx, student = out.student_idx, out.student_tokens
+        else:
+            idx = self.sampler.sample(mr.shape[0], grid, generator)["visible"].to(mr.device)
+            student = self.host.student_features(mr, idx)
+        teacher = self.teacher_tokens(hr, idx, grid, scale)
+        if not self.downsampler.full_grid:
+            # block downsamplers may be learned (linear projection): run them with grad enabled
+            teacher = self.downsampler(teacher, scale)
+        gram = self.gram(student, teacher)
+        loss = out.loss + self.weight * gram
+        logs = dict(out.logs)
+        logs.update({"loss/host": out.loss.detach(), "loss/gram": gram.detach(), "loss/total": loss.detach()})
+        return HostOutput(loss=loss, logs=logs, student_idx=idx, student_tokens=student, grid=grid)

@@ -1,0 +1,62 @@
+"""Checks that run before step 1 and report every problem at once."""
+from __future__ import annotations
+
+import torch
+
+
+class ConfigError(ValueError):
+    """The run's configuration cannot work; the message lists every problem found and its fix."""
+
+
+def preflight(framework, data, *, batch_size: int, world_size: int = 1) -> dict:
+    """Validate data and framework together before any training work.
+
+    1. ``data.check()``: the shard folder exists, holds shards, and its first pair is valid
+       (band count, exact integer MR/HR ratio, finite values).
+    2. batch arithmetic (per-rank batch >= 1).
+    3. a dry forward of the framework on a random batch of the exact shapes the loader will produce,
+       which surfaces image size vs patch size, teacher grid vs scale, visible count vs grid, and
+       losses that need more patches or images than the configuration gives.
+
+    Returns:
+        the data summary of ``data.check()``.
+
+    Raises:
+        ConfigError listing every problem found.
+    """
+    problems: list[str] = []
+    info: dict = {}
+    try:
+        info = data.check()
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        problems.append(f"data: {exc}")
+    per_rank = batch_size // max(world_size, 1)
+    if per_rank < 1:
+        problems.append(f"batch: batch_size {batch_size} gives {per_rank} images per rank on {world_size} ranks; raise it.")
+    if info:
+        crop = getattr(data, "crop", None)
+        size = getattr(crop, "size", None)
+        bands = info.get("bands", 4)
+        scale = info.get("scale", 2)
+        if size is not None:
+            size = size if isinstance(size, int) else size[0]
+            hr_size = getattr(crop, "hr_size", None) or scale * size
+            g = torch.Generator().manual_seed(0)
+            b = max(2, min(per_rank, 2))
+            batch = {
+                "mr": torch.randn(b, bands, size, size, generator=g),
+                "hr": torch.randn(b, bands, hr_size, hr_size, generator=g),
+            }
+            was_training = framework.training
+            try:
+                with torch.no_grad():
+                    framework(batch, torch.Generator().manual_seed(0))
+            except (ValueError, IndexError, TypeError, RuntimeError) as exc:
+                problems.append(f"model: {exc}")
+            finally:
+                framework.train(was_training)
+    if problems:
+        raise ConfigError(
+            "the run cannot start; fix the following and run again:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+    return info

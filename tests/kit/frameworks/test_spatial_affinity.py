@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+import kernels
+from kit.downsamplers import BlockMean, GridInterpolate
+from kit.frameworks import Framework, SpatialAffinity
+from kit.samplers import RandomSplit, mr_to_hr_indices
+
+
+def test_teacher_starts_as_the_student_and_follows_by_ema(host, batch):
+    sa = SpatialAffinity(host=host)
+    for (n1, p1), (n2, p2) in zip(host.feature_modules().named_parameters(), sa.teacher.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2) and not p2.requires_grad
+    with torch.no_grad():
+        host.encoder.vit.blocks[0].mlp.fc1.weight.add_(1.0)
+    sa.ema_update(0.75)
+    diff = host.encoder.vit.blocks[0].mlp.fc1.weight - sa.teacher["encoder"].vit.blocks[0].mlp.fc1.weight
+    assert torch.allclose(diff, torch.full_like(diff, 0.75), atol=1e-5)
+
+
+def test_total_is_host_plus_weighted_gram_on_hr_patches_under_student(host, batch):
+    sa = SpatialAffinity(host=host, weight=0.5, downsampler=BlockMean())
+    out = sa(batch, torch.Generator().manual_seed(3))
+    host_out = host(batch, torch.Generator().manual_seed(3))
+    idx = host_out.student_idx
+    assert torch.equal(out.student_idx, idx)
+    with torch.no_grad():
+        hr_idx = mr_to_hr_indices(idx, (4, 4), 2)
+        t = sa.teacher["head"](sa.teacher["encoder"](batch["hr"], hr_idx)).reshape(3, 4, 2, 2, -1).mean((2, 3))
+    gram = kernels.gram_loss(host_out.student_tokens, t)
+    assert torch.allclose(out.loss, host_out.loss + 0.5 * gram, atol=1e-5)
+    assert torch.allclose(out.logs["loss/gram"], gram, atol=1e-6)
+    out.loss.backward()
+    assert all(p.grad is None for p in sa.teacher.parameters())
+
+
+def test_grid_downsampler_encodes_the_full_hr_image(host, batch):
+    sa = SpatialAffinity(host=host, downsampler=GridInterpolate("bicubic"))
+    assert sa.teacher_full_image
+    idx = torch.tensor([[0, 5, 10, 15]] * 3)
+    t = sa.teacher_tokens(batch["hr"], idx, (4, 4), 2)
+    full = Framework.features_from_modules(sa.teacher, batch["hr"], None).reshape(3, 8, 8, -1)
+    low = torch.nn.functional.interpolate(full.permute(0, 3, 1, 2), size=(4, 4), mode="bicubic", align_corners=False)
+    expected = low.permute(0, 2, 3, 1).reshape(3, 16, -1)[:, [0, 5, 10, 15]]
+    assert torch.allclose(t, expected, atol=1e-5)
+
+
+def test_own_sampler_runs_an_extra_student_pass(host, batch):
+    sa = SpatialAffinity(host=host, sampler=RandomSplit(6))
+    out = sa(batch, torch.Generator().manual_seed(0))
+    assert out.student_idx.shape == (3, 6) and out.student_tokens.shape == (3, 6, 32)
+
+
+def test_bad_pairs_and_hosts_are_refused(host, batch):
+    sa = SpatialAffinity(host=host)
+    with pytest.raises(ValueError, match="exact integer multiple"):
+        sa({"mr": batch["mr"], "hr": torch.randn(3, 4, 48, 64)}, torch.Generator().manual_seed(0))
+    host.view = "hr"
+    with pytest.raises(ValueError, match="MR image"):
+        SpatialAffinity(host=host)
