@@ -1,0 +1,610 @@
+"""Paired-tile reader: WebDataset shards -> validated, cropped, normalised batches with exact resume.
+
+Per process the pipeline is::
+
+    shard list --(seeded shuffle per epoch, split rank::world_size, then logical worker w::W)-->
+    tar members grouped into samples (raw bytes) --(seeded shuffle buffer)--> raw index r
+    --(skip r < resume offset)--> decode + validate + paired transform (RNG from (seed, epoch, key))
+    --> batch inside the worker, tagged (logical worker, epoch, r + 1)
+
+Everything a worker does is a function of ``(seed, rank, world_size, W, w, epoch)``, so a worker can
+be restarted at any ``(epoch, offset)``. Torch's DataLoader hands out batches round-robin from worker
+0; the :class:`PairStream` records the tag of every batch the caller has taken, and on resume new
+worker ``p`` plays logical worker ``(p + n) % W`` (``n`` batches consumed) so the interleaving goes on
+exactly where it stopped.
+
+Bad samples (unreadable npy, truncated member or shard, wrong shape / band count / ratio, non-finite
+values, no-data pixels) are skipped, logged with shard and key, and counted per reason; the stream
+raises :class:`DataError` when more than ``max_bad_fraction`` of a worker's samples are bad (after
+100 samples). Nothing sleeps.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import tarfile
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import gin
+import numpy as np
+import torch
+
+from kit.data.errors import DataError
+from kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache
+from kit.data.transforms import FALSE_HR_MODES, PairedRandomResizedCrop, SensorNormalize, false_hr_from_mr
+from kit.data.writer import BANDS
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "crossscale-stream/1"
+MIN_MR_SIDE = 8
+MIN_SAMPLES_FOR_BAD_CHECK = 100
+NODATA = -10000
+_MAKE = "python tools/make_shards.py synthetic --out {root}"
+
+
+class _BadSample(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+def list_shards(root: str | Path) -> list[dict[str, Any]]:
+    """Shards of a root as ``[{"name", "num_samples" (int or None)}]``, in a fixed order.
+
+    Uses ``index.json`` when present (and every listed shard exists), else every ``*.tar`` sorted by name.
+    """
+    root = Path(root)
+    index = root / "index.json"
+    if index.is_file():
+        try:
+            shards = json.loads(index.read_text()).get("shards", [])
+            if shards and all((root / s["name"]).is_file() for s in shards):
+                return [{"name": s["name"], "num_samples": s.get("num_samples")} for s in shards]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable %s; listing *.tar instead", index)
+    return [{"name": p.name, "num_samples": None} for p in sorted(root.glob("*.tar"))]
+
+
+def iter_tar_samples(path: str | Path, expected: int | None = None) -> Iterator[tuple]:
+    """Raw samples of one shard, in file order.
+
+    Args:
+        path: a ``.tar`` shard.
+        expected: number of samples the index promises (a shortfall is reported as truncation).
+
+    Yields:
+        ``(key, {suffix: bytes})`` for each group of consecutive members sharing a key, or
+        ``(key, _BadSample)`` for a truncated member / unreadable tail of the shard.
+    """
+    key, members, count = None, {}, 0
+    try:
+        with open(path, "rb", buffering=1 << 20) as f, tarfile.open(fileobj=f, mode="r|") as tf:
+            for info in tf:
+                if not info.isfile():
+                    continue
+                name = info.name.rsplit("/", 1)[-1]
+                k, _, suffix = name.partition(".")
+                if k != key:
+                    if key is not None:
+                        yield key, members
+                        count += 1
+                    key, members = k, {}
+                data = tf.extractfile(info).read()
+                if len(data) != info.size:
+                    raise tarfile.ReadError(f"member {info.name} truncated ({len(data)} of {info.size} bytes)")
+                members[suffix] = data
+    except (tarfile.TarError, OSError, EOFError) as e:
+        yield (key or "?"), _BadSample("truncated", f"shard {path} unreadable after {count} samples: {e}")
+        return
+    if key is not None:
+        yield key, members
+        count += 1
+    if expected is not None and count < expected:
+        yield "?", _BadSample("truncated", f"shard {path} holds {count} samples but the index lists {expected}")
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    """Zero-copy view of an ``.npy`` payload (read-only)."""
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    if dtype.hasobject:
+        raise ValueError("object arrays are not allowed")
+    count = int(np.prod(shape)) if shape else 1
+    offset = f.tell()
+    if len(data) - offset < count * dtype.itemsize:
+        raise ValueError(f"payload holds {len(data) - offset} bytes, the header promises {count * dtype.itemsize}")
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+
+
+def decode_pair(members: dict, *, bands: int, scale: int | None, nodata: float | None = NODATA,
+                ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Decode and validate one sample's members; return ``(mr, hr, s)`` or raise ``_BadSample``."""
+    for suffix in ("mr.npy", "hr.npy"):
+        if suffix not in members:
+            raise _BadSample("missing_member", f"no '{suffix}' member (has {sorted(members)})")
+    try:
+        mr, hr = decode_npy(members["mr.npy"]), decode_npy(members["hr.npy"])
+    except Exception as e:  # noqa: BLE001 - any decoding failure is a bad sample
+        raise _BadSample("unreadable_npy", f"cannot decode npy: {e}") from None
+    if mr.ndim != 3 or hr.ndim != 3:
+        raise _BadSample("shape", f"pairs must be (C, H, W), got MR {mr.shape} and HR {hr.shape}")
+    if mr.shape[0] != bands or hr.shape[0] != bands:
+        raise _BadSample("band_count", f"MR {mr.shape} / HR {hr.shape} but PairedTiles.bands = {bands}")
+    h, w = mr.shape[1:]
+    H, W = hr.shape[1:]
+    if h < 1 or w < 1 or H % h or W % w or H // h != W // w:
+        raise _BadSample("shape", f"HR {hr.shape} is not an integer multiple of MR {mr.shape}")
+    s = H // h
+    if scale is not None and s != scale:
+        raise _BadSample("scale", f"HR/MR scale {s} (MR {mr.shape}, HR {hr.shape}) but PairedTiles.scale = {scale}")
+    if min(h, w) < MIN_MR_SIDE:
+        raise _BadSample("too_small", f"MR tile {h}x{w} is smaller than {MIN_MR_SIDE} px")
+    for name, a in (("MR", mr), ("HR", hr)):
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise _BadSample("non_finite", f"{name} holds NaN or inf")
+        if nodata is not None and (a == nodata).any():
+            raise _BadSample("nodata", f"{name} holds no-data pixels ({nodata})")
+    return mr, hr, s
+
+
+def _sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    return np.random.default_rng([seed & 0xFFFFFFFF, epoch, zlib.crc32(key.encode())])
+
+
+# -- the per-worker pipeline ------------------------------------------------------------------------
+
+def worker_shards(names: list[str], *, seed: int, epoch: int, rank: int, world_size: int, worker: int,
+                  num_workers: int, resampled: bool) -> list[str]:
+    """Shards that logical ``worker`` of ``rank`` reads in ``epoch``.
+
+    Without resampling: one seeded permutation of all shards per epoch (identical on every rank),
+    split ``rank::world_size`` and then ``worker::num_workers``, so each epoch covers every shard once.
+    With resampling: ``ceil(n / (world_size * num_workers))`` draws with replacement from the
+    worker's own RNG.
+    """
+    n = len(names)
+    if resampled:
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, epoch, rank, worker, 0x2E5A])
+        k = max(1, math.ceil(n / (world_size * num_workers)))
+        return [names[i] for i in rng.integers(0, n, size=k)]
+    perm = np.random.default_rng([seed & 0xFFFFFFFF, epoch, 0x5A4D]).permutation(n)
+    return [names[i] for i in perm[rank::world_size][worker::num_workers]]
+
+
+class _PairIterable(torch.utils.data.IterableDataset):
+    """Infinite batches of one rank; each DataLoader worker plays one logical worker."""
+
+    def __init__(self, *, root: Path, shards: list[dict], seed: int, rank: int, world_size: int, num_workers: int,
+                 rotation: int, positions: dict[int, tuple[int, int]], batch_size: int, shuffle_buffer: int,
+                 resampled: bool, crop: PairedRandomResizedCrop, normalize: SensorNormalize | None, bands: int,
+                 scale: int, false_hr: str | None, max_bad_fraction: float) -> None:
+        super().__init__()
+        self.root, self.shards = root, shards
+        self.names = [s["name"] for s in shards]
+        self.expected = {s["name"]: s.get("num_samples") for s in shards}
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.W = max(1, num_workers)
+        self.rotation, self.positions = rotation, positions
+        self.batch_size, self.shuffle_buffer, self.resampled = batch_size, shuffle_buffer, resampled
+        self.crop, self.normalize, self.bands, self.scale = crop, normalize, bands, scale
+        self.false_hr, self.max_bad_fraction = false_hr, max_bad_fraction
+
+    # raw items of one epoch, after the shuffle buffer: (shard, key, members | _BadSample)
+    def raw_epoch(self, epoch: int, worker: int) -> Iterator[tuple]:
+        shards = worker_shards(self.names, seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size,
+                               worker=worker, num_workers=self.W, resampled=self.resampled)
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, epoch, self.rank, worker, 0xB0F])
+        size = self.shuffle_buffer
+        buf: list = []
+        for name in shards:
+            for key, members in iter_tar_samples(self.root / name, self.expected.get(name)):
+                item = (name, key, members)
+                if size <= 1:
+                    yield item
+                elif len(buf) < size:
+                    buf.append(item)
+                else:
+                    j = int(rng.integers(size))
+                    yield buf[j]
+                    buf[j] = item
+        order = rng.permutation(len(buf)) if buf else []
+        for j in order:
+            yield buf[j]
+
+    def _process(self, members, key: str, epoch: int, out: tuple[torch.Tensor, torch.Tensor]) -> None:
+        if isinstance(members, _BadSample):
+            raise members
+        mr, hr, s = decode_pair(members, bands=self.bands, scale=self.scale)
+        if self.false_hr is not None:
+            hr = false_hr_from_mr(mr, s, self.false_hr)
+        self.crop(mr, hr, _sample_rng(self.seed, epoch, key), self.normalize, out=out)
+
+    def batches(self, worker: int, epoch: int, offset: int) -> Iterator[dict]:
+        """Infinite batches of logical ``worker`` starting at raw ``offset`` of ``epoch``."""
+        B = self.batch_size
+        size, hr_size = self.crop.output_sizes(self.scale)
+        shared = torch.utils.data.get_worker_info() is not None
+        seen, bad_total = 0, Counter()
+        skipped: Counter = Counter()
+        mr_b = hr_b = None
+        keys: list[str] = []
+        while True:
+            raw = 0
+            for r, (shard, key, members) in enumerate(self.raw_epoch(epoch, worker)):
+                raw += 1
+                if r < offset:
+                    continue
+                seen += 1
+                if mr_b is None:  # in a worker the batch is built in shared memory: sending it copies nothing
+                    mr_b = _empty((B, self.bands, size, size), shared)
+                    hr_b = _empty((B, self.bands, hr_size, hr_size), shared)
+                i = len(keys)
+                try:
+                    self._process(members, key, epoch, (mr_b[i], hr_b[i]))
+                except _BadSample as e:
+                    skipped[e.reason] += 1
+                    bad_total[e.reason] += 1
+                    log.warning("skipping sample %r of shard %s (%s): %s", key, self.root / shard, e.reason, e.detail)
+                    self._check_bad(seen, bad_total)
+                    continue
+                keys.append(key)
+                if len(keys) == B:
+                    meta = {"worker": worker, "epoch": epoch, "offset": r + 1, "skipped": dict(skipped)}
+                    yield {"mr": mr_b, "hr": hr_b, "key": keys, "_meta": meta}
+                    mr_b = hr_b = None
+                    keys, skipped = [], Counter()
+                    self._check_bad(seen, bad_total)
+            if raw == 0:
+                raise DataError(
+                    f"logical worker {worker} of rank {self.rank} got no samples in epoch {epoch} from "
+                    f"{self.root}; write more shards or set PairedTiles.resampled = True."
+                )
+            epoch, offset = epoch + 1, 0
+
+    def _check_bad(self, seen: int, bad: Counter) -> None:
+        n_bad = sum(bad.values())
+        if seen >= MIN_SAMPLES_FOR_BAD_CHECK and n_bad > self.max_bad_fraction * seen:
+            raise DataError(
+                f"{n_bad} of {seen} samples read from {self.root} were bad ({dict(bad)}), more than "
+                f"PairedTiles.max_bad_fraction = {self.max_bad_fraction}; see the logged shard and key of each, "
+                f"then re-write those shards (python tools/make_shards.py ...) or raise PairedTiles.max_bad_fraction."
+            )
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        phys = info.id if info is not None else 0
+        worker = (phys + self.rotation) % self.W
+        epoch, offset = self.positions.get(worker, (0, 0))
+        return self.batches(worker, epoch, offset)
+
+
+def _empty(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
+    """Uninitialised float32 tensor, allocated in shared memory when ``shared`` (as torch's collate does)."""
+    if shared:
+        try:
+            storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape), device="cpu")
+            return torch.empty(0).new(storage).view(shape)
+        except Exception:  # noqa: BLE001 - private API moved: fall back to a copy at send time
+            pass
+    return torch.empty(shape, dtype=torch.float32)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+# -- the stream the training loop consumes ------------------------------------------------------------
+
+class PairStream:
+    """Infinite iterable of batches ``{"mr" (B, C, S, S), "hr" (B, C, hrS, hrS), "key" list[str]}``.
+
+    ``state_dict()`` is the exact position after the batches the caller has taken so far; pass it to
+    :meth:`PairedTiles.stream` (same seed, rank, world size, workers) to continue with the next batch.
+    """
+
+    def __init__(self, dataset: _PairIterable, *, num_workers: int, state: dict) -> None:
+        self._dataset = dataset
+        self._num_workers = num_workers
+        self._W = dataset.W
+        self._state = state
+        self._positions = {int(k): tuple(v) for k, v in state["positions"].items()}
+        self._rotation0 = state["rotation"]
+        self._consumed = 0
+        self._stats: Counter = Counter(state.get("stats", {}))
+        self._loader = None
+        self._it = None
+        self._gen = None
+
+    def _batches(self) -> Iterator[dict]:
+        while True:
+            batch = next(self._it)
+            meta = batch.pop("_meta")
+            self._positions[int(meta["worker"])] = (int(meta["epoch"]), int(meta["offset"]))
+            self._stats.update(meta["skipped"])
+            self._consumed += 1
+            yield batch
+
+    def __iter__(self) -> Iterator[dict]:
+        if self._gen is None:
+            kwargs = {}
+            if self._num_workers > 0:
+                kwargs = dict(worker_init_fn=_worker_init, prefetch_factor=2, persistent_workers=False)
+            self._loader = torch.utils.data.DataLoader(
+                self._dataset, batch_size=None, num_workers=self._num_workers, **kwargs
+            )
+            self._it = iter(self._loader)
+            self._gen = self._batches()
+        return self._gen
+
+    def state_dict(self) -> dict:
+        """Position after the consumed batches (JSON-serialisable)."""
+        st = dict(self._state)
+        st["batches"] = self._state["batches"] + self._consumed
+        st["rotation"] = (self._rotation0 + self._consumed) % self._W
+        st["positions"] = {str(k): list(v) for k, v in sorted(self._positions.items())}
+        st["stats"] = dict(self._stats)
+        return st
+
+    @property
+    def stats(self) -> dict:
+        """Skipped samples by reason among the consumed batches (cumulative over resumes)."""
+        return dict(self._stats)
+
+    def close(self) -> None:
+        """Stop the workers."""
+        it = self._it
+        self._gen = self._it = self._loader = None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+# -- the gin-facing config ------------------------------------------------------------------------------
+
+@gin.register
+class PairedTiles:
+    """Paired MR/HR tiles from WebDataset shards (or the embedded synthetic set).
+
+    Args:
+        root: shard folder (``pairs-*.tar`` + ``index.json``, see :mod:`kit.data.writer`); None uses the
+            synthetic set ``synthetic``, written to the cache on first use.
+        batch_size: pairs per batch (per rank).
+        num_workers: DataLoader worker processes (0 = in the calling process).
+        shuffle_buffer: size of the per-worker shuffle buffer of raw samples (<= 1 disables it).
+        resampled: draw shards with replacement per worker (for fewer shards than ranks x workers).
+        crop: the paired crop (default ``PairedRandomResizedCrop()``).
+        normalize: the per-sensor normalisation (default ``SensorNormalize()``); pass False to disable.
+        bands: band count every pair must have.
+        scale: required HR/MR scale ``s``, or None to take it from the data.
+        false_hr: None, or ``"bilinear"`` / ``"bicubic"``: replace HR by MR upsampled by ``s`` (control).
+        synthetic: the synthetic set used when ``root`` is None (default ``SyntheticScenes()``).
+        max_bad_fraction: fraction of bad samples (after 100) above which the stream stops.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        *,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        shuffle_buffer: int = 1000,
+        resampled: bool = False,
+        crop: PairedRandomResizedCrop | None = None,
+        normalize: SensorNormalize | None = None,
+        bands: int = 4,
+        scale: int | None = None,
+        false_hr: str | None = None,
+        synthetic: SyntheticScenes | None = None,
+        max_bad_fraction: float = 0.01,
+    ) -> None:
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"PairedTiles.batch_size must be a positive integer, got {batch_size!r}.")
+        if int(num_workers) != num_workers or num_workers < 0:
+            raise ValueError(f"PairedTiles.num_workers must be an integer >= 0, got {num_workers!r}.")
+        if bands < 1:
+            raise ValueError(f"PairedTiles.bands must be >= 1, got {bands}.")
+        if scale is not None and (int(scale) != scale or scale < 1):
+            raise ValueError(f"PairedTiles.scale must be an integer >= 1 or None, got {scale!r}.")
+        if false_hr not in FALSE_HR_MODES:
+            raise ValueError(f"PairedTiles.false_hr must be one of {FALSE_HR_MODES}, got {false_hr!r}.")
+        if not 0.0 <= max_bad_fraction <= 1.0:
+            raise ValueError(f"PairedTiles.max_bad_fraction must be in [0, 1], got {max_bad_fraction}.")
+        self.root = None if root is None else str(root)
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.shuffle_buffer, self.resampled = int(shuffle_buffer), bool(resampled)
+        self.crop = crop if crop is not None else PairedRandomResizedCrop()
+        if normalize is False:
+            self.normalize = None
+        else:
+            self.normalize = normalize if normalize is not None else SensorNormalize()
+        self.bands, self.scale, self.false_hr = int(bands), scale, false_hr
+        self.synthetic = synthetic if synthetic is not None else SyntheticScenes()
+        self.max_bad_fraction = float(max_bad_fraction)
+        self._info: dict | None = None
+        self._shards: list[dict] | None = None
+
+    # -- checks -----------------------------------------------------------------------------------
+    def _root(self) -> Path:
+        if self.root is None:
+            return ensure_synthetic_cache(self.synthetic)
+        return Path(self.root).expanduser()
+
+    def check(self) -> dict:
+        """Validate the data before training; return what was found.
+
+        Returns:
+            ``{"root", "num_samples", "scale", "bands", "mr_shape", "hr_shape"}``.
+
+        Raises:
+            DataError: the root is missing or empty, or the first pair does not match the configuration
+                (band count, integer scale, finite values, size); the message says what to change.
+        """
+        if self._info is not None:
+            return self._info
+        root = self._root()
+        make = _MAKE.format(root=root)
+        if not root.exists():
+            raise DataError(f"shard root {root} does not exist: run {make} (or make_shards.py sen2venus/geotiff) "
+                            f"or set PairedTiles.root to a folder of pairs-*.tar shards.")
+        if not root.is_dir():
+            raise DataError(f"shard root {root} is not a folder; set PairedTiles.root to the folder holding the shards.")
+        shards = list_shards(root)
+        if not shards:
+            raise DataError(f"no shards (*.tar) under {root}: run {make} or set PairedTiles.root.")
+        if self.normalize is not None and self.normalize.bands != self.bands:
+            raise DataError(f"SensorNormalize has statistics for {self.normalize.bands} bands but PairedTiles.bands "
+                            f"= {self.bands}; give per-band statistics for {self.bands} bands.")
+        index_scale = None
+        index_path = root / "index.json"
+        if index_path.is_file():
+            try:
+                index_scale = json.loads(index_path.read_text()).get("scale")
+            except ValueError:
+                pass
+        first = shards[0]["name"]
+        sample = next(iter(iter_tar_samples(root / first)), None)
+        if sample is None:
+            raise DataError(f"shard {root / first} holds no samples; re-write it with {make}.")
+        key, members = sample
+        where = f"first pair {key!r} of {root / first}"
+        if isinstance(members, _BadSample):
+            raise DataError(f"{where}: {members.detail}; re-write the shard (python tools/make_shards.py ...).")
+        try:
+            mr = decode_npy(members["mr.npy"])
+            hr = decode_npy(members["hr.npy"])
+        except KeyError as e:
+            raise DataError(f"{where} has no {e.args[0]!r} member (members {sorted(members)}); shards must hold "
+                            f"<key>.mr.npy and <key>.hr.npy (write them with tools/make_shards.py).") from None
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"{where}: cannot decode npy ({e}); re-write the shard.") from None
+        if mr.ndim != 3 or hr.ndim != 3:
+            raise DataError(f"{where}: pairs must be (C, H, W) arrays, got MR {mr.shape} and HR {hr.shape}.")
+        if mr.shape[0] != self.bands or hr.shape[0] != self.bands:
+            raise DataError(
+                f"{where} has MR {mr.shape} / HR {hr.shape}: {mr.shape[0]} bands but PairedTiles.bands = {self.bands} "
+                f"{BANDS[:self.bands]}; set PairedTiles.bands = {mr.shape[0]} (and the encoder's in_chans and "
+                f"SensorNormalize statistics) or re-write the shards with {self.bands} bands."
+            )
+        h, w = mr.shape[1:]
+        H, W = hr.shape[1:]
+        if H % h or W % w or H // h != W // w:
+            raise DataError(
+                f"{where}: HR {hr.shape} is not an exact integer multiple s of MR {mr.shape} (ratio {H / h:g} x "
+                f"{W / w:g}); crop both to the same ground footprint with HR side = s x MR side and re-write the shards."
+            )
+        s = H // h
+        if self.scale is not None and s != self.scale:
+            raise DataError(f"{where}: HR/MR scale is {s} (MR {mr.shape}, HR {hr.shape}) but PairedTiles.scale = "
+                            f"{self.scale}; set PairedTiles.scale = {s} (or None) or use shards of scale {self.scale}.")
+        if index_scale is not None and index_scale != s:
+            raise DataError(f"{root}/index.json says scale {index_scale} but {where} has scale {s}; re-write the shards.")
+        for name, a in (("MR", mr), ("HR", hr)):
+            if a.dtype.kind not in "iuf":
+                raise DataError(f"{where}: {name} has dtype {a.dtype}; store int16 reflectance x 10000.")
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise DataError(f"{where}: {name} holds NaN or inf; replace invalid pixels (or drop the tile) and "
+                                f"re-write the shards.")
+        if min(h, w) < MIN_MR_SIDE:
+            raise DataError(f"{where}: MR tile {h}x{w} is smaller than {MIN_MR_SIDE} px; write larger tiles.")
+        if min(h, w) * 4 < self.crop.size:
+            log.warning("MR tiles are %dx%d px but the crop outputs %d px: more than 4x upsampling", h, w, self.crop.size)
+        num = sum(x["num_samples"] for x in shards) if all(x["num_samples"] is not None for x in shards) else None
+        self._shards = shards
+        self._info = {
+            "root": str(root),
+            "num_samples": num if num is not None else self._count(root, shards),
+            "scale": int(s),
+            "bands": int(self.bands),
+            "mr_shape": tuple(int(x) for x in mr.shape),
+            "hr_shape": tuple(int(x) for x in hr.shape),
+        }
+        return self._info
+
+    @staticmethod
+    def _count(root: Path, shards: list[dict]) -> int:
+        """Count samples (distinct keys) from the tar headers when there is no index."""
+        total = 0
+        for s in shards:
+            keys = set()
+            try:
+                with tarfile.open(root / s["name"], "r:") as tf:
+                    for m in tf:
+                        if m.isfile():
+                            keys.add(m.name.rsplit("/", 1)[-1].partition(".")[0])
+            except (tarfile.TarError, OSError, EOFError) as e:
+                log.warning("shard %s unreadable after %d samples: %s", root / s["name"], len(keys), e)
+            total += len(keys)
+        return total
+
+    @property
+    def num_samples(self) -> int:
+        """Number of pairs (from ``index.json``, or counted)."""
+        return self.check()["num_samples"]
+
+    # -- the stream -------------------------------------------------------------------------------
+    def stream(self, *, seed: int, rank: int = 0, world_size: int = 1, state: dict | None = None) -> PairStream:
+        """An infinite stream of this rank's batches.
+
+        Args:
+            seed: seed of the shard order, shuffle buffers and per-sample crops (same on every rank).
+            rank, world_size: this process's place among the data-parallel ranks.
+            state: a ``PairStream.state_dict()`` to continue from.
+
+        Raises:
+            DataError: fewer shards than readers without ``resampled``, or a state from another setup.
+        """
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}.")
+        info = self.check()
+        shards = self._shards
+        W = max(1, self.num_workers)
+        readers = world_size * W
+        if not self.resampled and len(shards) < readers:
+            raise DataError(
+                f"{info['root']} has {len(shards)} shards but world_size x num_workers = {world_size} x {W} = {readers} "
+                f"readers need one each; write smaller shards (make_shards.py --shard-size), lower "
+                f"PairedTiles.num_workers, or set PairedTiles.resampled = True."
+            )
+        fresh = {
+            "format": STATE_FORMAT, "seed": int(seed), "rank": int(rank), "world_size": int(world_size),
+            "num_workers": W, "batch_size": self.batch_size, "num_shards": len(shards),
+            "resampled": self.resampled, "batches": 0, "rotation": 0, "positions": {}, "stats": {},
+        }
+        if state is not None:
+            for k in ("format", "seed", "rank", "world_size", "num_workers", "batch_size", "num_shards", "resampled"):
+                if state.get(k) != fresh[k]:
+                    raise DataError(
+                        f"cannot resume the data stream: the saved state has {k} = {state.get(k)!r} but this run has "
+                        f"{fresh[k]!r}; resume with the same {k} (or start the data stream afresh without state)."
+                    )
+            fresh.update({k: state[k] for k in ("batches", "rotation", "positions", "stats")})
+        dataset = _PairIterable(
+            root=Path(info["root"]), shards=shards, seed=int(seed), rank=rank, world_size=world_size,
+            num_workers=self.num_workers, rotation=int(fresh["rotation"]),
+            positions={int(k): tuple(v) for k, v in fresh["positions"].items()}, batch_size=self.batch_size,
+            shuffle_buffer=self.shuffle_buffer, resampled=self.resampled, crop=self.crop, normalize=self.normalize,
+            bands=self.bands, scale=info["scale"], false_hr=self.false_hr, max_bad_fraction=self.max_bad_fraction,
+        )
+        return PairStream(dataset, num_workers=self.num_workers, state=fresh)
+
+    def __repr__(self) -> str:
+        return (f"PairedTiles(root={self.root!r}, batch_size={self.batch_size}, num_workers={self.num_workers}, "
+                f"crop={self.crop!r}, bands={self.bands}, scale={self.scale}, false_hr={self.false_hr!r})")

@@ -1,0 +1,341 @@
+"""The shard reader: round trip, exact resume, node/worker split, actionable errors, bad samples."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kit.data import DataError, PairedRandomResizedCrop, PairedTiles, PairShardWriter, SyntheticScenes
+from kit.data.loader import _PairIterable, decode_pair, iter_tar_samples, worker_shards
+from kit.data.transforms import false_hr_from_mr
+from tests.kit.data.fakes import good_pair, npy_bytes, pair_members, synthetic_root, write_raw_shard
+
+REPO = Path(__file__).resolve().parents[3]
+SMALL = dict(crop=PairedRandomResizedCrop(size=12), shuffle_buffer=8)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """24 synthetic pairs, MR 16 px, 6 shards of 4."""
+    return synthetic_root(tmp_path_factory.mktemp("pairs"), num_pairs=24, mr_size=16, shard_size=4)
+
+
+def all_keys(root: Path) -> list[str]:
+    cfg = SyntheticScenes(mr_size=16, num_pairs=24)
+    return [cfg.key(i) for i in range(24)]
+
+
+def take(stream, n):
+    it = iter(stream)
+    return [next(it) for _ in range(n)]
+
+
+# -- round trip -------------------------------------------------------------------------------------
+
+def test_writer_reader_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    pairs = {f"p{i}": good_pair(rng, h=8) for i in range(5)}
+    with PairShardWriter(tmp_path, shard_size=2) as w:
+        for k, (mr, hr) in pairs.items():
+            w.write(k, mr, hr, {"site": "x"})
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index["num_samples"] == 5 and [s["num_samples"] for s in index["shards"]] == [2, 2, 1]
+    seen = {}
+    for s in index["shards"]:
+        for key, members in iter_tar_samples(tmp_path / s["name"], s["num_samples"]):
+            mr, hr, scale = decode_pair(members, bands=4, scale=2)
+            assert json.loads(members["json"])["site"] == "x"
+            seen[key] = (mr, hr)
+    assert seen.keys() == pairs.keys()
+    for k, (mr, hr) in pairs.items():
+        np.testing.assert_array_equal(seen[k][0], mr)
+        np.testing.assert_array_equal(seen[k][1], hr)
+    # through the stream: an identity crop without normalisation gives back the stored pairs
+    tiles = PairedTiles(str(tmp_path), batch_size=5, num_workers=0, shuffle_buffer=1, normalize=False,
+                        crop=PairedRandomResizedCrop(size=8, scale=(1, 1), ratio=(1, 1)))
+    assert tiles.num_samples == 5
+    batch = take(tiles.stream(seed=0), 1)[0]
+    assert sorted(batch["key"]) == sorted(pairs)
+    for i, k in enumerate(batch["key"]):
+        assert torch.equal(batch["mr"][i], torch.from_numpy(pairs[k][0].astype(np.float32)))
+        assert torch.equal(batch["hr"][i], torch.from_numpy(pairs[k][1].astype(np.float32)))
+
+
+def test_check_reports(root):
+    info = PairedTiles(str(root)).check()
+    assert info == {"root": str(root), "num_samples": 24, "scale": 2, "bands": 4, "mr_shape": (4, 16, 16),
+                    "hr_shape": (4, 32, 32)}
+
+
+def test_batch_contract(root):
+    tiles = PairedTiles(str(root), batch_size=5, num_workers=0, **SMALL)
+    b = take(tiles.stream(seed=1), 1)[0]
+    assert set(b) == {"mr", "hr", "key"}
+    assert b["mr"].shape == (5, 4, 12, 12) and b["hr"].shape == (5, 4, 24, 24)
+    assert b["mr"].dtype == torch.float32 and len(b["key"]) == 5
+    assert torch.isfinite(b["mr"]).all() and b["mr"].abs().mean() < 5  # normalised
+
+
+def test_synthetic_default_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSSCALE_CACHE", str(tmp_path))
+    tiles = PairedTiles(batch_size=2, num_workers=0, synthetic=SyntheticScenes(mr_size=8, num_pairs=4, shard_size=2),
+                        crop=PairedRandomResizedCrop(size=8))
+    info = tiles.check()
+    assert info["root"].startswith(str(tmp_path)) and info["num_samples"] == 4
+    assert take(tiles.stream(seed=0), 1)[0]["hr"].shape == (2, 4, 16, 16)
+
+
+# -- exact resume -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_exact_resume(root, workers):
+    tiles = PairedTiles(str(root), batch_size=3, num_workers=workers, **SMALL)
+    total = 19  # > two epochs of 24 pairs / 3 per batch, with workers at different epochs
+    stream = tiles.stream(seed=7)
+    it = iter(stream)
+    ref, states = [], {}
+    for n in range(total):
+        if n in (1, 2, 5, 8, 13):
+            states[n] = json.loads(json.dumps(stream.state_dict()))  # survives a JSON checkpoint
+        ref.append(next(it))
+    stream.close()
+    for n, state in states.items():
+        resumed = tiles.stream(seed=7, state=state)
+        it2 = iter(resumed)
+        for k in range(n, total):
+            if n == 2 and k == 9:  # resume a resumed stream
+                state2 = json.loads(json.dumps(resumed.state_dict()))
+                assert state2["batches"] == 9
+                resumed.close()
+                resumed = tiles.stream(seed=7, state=state2)
+                it2 = iter(resumed)
+            b = next(it2)
+            assert b["key"] == ref[k]["key"], (workers, n, k)
+            assert torch.equal(b["mr"], ref[k]["mr"]) and torch.equal(b["hr"], ref[k]["hr"])
+        resumed.close()
+
+
+def test_epochs_reshuffle(root):
+    tiles = PairedTiles(str(root), batch_size=24, num_workers=0, **SMALL)
+    e0, e1 = take(tiles.stream(seed=0), 2)
+    assert sorted(e0["key"]) == sorted(e1["key"]) == sorted(all_keys(root))
+    assert e0["key"] != e1["key"]
+    other = take(tiles.stream(seed=1), 1)[0]
+    assert other["key"] != e0["key"]
+
+
+def test_resume_state_mismatch(root):
+    tiles = PairedTiles(str(root), batch_size=3, num_workers=0, **SMALL)
+    s = tiles.stream(seed=0)
+    take(s, 2)
+    with pytest.raises(DataError, match="seed"):
+        tiles.stream(seed=1, state=s.state_dict())
+    with pytest.raises(DataError, match="num_workers"):
+        PairedTiles(str(root), batch_size=3, num_workers=2, **SMALL).stream(seed=0, state=s.state_dict())
+
+
+# -- node / worker split ----------------------------------------------------------------------------
+
+def test_split_covers_every_sample_once_per_epoch(root):
+    tiles = PairedTiles(str(root), batch_size=4, num_workers=2, **SMALL)
+    info = tiles.check()
+    for epoch in range(3):
+        keys = Counter()
+        for rank in range(2):
+            ds: _PairIterable = tiles.stream(seed=5, rank=rank, world_size=2)._dataset
+            for w in range(2):
+                keys.update(k for _, k, _ in ds.raw_epoch(epoch, w))
+        assert sorted(keys) == sorted(all_keys(root)) and set(keys.values()) == {1}
+        assert info["num_samples"] == sum(keys.values())
+
+
+def test_shard_split_function():
+    names = [f"s{i}" for i in range(11)]
+    for epoch in range(3):
+        got = [n for r in range(3) for w in range(2) for n in worker_shards(
+            names, seed=1, epoch=epoch, rank=r, world_size=3, worker=w, num_workers=2, resampled=False)]
+        assert sorted(got) == sorted(names)
+    a = worker_shards(names, seed=1, epoch=0, rank=0, world_size=3, worker=0, num_workers=2, resampled=True)
+    b = worker_shards(names, seed=1, epoch=0, rank=0, world_size=3, worker=1, num_workers=2, resampled=True)
+    assert len(a) == len(b) == 2 and all(n in names for n in a + b)
+
+
+def test_ranks_see_disjoint_batches(root):
+    tiles = PairedTiles(str(root), batch_size=4, num_workers=0, shuffle_buffer=8, crop=PairedRandomResizedCrop(size=8))
+    k0 = {k for b in take(tiles.stream(seed=2, rank=0, world_size=2), 3) for k in b["key"]}
+    k1 = {k for b in take(tiles.stream(seed=2, rank=1, world_size=2), 3) for k in b["key"]}
+    assert k0.isdisjoint(k1) and len(k0 | k1) == 24
+
+
+def test_too_few_shards(root):
+    tiles = PairedTiles(str(root), batch_size=2, num_workers=4, **SMALL)
+    with pytest.raises(DataError, match="resampled"):
+        tiles.stream(seed=0, world_size=2)
+    resampled = PairedTiles(str(root), batch_size=2, num_workers=0, resampled=True, **SMALL)
+    assert len(take(resampled.stream(seed=0, rank=1, world_size=8), 2)) == 2
+
+
+# -- actionable errors ------------------------------------------------------------------------------
+
+def test_missing_root(tmp_path):
+    with pytest.raises(DataError, match=r"does not exist.*make_shards.py synthetic --out"):
+        PairedTiles(str(tmp_path / "nope")).check()
+
+
+def test_empty_root(tmp_path):
+    with pytest.raises(DataError, match=r"no shards \(\*\.tar\) under .*PairedTiles.root"):
+        PairedTiles(str(tmp_path)).check()
+
+
+def test_wrong_band_count(tmp_path):
+    rng = np.random.default_rng(0)
+    with PairShardWriter(tmp_path, bands=("blue", "green", "red")) as w:
+        w.write("a", *good_pair(rng, bands=3))
+    with pytest.raises(DataError, match=r"3 bands but PairedTiles.bands = 4.*PairedTiles.bands = 3"):
+        PairedTiles(str(tmp_path)).check()
+    assert PairedTiles(str(tmp_path), bands=3, normalize=False).check()["bands"] == 3
+
+
+def test_non_integer_ratio(tmp_path):
+    mr = np.zeros((4, 16, 16), np.int16)
+    hr = np.zeros((4, 24, 24), np.int16)
+    write_raw_shard(tmp_path / "pairs-000000.tar", [("a", pair_members(mr, hr))])
+    with pytest.raises(DataError, match=r"not an exact integer multiple.*\(ratio 1.5"):
+        PairedTiles(str(tmp_path)).check()
+
+
+def test_scale_mismatch(root):
+    with pytest.raises(DataError, match=r"scale is 2 .* PairedTiles.scale = 3"):
+        PairedTiles(str(root), scale=3).check()
+
+
+def test_non_finite_first_pair(tmp_path):
+    mr, hr = good_pair(np.random.default_rng(0), dtype=np.float32)
+    hr[1, 3, 3] = np.nan
+    write_raw_shard(tmp_path / "pairs-000000.tar", [("a", pair_members(mr, hr))])
+    with pytest.raises(DataError, match="NaN or inf"):
+        PairedTiles(str(tmp_path)).check()
+
+
+# -- bad samples ------------------------------------------------------------------------------------
+
+def _corrupt_root(tmp_path: Path, n_good: int = 10) -> Path:
+    rng = np.random.default_rng(0)
+    samples = [(f"g{i:03d}", pair_members(*good_pair(rng))) for i in range(n_good)]
+    mr, hr = good_pair(rng)
+    bad = [
+        ("badnpy", {"mr.npy": b"\x93NUMPY garbage", "hr.npy": npy_bytes(hr)}),
+        ("shortnpy", {"mr.npy": npy_bytes(mr)[:-100], "hr.npy": npy_bytes(hr)}),
+        ("bands", pair_members(mr[:3], hr[:3])),
+        ("ratio", pair_members(mr, hr[:, :24, :24])),
+        ("nan", pair_members(mr.astype(np.float32), np.where(hr == hr.max(), np.nan, hr).astype(np.float32))),
+        ("nodata", pair_members(np.where(mr == mr.min(), -10000, mr).astype(np.int16), hr)),
+        ("nohr", {"mr.npy": npy_bytes(mr)}),
+    ]
+    write_raw_shard(tmp_path / "pairs-000000.tar", samples[:5] + bad[:4])
+    write_raw_shard(tmp_path / "pairs-000001.tar", bad[4:] + samples[5:])
+    # a third shard cut in the middle of a member: its readable samples count, the rest is "truncated"
+    full = write_raw_shard(tmp_path / "full.tmp", [(f"t{i}", pair_members(*good_pair(rng))) for i in range(3)])
+    data = full.read_bytes()
+    (tmp_path / "pairs-000002.tar").write_bytes(data[: len(data) // 2])
+    full.unlink()
+    return tmp_path
+
+
+def test_corrupt_members_skipped_and_counted(tmp_path, caplog):
+    root = _corrupt_root(tmp_path)
+    tiles = PairedTiles(str(root), batch_size=1, num_workers=0, shuffle_buffer=1, max_bad_fraction=0.9,
+                        crop=PairedRandomResizedCrop(size=8))
+    stream = tiles.stream(seed=0)
+    with caplog.at_level("WARNING", logger="kit.data.loader"):
+        batches = take(stream, 22)  # 11 readable pairs per epoch (10 good + 1 before the truncation)
+    keys = [b["key"][0] for b in batches]
+    assert set(keys[:11]) == set(keys[11:]) == {f"g{i:03d}" for i in range(10)} | {"t0"}
+    # every bad sample of epoch 0 is counted; those of epoch 1 after its last good pair are not consumed yet
+    once = {"unreadable_npy": 2, "band_count": 1, "shape": 1, "non_finite": 1, "nodata": 1, "missing_member": 1,
+            "truncated": 1}
+    assert set(stream.stats) == set(once)
+    assert all(once[k] <= v <= 2 * once[k] for k, v in stream.stats.items()), stream.stats
+    assert "pairs-000000.tar" in caplog.text and "badnpy" in caplog.text
+    # the counts travel with the state
+    assert tiles.stream(seed=0, state=stream.state_dict()).stats == stream.stats
+
+
+def test_too_many_bad_samples_stop_the_run(tmp_path):
+    rng = np.random.default_rng(0)
+    mr, hr = good_pair(rng, h=8)
+    samples = [(f"g{i:03d}", pair_members(mr, hr)) for i in range(110)]
+    for i in range(0, 110, 10):
+        samples[i] = (f"b{i:03d}", {"mr.npy": b"junk", "hr.npy": npy_bytes(hr)})
+    samples[0], samples[1] = samples[1], samples[0]  # check() needs a good first pair
+    write_raw_shard(tmp_path / "pairs-000000.tar", samples)
+    tiles = PairedTiles(str(tmp_path), batch_size=8, num_workers=0, shuffle_buffer=1,
+                        crop=PairedRandomResizedCrop(size=8))
+    with pytest.raises(DataError, match="max_bad_fraction"):
+        take(tiles.stream(seed=0), 20)
+
+
+def test_false_hr_stream(root):
+    tiles = PairedTiles(str(root), batch_size=4, num_workers=0, false_hr="bilinear", normalize=False,
+                        crop=PairedRandomResizedCrop(size=16, scale=(1, 1), ratio=(1, 1)))
+    b = take(tiles.stream(seed=0), 1)[0]
+    for mr, hr in zip(b["mr"], b["hr"]):  # identity crop: HR is exactly MR upsampled by s
+        torch.testing.assert_close(hr, false_hr_from_mr(mr, 2, "bilinear"))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="false_hr"):
+        PairedTiles(false_hr="nearest")
+    with pytest.raises(ValueError, match="batch_size"):
+        PairedTiles(batch_size=0)
+
+
+# -- the CLI ------------------------------------------------------------------------------------------
+
+def test_make_shards_cli(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "tools/make_shards.py", "synthetic", "--out", str(out), "--num-pairs", "5",
+                        "--mr-size", "8", "--shard-size", "2", "--no-progress"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["written"] == 5 and summary["shards"] == 3
+    assert PairedTiles(str(out), normalize=False).check()["num_samples"] == 5
+
+
+def test_make_shards_missing_source(monkeypatch):
+    sys.path.insert(0, str(REPO / "tools"))
+    import make_shards
+
+    monkeypatch.setitem(make_shards.SOURCES, "nosuch", "kit.data.sources.nosuch")
+    with pytest.raises(SystemExit, match="'nosuch' is not available"):
+        make_shards.main(["nosuch", "--out", "x"])
+
+
+def test_gin_wiring():
+    import gin
+
+    @gin.configurable
+    def _data_fn(data=None):
+        return data
+
+    with gin.unlock_config():
+        gin.parse_config("""
+            _data_fn.data = @PairedTiles()
+            PairedTiles.synthetic = @SyntheticScenes()
+            PairedTiles.crop = @PairedRandomResizedCrop()
+            PairedTiles.false_hr = 'bicubic'
+            SyntheticScenes.num_pairs = 24
+            PairedRandomResizedCrop.size = 16
+        """)
+    try:
+        tiles = _data_fn()
+        assert tiles.synthetic.num_pairs == 24 and tiles.crop.size == 16 and tiles.false_hr == "bicubic"
+    finally:
+        gin.clear_config()
