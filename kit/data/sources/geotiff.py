@@ -1,0 +1,278 @@
+"""``make_shards.py geotiff --hr HR.tif --mr MR.tif --out DIR``: pair two rasters into pair shards.
+
+The two rasters may differ in CRS, GSD and extent; their GSD ratio ``s`` must be an integer. Steps:
+
+1. ``s = MR pixel size / HR pixel size`` in the MR CRS (HR's size there is estimated with
+   ``rasterio.warp.calculate_default_transform`` when the CRSs differ). A ratio farther than
+   ``--ratio-tol`` (relative; 1e-6 for one CRS) from an integer is an error; ``--scale`` forces ``s``.
+2. Common footprint = MR bounds intersected with HR bounds (transformed to the MR CRS), snapped inward
+   to whole MR pixels. No overlap, or less than one tile, is an error.
+3. HR is read on the MR grid refined by ``s`` over that footprint: straight by window when the HR grid
+   already is that grid (same CRS, pixel size MR/s, origin on it), else through a ``WarpedVRT``
+   (``--resampling``, default bilinear). Both rasters are read by window, one row of tiles at a time.
+4. Tiles of ``T x T`` MR px and ``sT x sT`` HR px; a tile pair with a non-finite value or more than
+   ``--max-nodata`` nodata pixels (either side) is skipped and counted.
+5. Bands are mapped to the kit's order (``--bands``, default blue green red nir) from band descriptions
+   (``B2``/``B02``/``blue`` ...), or from ``--mr-bands``/``--hr-bands`` (``blue=2,green=3,red=4,nir=8`` with
+   1-based indices or descriptions, or a plain list in ``--bands`` order). A raster without descriptions
+   and exactly ``len(bands)`` bands is taken to be in the kit's order. A band that cannot be found is an
+   error. Values are multiplied by ``--reflectance-scale`` (use 10000 for 0-1 reflectance) and stored as
+   int16.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from kit.data.sources.sen2venus import nodata_fraction, remove_stale_shards, to_int16
+from kit.data.writer import BANDS, PairShardWriter, write_json_atomic
+
+ALIASES = {
+    "blue": ("blue", "b2", "band2"), "green": ("green", "b3", "band3"), "red": ("red", "b4", "band4"),
+    "nir": ("nir", "b8", "band8", "near infrared", "near-infrared"),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hr", required=True, help="high-resolution GeoTIFF")
+    p.add_argument("--mr", required=True, help="mid-resolution GeoTIFF (its grid and CRS are kept)")
+    p.add_argument("--out", required=True, help="output shard folder")
+    p.add_argument("--tile", type=int, default=64, help="MR tile side in px (HR tiles are s times larger)")
+    p.add_argument("--bands", nargs="+", default=list(BANDS), help="kit band names to write, in order")
+    p.add_argument("--mr-bands", default=None, help="MR band mapping, e.g. blue=2,green=3,red=4,nir=8 or B2,B3,B4,B8")
+    p.add_argument("--hr-bands", default=None, help="HR band mapping (same syntax)")
+    p.add_argument("--max-nodata", type=float, default=0.0, help="largest nodata fraction of a kept tile pair")
+    p.add_argument("--nodata", type=float, default=None, help="nodata value for both rasters (default: their own)")
+    p.add_argument("--scale", type=int, default=None, help="force the integer GSD ratio s")
+    p.add_argument("--ratio-tol", type=float, default=0.02, help="relative tolerance of s when the CRSs differ")
+    p.add_argument("--resampling", default="bilinear", help="rasterio Resampling name used when HR must be warped")
+    p.add_argument("--mr-gsd", type=float, default=None, help="MR GSD in metres (default: pixel size of a projected CRS)")
+    p.add_argument("--reflectance-scale", type=float, default=1.0, help="multiply values by this before int16")
+    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--prefix", default="pairs")
+
+
+def _open(path: str):
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"raster {p} does not exist; check the --hr/--mr path.")
+    try:
+        return rasterio.open(p)
+    except RasterioIOError as e:
+        raise ValueError(f"{p} is not a readable raster ({e}); re-export it as a GeoTIFF.") from e
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"^b0*(\d)", r"b\1", re.sub(r"\s+", " ", s.strip().lower()))
+
+
+def band_indexes(ds, bands: tuple[str, ...], spec: str | None, flag: str) -> list[int]:
+    """1-based band indexes of ``ds`` for the kit ``bands``; a ValueError names a band that is missing."""
+    desc = [_norm(d) if d else "" for d in ds.descriptions]
+    name = Path(ds.name).name
+
+    def lookup(ref: str, band: str) -> int:
+        ref = ref.strip()
+        if ref.isdigit():
+            i = int(ref)
+            if not 1 <= i <= ds.count:
+                raise ValueError(f"{flag}: band index {i} for {band} is outside 1..{ds.count} of {name}.")
+            return i
+        if _norm(ref) in desc:
+            return desc.index(_norm(ref)) + 1
+        raise ValueError(f"{flag}: {name} has no band described {ref!r} for {band} (descriptions {ds.descriptions}).")
+
+    if spec:
+        items = [s for s in spec.split(",") if s.strip()]
+        if all("=" in s for s in items):
+            mapping = dict(s.split("=", 1) for s in items)
+            mapping = {k.strip().lower(): v for k, v in mapping.items()}
+            missing = [b for b in bands if b not in mapping]
+            if missing:
+                raise ValueError(f"{flag} {spec!r} does not map band(s) {missing}; add e.g. {missing[0]}=<index>.")
+            return [lookup(mapping[b], b) for b in bands]
+        if len(items) != len(bands):
+            raise ValueError(f"{flag} {spec!r} lists {len(items)} bands but --bands has {len(bands)} ({list(bands)}).")
+        return [lookup(r, b) for r, b in zip(items, bands)]
+    found = []
+    for b in bands:
+        hits = [i + 1 for i, d in enumerate(desc) if d in ALIASES.get(b, (b,))]
+        found.append(hits[0] if hits else None)
+    if all(f is not None for f in found):
+        return found
+    if not any(desc) and ds.count == len(bands):
+        return list(range(1, len(bands) + 1))
+    missing = [b for b, f in zip(bands, found) if f is None]
+    raise ValueError(
+        f"{name} has no band for {missing} (descriptions {ds.descriptions}, {ds.count} bands); "
+        f"map them with {flag} blue=<i>,green=<i>,red=<i>,nir=<i>."
+    )
+
+
+def _fill(dtype: str, nodata):
+    if nodata is not None:
+        return nodata
+    return 0 if np.dtype(dtype).kind == "u" else -10000
+
+
+def plan(mr, hr, *, tile: int, scale: int | None = None, ratio_tol: float = 0.02) -> dict:
+    """Geometry of the pairing: scale, MR pixel window of the footprint, HR grid and read mode."""
+    from affine import Affine
+    from rasterio.warp import calculate_default_transform, transform_bounds
+
+    if mr.crs is None or hr.crs is None:
+        raise ValueError(f"both rasters need a CRS ({Path(mr.name).name}: {mr.crs}, {Path(hr.name).name}: {hr.crs}).")
+    t = mr.transform
+    if t.b or t.d or t.e >= 0 or not math.isclose(t.a, -t.e, rel_tol=1e-6):
+        raise ValueError(f"MR {Path(mr.name).name} must be north-up with square pixels, got transform {tuple(t)[:6]}.")
+    mr_res = t.a
+    same = mr.crs == hr.crs
+    if same:
+        hb = hr.bounds
+        hr_res = abs(hr.transform.a)
+        tol = 1e-6
+    else:
+        hb = transform_bounds(hr.crs, mr.crs, *hr.bounds, densify_pts=21)
+        hr_res = abs(calculate_default_transform(hr.crs, mr.crs, hr.width, hr.height, *hr.bounds)[0].a)
+        tol = ratio_tol
+    ratio = mr_res / hr_res
+    if scale is None:
+        scale = int(round(ratio))
+        if scale < 1 or abs(ratio - scale) > tol * ratio:
+            raise ValueError(
+                f"GSD ratio MR/HR = {mr_res:g}/{hr_res:g} = {ratio:.4f} is not an integer; pair rasters whose pixel "
+                "sizes differ by an integer factor, resample one of them, or force --scale."
+            )
+    elif scale < 1:
+        raise ValueError(f"--scale must be a positive integer, got {scale}.")
+    mb = mr.bounds
+    left, right = max(mb.left, hb[0]), min(mb.right, hb[2])
+    bottom, top = max(mb.bottom, hb[1]), min(mb.top, hb[3])
+    if left >= right or bottom >= top:
+        raise ValueError(
+            f"the footprints do not overlap: MR {tuple(round(v, 3) for v in mb)} and HR "
+            f"{tuple(round(v, 3) for v in hb)} (in {mr.crs}); pass rasters over the same ground."
+        )
+    eps = 1e-6
+    c0 = math.ceil((left - t.c) / mr_res - eps)
+    c1 = math.floor((right - t.c) / mr_res + eps)
+    r0 = math.ceil((t.f - top) / mr_res - eps)
+    r1 = math.floor((t.f - bottom) / mr_res + eps)
+    ny, nx = (r1 - r0) // tile, (c1 - c0) // tile
+    if ny < 1 or nx < 1:
+        raise ValueError(
+            f"the common footprint is {c1 - c0}x{r1 - r0} MR px, smaller than one {tile}-px tile; use a smaller --tile."
+        )
+    x0, y0 = t.c + c0 * mr_res, t.f - r0 * mr_res
+    res_h = mr_res / scale
+    hr_transform = Affine(res_h, 0.0, x0, 0.0, -res_h, y0)
+    direct = None
+    ht = hr.transform
+    if same and not ht.b and not ht.d and math.isclose(ht.a, res_h, rel_tol=1e-6) and math.isclose(-ht.e, res_h, rel_tol=1e-6):
+        hc, hrw = (x0 - ht.c) / res_h, (ht.f - y0) / res_h
+        if abs(hc - round(hc)) < 1e-3 and abs(hrw - round(hrw)) < 1e-3:
+            direct = (int(round(hc)), int(round(hrw)))
+    return {"scale": scale, "ratio": ratio, "mr_window": (c0, r0, nx * tile, ny * tile), "tiles": (ny, nx),
+            "hr_transform": hr_transform, "hr_size": (ny * tile * scale, nx * tile * scale), "direct": direct,
+            "footprint": (x0, y0 - ny * tile * mr_res, x0 + nx * tile * mr_res, y0), "mr_res": mr_res}
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Write the tile pairs; return ``{"source", "out", "written", "skipped": {reason: n}, "scale", ...}``."""
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.windows import Window
+
+    bands = tuple(b.lower() for b in args.bands)
+    unknown = [b for b in bands if b not in BANDS]
+    if unknown:
+        raise ValueError(f"--bands {unknown} are not kit bands; choose from {list(BANDS)}.")
+    if args.tile < 1:
+        raise ValueError(f"--tile must be >= 1, got {args.tile}.")
+    try:
+        resampling = Resampling[args.resampling]
+    except KeyError as e:
+        raise ValueError(f"--resampling {args.resampling!r} is not a rasterio Resampling name (e.g. bilinear, nearest).") from e
+    mr = _open(args.mr)
+    hr = _open(args.hr)
+    with mr, hr:
+        mi = band_indexes(mr, bands, args.mr_bands, "--mr-bands")
+        hi = band_indexes(hr, bands, args.hr_bands, "--hr-bands")
+        g = plan(mr, hr, tile=args.tile, scale=args.scale, ratio_tol=args.ratio_tol)
+        s, T = g["scale"], args.tile
+        mr_nod = args.nodata if args.nodata is not None else mr.nodata
+        hr_nod = args.nodata if args.nodata is not None else hr.nodata
+        if g["direct"] is not None:
+            src, (hc0, hr0) = hr, g["direct"]
+        else:
+            vnod = _fill(hr.dtypes[0], hr_nod)
+            src = WarpedVRT(hr, crs=mr.crs, transform=g["hr_transform"], width=g["hr_size"][1], height=g["hr_size"][0],
+                            resampling=resampling, src_nodata=hr_nod, nodata=vnod)
+            hc0 = hr0 = 0
+            hr_nod = vnod
+        mr_gsd = args.mr_gsd
+        if mr_gsd is None:
+            if not mr.crs.is_projected:
+                raise ValueError(f"MR CRS {mr.crs} is geographic; give its GSD in metres with --mr-gsd.")
+            mr_gsd = g["mr_res"]
+        c0, r0, w, h = g["mr_window"]
+        ny, nx = g["tiles"]
+        skipped: Counter = Counter()
+        out = Path(args.out)
+        try:
+            with PairShardWriter(out, args.shard_size, bands=bands, mr_gsd=mr_gsd, hr_gsd=mr_gsd / s,
+                                 prefix=args.prefix) as wr:
+                for ty in range(ny):
+                    mstrip = mr.read(mi, window=Window(c0, r0 + ty * T, w, T)).astype(np.float64)
+                    hstrip = src.read(hi, window=Window(hc0, hr0 + ty * T * s, w * s, T * s)).astype(np.float64)
+                    for tx in range(nx):
+                        m = mstrip[:, :, tx * T:(tx + 1) * T]
+                        hh = hstrip[:, :, tx * T * s:(tx + 1) * T * s]
+                        if not (np.isfinite(m).all() and np.isfinite(hh).all()):
+                            skipped["nonfinite"] += 1
+                            continue
+                        if max(nodata_fraction(m, mr_nod), nodata_fraction(hh, hr_nod)) > args.max_nodata:
+                            skipped["nodata"] += 1
+                            continue
+                        col, row = c0 + tx * T, r0 + ty * T
+                        x0 = mr.transform.c + col * g["mr_res"]
+                        y1 = mr.transform.f - row * g["mr_res"]
+                        meta = {"source": "geotiff", "mr_file": Path(args.mr).name, "hr_file": Path(args.hr).name,
+                                "crs": mr.crs.to_string(), "mr_col": col, "mr_row": row,
+                                "bounds": [x0, y1 - T * g["mr_res"], x0 + T * g["mr_res"], y1]}
+                        wr.write(f"gt-r{row:06d}-c{col:06d}", to_int16(m * args.reflectance_scale),
+                                 to_int16(hh * args.reflectance_scale), meta)
+                written = wr.num_samples
+        finally:
+            if src is not hr:
+                src.close()
+    index = json.loads((out / "index.json").read_text())
+    remove_stale_shards(out, args.prefix, index)
+    summary = {
+        "source": "geotiff",
+        "out": str(out),
+        "written": written,
+        "skipped": dict(sorted(skipped.items())),
+        "tiles": ny * nx,
+        "scale": s,
+        "ratio": g["ratio"],
+        "mode": "window" if g["direct"] is not None else "warp",
+        "footprint": list(g["footprint"]),
+        "mr_bands": mi,
+        "hr_bands": hi,
+        "shards": len(index["shards"]),
+    }
+    write_json_atomic(out / "summary-geotiff.json", summary)
+    if written == 0:
+        warnings.warn(f"no tile pair of {args.mr} / {args.hr} passed the checks ({dict(skipped)}); nothing was written.")
+    return summary

@@ -1,0 +1,50 @@
+"""tools/cluster_map.py end to end (as a subprocess) and on every input kind."""
+import json
+import subprocess
+import sys
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from tests.data.fixtures import REPO, load_tool
+
+
+def test_cluster_map_png_from_geotiff(tiny_encoder, tiny_encoder_b, geotiff_pair, tmp_path):
+    out = tmp_path / "fig" / "map.png"
+    r = subprocess.run([sys.executable, "tools/cluster_map.py", "--image", str(geotiff_pair["mr"]), "--encoder",
+                        str(tiny_encoder), str(tiny_encoder_b), "--k", "3", "--out", str(out)],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    img = mpimg.imread(out)
+    assert img.ndim == 3 and img.shape[1] > img.shape[0] and img[..., :3].std() > 0.05
+    info = json.loads(out.with_suffix(".json").read_text())["encoders"]
+    assert set(info) == {"ijepa_sa", "ijepa_mr"}
+    for v in info.values():
+        assert v["grid"] == [6, 6] and v["clusters_present"] > 1
+    maps = np.load(out.with_suffix(".npz"))
+    assert all(len(np.unique(maps[k])) > 1 for k in maps.files)
+
+
+def test_cluster_map_from_npy_and_shard(tiny_encoder, geotiff_pair, tmp_path):
+    cm = load_tool("cluster_map")
+    np.save(tmp_path / "img.npy", geotiff_pair["truth_mr"])
+    info = cm.main(["--image", str(tmp_path / "img.npy"), "--encoder", str(tiny_encoder), "--out", str(tmp_path / "a.png"),
+                    "--names", "A", "--k", "4"])
+    assert info["A"]["clusters_present"] > 1 and (tmp_path / "a.png").stat().st_size > 1000
+    # a sample of a pair shard written by the geotiff source
+    import argparse
+
+    from kit.data.sources import geotiff
+
+    p = argparse.ArgumentParser()
+    geotiff.add_arguments(p)
+    geotiff.run(p.parse_args(["--mr", str(geotiff_pair["mr"]), "--hr", str(geotiff_pair["hr_utm32"]), "--out",
+                              str(tmp_path / "shards"), "--tile", "32"]))
+    shard = sorted((tmp_path / "shards").glob("*.tar"))[0]
+    info = cm.main(["--image", str(shard), "--index", "0", "--encoder", str(tiny_encoder), "--out", str(tmp_path / "b.png")])
+    assert next(iter(info.values()))["grid"] == [4, 4]
+    with pytest.raises(ValueError, match="no sample 'nope'"):
+        cm.main(["--image", str(shard), "--key", "nope", "--encoder", str(tiny_encoder), "--out", str(tmp_path / "c.png")])
+    with pytest.raises(FileNotFoundError):
+        cm.main(["--image", str(tmp_path / "missing.tif"), "--encoder", str(tiny_encoder), "--out", str(tmp_path / "c.png")])

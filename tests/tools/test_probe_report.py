@@ -1,0 +1,97 @@
+"""tools/probe.py on the fake GEO-Bench / MADOS data, then tools/report.py over its rows."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.data.fixtures import REPO, load_tool
+
+FAST = ["--img-size", "32", "--epochs", "12", "--warmup-epochs", "1", "--lr", "1e-2", "--batch-size", "16", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cashew_results(tiny_encoder, geobench_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("probe")
+    probe = load_tool("probe")
+    summaries = probe.main(["--encoder", str(tiny_encoder), "--dataset", "m-cashew-plant", "--root",
+                            str(geobench_root / "m-cashew-plant"), "--seeds", "2", "--out", str(out), *FAST])
+    return out, summaries[0]
+
+
+def test_probe_beats_chance_and_writes_rows(cashew_results):
+    out, summary = cashew_results
+    # 6 real classes (0 = no data is ignored): chance mIoU is about 1/6 * 1/2; a frozen tiny ViT separates them
+    assert summary["test_miou_mean"] > 0.6, summary
+    data = json.loads((out / "ijepa_sa__m-cashew-plant.json").read_text())
+    assert [r["seed"] for r in data["rows"]] == [0, 1]
+    for r in data["rows"]:
+        assert r["recipe"] == "gin/ijepa_sa.gin" and r["dataset"] == "m-cashew-plant"
+        assert len(r["per_class_iou"]) == 7 and 0 <= r["val_miou"] <= 1
+    with open(out / "ijepa_sa__m-cashew-plant.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {"encoder", "dataset", "seed", "val_miou", "test_miou", "iou_1"} <= set(rows[0])
+    assert list((out / "feature_cache").rglob("features.npy"))
+
+
+def test_report_puts_ours_beside_the_paper(cashew_results, tmp_path):
+    out, summary = cashew_results
+    report = load_tool("report")
+    tables = report.main([str(out), "--out", str(tmp_path), "--quiet"])
+    md = (tmp_path / "report.md").read_text()
+    assert "### Table I:" in md and "### Table IV:" in md
+    sa = next(r for r in tables[0]["rows"] if r["key"] == "ijepa_sa")
+    ours = sa["cells"]["m-cashew-plant"]["ours"]
+    assert ours["n"] == 2 and ours["mean"] == pytest.approx(100 * summary["test_miou_mean"])
+    assert sa["cells"]["m-cashew-plant"]["paper"] == 23.57
+    line = next(li for li in md.splitlines() if li.startswith("| SA-model (`ijepa_sa`)"))
+    assert f"{ours['mean']:.2f}" in line and "23.57" in line and "41.73" in line
+    with open(tmp_path / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"table", "row", "dataset", "ours_mean", "paper"} <= set(rows[0])
+
+
+def test_report_labels_and_other_table(tmp_path):
+    rows = [{"encoder": "e", "recipe": "gin/ablations/latentmim_sa_block.gin", "label": None, "dataset": "mados",
+             "seed": s, "test_miou": v} for s, v in enumerate([0.40, 0.42])]
+    rows.append({"encoder": "x", "recipe": None, "label": "my_run", "dataset": "m-SA-crop-type", "seed": 0, "test_miou": 0.2})
+    (tmp_path / "r.json").write_text(json.dumps({"rows": rows}))
+    report = load_tool("report")
+    tables = report.main([str(tmp_path / "r.json"), "--out", str(tmp_path / "o"), "--quiet"])
+    block = next(r for r in tables[3]["rows"] if r["row"] == "Block")
+    assert block["cells"]["mados"]["ours"]["mean"] == pytest.approx(41.0)
+    assert tables[-1]["id"] == "Other" and tables[-1]["rows"][0]["key"] == "my_run"
+    tables = report.main(["--runs", str(tmp_path / "r.json"), "--out", str(tmp_path / "rep.md"), "--quiet",
+                          "--relabel", "my_run=ijepa_hr"])
+    assert (tmp_path / "rep.md").is_file() and (tmp_path / "rep.csv").is_file()
+    hr = next(r for r in tables[0]["rows"] if r["key"] == "ijepa_hr")
+    assert hr["cells"]["m-SA-crop-type"]["ours"]["mean"] == pytest.approx(20.0)
+
+
+def test_probe_corrupt_sample_stops_or_is_counted(tiny_encoder, geobench_root, tmp_path):
+    probe = load_tool("probe")
+    args = ["--encoder", str(tiny_encoder), "--dataset", "m-cashew-plant", "--root", str(geobench_root),
+            "--partition", "corrupt", "--seeds", "1", "--out", str(tmp_path), *FAST[:2], "--epochs", "1",
+            "--warmup-epochs", "0", "--no-progress"]
+    with pytest.raises(ValueError, match="sample_corrupt"):
+        probe.main(args)
+    (summary,) = probe.main(args + ["--skip-corrupt"])
+    assert summary["skipped"]["train"] == {"corrupt": 1}
+
+
+def test_probe_mados_and_sa(tiny_encoder, geobench_root, mados_root, tmp_path):
+    probe = load_tool("probe")
+    common = ["--encoder", str(tiny_encoder), "--seeds", "1", "--out", str(tmp_path), "--img-size", "32",
+              "--epochs", "2", "--warmup-epochs", "1", "--no-progress"]
+    (m,) = probe.main(["--dataset", "mados", "--root", str(mados_root), *common])
+    (s,) = probe.main(["--dataset", "m-SA-crop-type", "--root", str(geobench_root), *common, "--label", "sa_run"])
+    assert 0 <= m["test_miou_mean"] <= 1 and 0 <= s["test_miou_mean"] <= 1
+    assert (tmp_path / "sa_run__m-SA-crop-type.json").is_file()
+
+
+def test_tools_run_from_repo_root_without_install():
+    for tool in ("probe", "report", "cluster_map"):
+        r = subprocess.run([sys.executable, f"tools/{tool}.py", "--help"], cwd=REPO, capture_output=True, text=True,
+                           timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""})
+        assert r.returncode == 0, r.stderr
