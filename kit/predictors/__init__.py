@@ -1,4 +1,5 @@
-"""Predictors: LatentMIM cross-attention decoder (and the I-JEPA predictor)."""
+"""Predictors: LatentMIM cross-attention decoder and the I-JEPA predictor."""
+from kit.predictors.ijepa_predictor import IJEPAPredictor
 from kit.predictors.latentmim_decoder import CrossAttentionDecoder
 
-__all__ = ["CrossAttentionDecoder"]
+__all__ = ["CrossAttentionDecoder", "IJEPAPredictor"]

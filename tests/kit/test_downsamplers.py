@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kit.downsamplers import BlockInterpolate, BlockMean, GridInterpolate
+from kit.downsamplers import BlockInterpolate, BlockMean, GridInterpolate, LinearProjection
 
 
 def test_per_block_bilinear_and_bicubic_equal_the_block_mean_at_s2():
@@ -30,3 +30,26 @@ def test_bad_arguments():
         BlockMean()(torch.randn(2, 3, 4))
     with pytest.raises(ValueError, match="not divisible"):
         GridInterpolate()(torch.randn(1, 5, 4, 3), 2)
+
+
+def test_linear_projection_shapes_mean_init_and_order():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 2, 2, 7)
+    proj = LinearProjection(7, scale=2)
+    assert proj(x).shape == (2, 5, 7)
+    assert torch.allclose(proj(x), BlockMean()(x), atol=1e-6)  # "mean" init starts as the block mean
+    rnd = LinearProjection(7, scale=2, init="random")
+    # the flattening is (i, j, D) row-major: the weight block [:, (i*s + j)*D : ...] sees token (i, j)
+    w = rnd.proj.weight.reshape(7, 2, 2, 7)
+    manual = torch.einsum("bkijd,eijd->bke", x, w) + rnd.proj.bias
+    assert torch.allclose(rnd(x), manual, atol=1e-5)
+    assert not proj.full_grid
+
+
+def test_linear_projection_refuses_mismatched_blocks():
+    with pytest.raises(ValueError, match="scale"):
+        LinearProjection(7, scale=2)(torch.randn(1, 3, 3, 3, 7))
+    with pytest.raises(ValueError, match="dim"):
+        LinearProjection(0)
+    with pytest.raises(ValueError, match="init"):
+        LinearProjection(4, init="zeros")

@@ -1,0 +1,97 @@
+"""I-JEPA host framework (Assran et al., CVPR 2023)."""
+from __future__ import annotations
+
+import gin
+import torch
+from torch import nn
+
+from kit.ema.ema import make_ema
+from kit.ema.schedules import Linear
+from kit.encoders.vit import ViTEncoder
+from kit.frameworks.base import Framework, HostOutput
+from kit.losses.smooth_l1 import SmoothL1Latent
+from kit.predictors.ijepa_predictor import IJEPAPredictor
+from kit.samplers.base import PatchSampler
+from kit.samplers.multiblock import MultiBlock
+
+
+@gin.register
+class IJEPA(Framework):
+    """Joint-embedding predictive architecture with multiblock masks and an EMA target encoder.
+
+    Per batch, ``sampler`` draws one context and ``M`` target blocks per image. The context encoder
+    (the exported student) encodes only the context patches; the predictor maps them, with positioned
+    mask tokens, to each target block; the EMA target encoder encodes the FULL image without gradient;
+    the loss is smooth L1 between predictions and the layer-normed target tokens at the target indices.
+
+    Args:
+        encoder: the context ``ViTEncoder`` (the exported student).
+        predictor: ``IJEPAPredictor`` (None builds width 384, depth 12, 6 heads).
+        sampler: a sampler returning ``"context"`` ``(B, Kc)`` and ``"targets"`` ``(B, M, Kt)``
+            (None: ``MultiBlock()`` with I-JEPA's released settings, faithful mode).
+        loss: ``SmoothL1Latent(beta=1)`` by default.
+        ema_momentum: momentum schedule ``f(step, total)``; I-JEPA: linear 0.996 -> 1.
+        view: ``"mr"`` or ``"hr"``: which image of the batch the student sees (MR-only / HR-only runs).
+
+    Output: ``HostOutput`` whose ``student_idx`` are the context indices ``(B, Kc)`` and
+    ``student_tokens`` the context-encoder outputs there ``(B, Kc, D)`` (after its final LayerNorm),
+    the features the spatial-affinity add-on compares.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module = gin.REQUIRED,
+        predictor: nn.Module | None = None,
+        sampler: PatchSampler | None = None,
+        loss: nn.Module | None = None,
+        ema_momentum=None,
+        view: str = "mr",
+    ) -> None:
+        super().__init__()
+        if view not in ("mr", "hr"):
+            raise ValueError(f"view must be 'mr' or 'hr', got {view!r}.")
+        if not isinstance(encoder, ViTEncoder):
+            raise TypeError(f"IJEPA.encoder must be a ViTEncoder, got {type(encoder).__name__}.")
+        self.encoder = encoder
+        self.predictor = predictor if predictor is not None else IJEPAPredictor(encoder.embed_dim)
+        self.sampler = sampler if sampler is not None else MultiBlock()
+        self.loss_fn = loss if loss is not None else SmoothL1Latent()
+        self.ema_momentum = ema_momentum if ema_momentum is not None else Linear(0.996, 1.0)
+        self.view = view
+        self.target_encoder = make_ema(self.encoder)
+
+    # -- role ------------------------------------------------------------------------------------
+    @property
+    def student_encoder(self) -> nn.Module:
+        return self.encoder
+
+    def ema_pairs(self):
+        return [(self.encoder, self.target_encoder)]
+
+    def momentum(self, step: int, total_steps: int) -> float:
+        return self.ema_momentum(step, total_steps)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.target_encoder.eval()
+        return self
+
+    # -- objective -------------------------------------------------------------------------------
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> HostOutput:
+        x = batch[self.view]
+        grid = self.encoder.grid_size(x.shape[-2], x.shape[-1])
+        masks = self.sampler.sample(x.shape[0], grid, generator)
+        if "context" not in masks or "targets" not in masks:
+            raise ValueError(
+                f"IJEPA needs a sampler returning 'context' and 'targets' (e.g. MultiBlock), got keys {sorted(masks)}."
+            )
+        ctx, tgt = masks["context"].to(x.device), masks["targets"].to(x.device)
+        if tgt.dim() == 2:
+            tgt = tgt[:, None]
+        with torch.no_grad():
+            full = self.target_encoder(x, None)  # (B, N, D)
+        z = self.encoder(x, ctx)  # (B, Kc, D)
+        pred = self.predictor(z, ctx, tgt, grid)  # (B, M, Kt, D)
+        loss = self.loss_fn(pred, full, tgt)
+        logs = {"loss/host": loss.detach(), "mask/context": float(ctx.shape[1]), "mask/target": float(tgt.shape[-1])}
+        return HostOutput(loss=loss, logs=logs, student_idx=ctx, student_tokens=z, grid=grid)
