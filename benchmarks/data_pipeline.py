@@ -5,7 +5,8 @@
 
 Shards are the synthetic set (written once to the cache). Prints a table of pairs/s in total and per
 worker (num_workers 0 = in the calling process, one torch thread) and appends rows to
-benchmarks/results/data_pipeline.csv. Worker counts above the CPU count are skipped.
+benchmarks/results/data_pipeline.csv. Worker counts above the CPU count are skipped. With workers 0
+the row also gives pairs per CPU-second of the process: the per-core rate, robust to a busy machine.
 """
 from __future__ import annotations
 
@@ -34,10 +35,10 @@ def measure(root: Path, *, workers: int, batch_size: int, batches: int, crop: in
     it = iter(stream)
     for _ in range(warmup):
         next(it)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(batches):
         b = next(it)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     stream.close()
     pairs = batches * batch_size
     return {
@@ -51,6 +52,10 @@ def measure(root: Path, *, workers: int, batch_size: int, batches: int, crop: in
         "seconds": round(dt, 3),
         "pairs_per_s": round(pairs / dt, 1),
         "pairs_per_s_per_worker": round(pairs / dt / max(1, workers), 1),
+        # CPU time of this process: with workers 0 the whole pipeline, so pairs per CPU-second is the
+        # per-core rate independent of other load on the machine; with workers it is the consumer's cost.
+        "main_cpu_s": round(cpu, 3),
+        "pairs_per_cpu_s": round(pairs / cpu, 1) if workers == 0 and cpu > 0 else "",
     }
 
 
@@ -79,10 +84,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                             warmup=args.warmup))
         print_table(rows[-1:])
     env = env_info("cpu")
-    rows = [{**r, **env, "cpus": cpus} for r in rows]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rows = [{**r, **env, "cpus": cpus, "load_avg_1m": round(load, 2)} for r in rows]
     print()
     print_table(rows, ["workers", "mr_px", "hr_px", "out_mr", "out_hr", "batch", "pairs_per_s",
-                       "pairs_per_s_per_worker", "cpus"])
+                       "pairs_per_s_per_worker", "pairs_per_cpu_s", "main_cpu_s", "cpus",
+                       "load_avg_1m"])
     if not args.no_csv:
         path = append_csv(RESULTS / "data_pipeline.csv", rows)
         print(f"appended {len(rows)} rows to {path}")

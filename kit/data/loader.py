@@ -254,10 +254,12 @@ class _PairIterable(torch.utils.data.IterableDataset):
                 i = len(keys)
                 try:
                     self._process(members, key, epoch, (mr_b[i], hr_b[i]))
-                except _BadSample as e:
-                    skipped[e.reason] += 1
-                    bad_total[e.reason] += 1
-                    log.warning("skipping sample %r of shard %s (%s): %s", key, self.root / shard, e.reason, e.detail)
+                except Exception as e:  # noqa: BLE001 - a sample that cannot be used is skipped, counted, logged
+                    bad = e if isinstance(e, _BadSample) else _BadSample("transform_error", f"{type(e).__name__}: {e}")
+                    skipped[bad.reason] += 1
+                    bad_total[bad.reason] += 1
+                    log.warning("skipping sample %r of shard %s (%s): %s", key, self.root / shard, bad.reason,
+                                bad.detail)
                     self._check_bad(seen, bad_total)
                     continue
                 keys.append(key)
