@@ -1,35 +1,22 @@
-"""Gram-loss operators. Imports torch (and, for the fused path, triton) only, never ``kit``.
+"""Gram-loss operators. Imports torch and triton only, never ``kit``.
 
-``gram_loss`` is the one functional entry point. Until the fused Triton kernel lands it runs the
-pure-torch reference of :mod:`kernels.reference` on every device.
+``gram_loss`` is the one functional entry point: fused Triton kernels on CUDA (N x N and d x d forms,
+see :mod:`kernels.gram`), the pure-torch forms on CPU, the references of :mod:`kernels.reference` as the
+oracle. Existing callers that pass only ``student, teacher, img_level, remove_neg, reduction`` keep
+working; ``backend``, ``form`` and ``precision`` are optional keywords.
 """
 from __future__ import annotations
 
-import torch
-
+from kernels.gram import NXN_MAX_RATIO, NXN_MAX_RATIO_TORCH, choose_form, gram_loss, gram_loss_dxd_torch
 from kernels.reference import gram_loss_dxd, gram_loss_reference, gram_matrix
 
-__all__ = ["gram_loss", "gram_loss_reference", "gram_loss_dxd", "gram_matrix"]
-
-
-def gram_loss(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    *,
-    img_level: bool = True,
-    remove_neg: bool = False,
-    reduction: str = "mean",
-) -> torch.Tensor:
-    """Mean squared difference of the grams of L2-normalised student and teacher tokens.
-
-    Args:
-        student: ``(B, N, D)`` tokens; gradients flow into it. Any float dtype; maths in float32.
-        teacher: ``(B, N, D)`` tokens; treated as constant.
-        img_level: one ``N x N`` gram per image (True) or one over the flattened batch (False).
-        remove_neg: clamp negative similarities to zero before the difference.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"`` over images.
-
-    Returns:
-        A float32 scalar (or ``(B,)`` for ``reduction="none"``).
-    """
-    return gram_loss_reference(student, teacher, img_level=img_level, remove_neg=remove_neg, reduction=reduction)
+__all__ = [
+    "gram_loss",
+    "gram_loss_reference",
+    "gram_loss_dxd",
+    "gram_loss_dxd_torch",
+    "gram_matrix",
+    "choose_form",
+    "NXN_MAX_RATIO",
+    "NXN_MAX_RATIO_TORCH",
+]

@@ -1,0 +1,677 @@
+"""Fused gram-MSE loss (DINOv3 semantics): Triton kernels, launchers, autograd and the functional entry.
+
+What is computed, for student ``S`` and teacher ``T`` of shape ``(B, N, D)``::
+
+    Z = X / max(||X||_row, 1e-12)                     (row-L2-normalised tokens, as F.normalize)
+    loss_b = mean_{i,j} (Zs Zs^T - Zt Zt^T)_{ij}^2      (N x N entries, diagonal kept)
+    loss   = mean_b loss_b   (reduction "mean"; "sum" and "none" over images)
+
+and, in the same pass, ``dloss_b / dS_b`` (the teacher is a constant). Layers, bottom up:
+
+1. ``@triton.jit`` kernels and their launchers (``_launch_nxn``, ``_launch_dxd``),
+2. ``torch.ops.kernels.gram_fused`` -- a ``torch.library.custom_op`` with a fake (meta) implementation
+   and a registered autograd formula, so ``torch.compile`` of a model that calls it does not graph-break,
+3. :func:`gram_loss`, the functional, which validates, picks a backend and a form, and reduces.
+
+Two forms, same value:
+
+* **N x N** (``form="nxn"``). Program ``(b, row tile)`` walks the column tiles ``j``: builds the raw
+  student and teacher gram tiles ``X_i X_j^T`` on chip with fp32 accumulation, accumulating the
+  squared row norms from the very tiles it loads, then applies ``1/||x_i|| * 1/||x_j||`` as an fp32
+  epilogue (normalisation fused, never a normalised copy in memory). ``E = Gs - Gt`` (clamped at 0
+  on both sides when ``remove_neg``) gives the loss partial ``sum E^2`` and the gradient contribution
+  ``E_ij z_j``, summed over ``j`` into an fp32 row buffer owned by that program alone
+  (read-modify-write in a fixed ``j`` order: no atomics, bit-reproducible). An epilogue applies the
+  projection of the normalisation, ``dL/dx = (g - (g.z) z)/||x||`` with ``g = 4/N^2 E Z``. No
+  ``B x N x N`` tensor ever reaches global memory. Loss partials are one float per (image, row tile),
+  summed afterwards in a fixed order. ``remove_neg`` is supported. Cost ``6 N^2 D`` flop per image
+  (``8 N^2 D`` for 16-bit inputs, whose ``E`` is split in two halves).
+* **d x d** (``form="dxd"``), ``O(N d^2)``, no N x N anything. Writing ``A = Zs``, ``B = Zt`` and
+  ``Delta = A - B`` (formed in fp32 from the raw rows and their inverse norms), the kernel builds
+  ``P = B^T B``, ``C = B^T Delta``, ``Q = Delta^T Delta`` (``d x d``, fp32) and uses
+
+      ||A A^T - B B^T||^2 = <Q, 2P + 4C + Q> + 2 <C, C^T>
+      (A A^T - B B^T) A   = A (C^T + Q) + Delta (P + C)
+
+  This is the identity ``||A A^T - B B^T||^2 = ||A^T A||^2 - 2||A^T B||^2 + ||B^T B||^2`` re-expanded
+  around the teacher: every term is already of the size of the mismatch, so neither the loss (which
+  the textbook form loses as ``1e-7 / rho^2`` in fp32, rho the relative gram mismatch) nor the gradient
+  ``4 (A (A^T A) - B (B^T A)) / N^2`` is a small difference of large numbers. Cost ``10 N d^2`` flop per
+  image. ``remove_neg`` has no d x d form (the clamp is entrywise on the N x N gram): asking for it
+  raises, and ``form="auto"`` always takes N x N then. Needs equal student/teacher feature sizes.
+
+Form switch (``form="auto"``): d x d when ``N > ratio * D`` (``N`` = tokens per gram, i.e. ``B*N`` for
+``img_level=False``). Flop counts alone give 6 N^2 D = 10 N D^2, ratio 1.67. For the Triton backend the
+ratio is :data:`NXN_MAX_RATIO` = 2.7, FACTS.md's figure: the N x N kernel keeps everything on chip
+while the d x d one round-trips three ``d x d`` fp32 matrices per image, which shifts the crossover up.
+For the torch backend (the CPU path) it is :data:`NXN_MAX_RATIO_TORCH` = 1.25, measured on this repo's
+CPU (fp32, forward + backward, one thread, B = 2, D = 384: N x N faster at N/D = 1.0 (13.7 vs 15.7 ms),
+d x d faster at 1.5 (29.0 vs 33.2 ms) and 11x faster at N = 4096). **Both must be re-measured on the
+GPU**: ``python benchmarks/gram_kernel.py --crossover`` on a CUDA machine times both Triton forms over
+N/D = 0.5 ... 5 for D = 384 and 768.
+
+Precision (``precision=``), errors relative to a float64 evaluation on the same inputs, rho the relative
+gram mismatch (``||Gs - Gt|| / ||Gt||``):
+
+==========  ========================  ==================================================================
+inputs      mode                      what runs / error (relative, loss and gradient)
+==========  ========================  ==================================================================
+bf16/fp16   ``"auto"``                N x N: tensor-core bf16/fp16 dots on the raw inputs (exact products),
+                                      fp32 accumulation and epilogues; ``E Z`` with ``E`` split into hi + lo
+                                      16-bit halves (two dots), so rounding ``E`` costs nothing: loss and
+                                      gradient ~1e-7/rho before the cast of the gradient to the input
+                                      dtype, which adds its own 2^-9 (bf16, 1.7e-3 measured) / 2^-12 (fp16)
+                                      per element. d x d: fp32 operands, TF32 dots on the mismatch-centred
+                                      terms: ~1e-3 on both, not amplified by 1/rho.
+fp32        ``"auto"`` = ``"tf32x3"``  3-pass split TF32, fp32-accurate: measured (interpreter = exact fp32)
+                                      loss ~2e-8 and gradient ~5e-7 at rho 0.3, ~5e-8/rho for small rho
+                                      (the rounding of fp32 normalisation itself); the textbook d x d loss
+                                      would be ~1e-7/rho^2 (1.0 at rho = 1e-4; ours 6e-5).
+fp32        ``"ieee"``                exact fp32 FMA dots (slow on tensor-core GPUs): as tf32x3.
+fp32        ``"tf32"`` (opt-in fast)  one TF32 pass. N x N (CPU emulation, D = 384): loss ~1e-7/rho^2,
+                                      gradient ~3e-4/rho (3e-3 at rho 0.1, 3e-2 at 0.01) -- only for
+                                      large mismatch. d x d: ~1e-3 (mismatch-centred, no 1/rho).
+==========  ========================  ==================================================================
+
+The fp32 rows are measured on CPU under ``TRITON_INTERPRET=1`` (tests/kernels holds the tolerance
+table); the interpreter runs TF32 as exact fp32 and cannot run bf16 dots, so the TF32 and bf16 rows are
+CPU emulations (operands rounded to 10/7-bit mantissas, float64 maths) awaiting a GPU confirmation:
+``python benchmarks/gram_kernel.py`` reports the measured error of every provider on the device.
+
+Backends: ``"auto"`` runs Triton on CUDA tensors and the pure-torch forms on CPU; ``"triton"`` forces
+Triton (on CPU only under ``TRITON_INTERPRET=1``, set before ``kernels`` is imported); ``"torch"`` runs
+the reference (N x N) or the pure-torch version of the d x d scheme above.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.reference import EPS, _check, _reduce, gram_loss_reference
+
+__all__ = ["gram_loss", "choose_form", "gram_loss_dxd_torch", "NXN_MAX_RATIO", "NXN_MAX_RATIO_TORCH"]
+
+NXN_MAX_RATIO = 2.7
+"""Triton backend: ``form="auto"`` takes N x N while ``N <= NXN_MAX_RATIO * D`` (FACTS.md; re-measure on GPU)."""
+
+NXN_MAX_RATIO_TORCH = 1.25
+"""Torch backend (CPU): measured crossover, fp32 forward+backward, 1 thread, D = 384 (between 1.0 and 1.5)."""
+
+_BACKENDS = ("auto", "triton", "torch")
+_FORMS = ("auto", "nxn", "dxd")
+_PRECISIONS = ("auto", "ieee", "tf32x3", "tf32")
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Triton kernels
+# ----------------------------------------------------------------------------------------------------
+@triton.jit
+def _raw_gram_tile(X, rows, cols, rmask, cmask, D, sn, sd, PREC: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``X_rows X_cols^T`` (fp32 accumulation) and the squared norms of both row sets, one K loop."""
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    ss_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    ss_j = tl.zeros([BLOCK_N], dtype=tl.float32)
+    kk = tl.arange(0, BLOCK_K)
+    for k0 in range(0, D, BLOCK_K):
+        dd = k0 + kk
+        dmask = dd < D
+        xi = tl.load(X + rows[:, None] * sn + dd[None, :] * sd, mask=rmask[:, None] & dmask[None, :], other=0.0)
+        xj = tl.load(X + cols[:, None] * sn + dd[None, :] * sd, mask=cmask[:, None] & dmask[None, :], other=0.0)
+        acc = tl.dot(xi, tl.trans(xj), acc, input_precision=PREC)
+        xi32 = xi.to(tl.float32)
+        xj32 = xj.to(tl.float32)
+        ss_i += tl.sum(xi32 * xi32, axis=1)
+        ss_j += tl.sum(xj32 * xj32, axis=1)
+    return acc, ss_i, ss_j
+
+
+@triton.jit
+def _project_rows(G, OUT, X, rows, rmask, r, keep, scale, D, sgn, son, sxn, sxd,
+                  BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """``OUT = scale * r * (g - (g.x) keep x)`` for the rows; ``keep = r^2`` (or 0 below eps).
+
+    ``g`` is read back from the fp32 row buffer ``G``; ``(g.x) r^2 x = (g.z) z`` is the projection term
+    of the normalisation's Jacobian, skipped (as ``F.normalize``'s clamp does) for norms below eps.
+    """
+    dk = tl.arange(0, BLOCK_D)
+    gx = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        dd = d0 + dk
+        m = rmask[:, None] & (dd < D)[None, :]
+        g = tl.load(G + rows[:, None] * sgn + dd[None, :], mask=m, other=0.0)
+        x = tl.load(X + rows[:, None] * sxn + dd[None, :] * sxd, mask=m, other=0.0).to(tl.float32)
+        gx += tl.sum(g * x, axis=1)
+    coef = gx * keep
+    for d0 in range(0, D, BLOCK_D):
+        dd = d0 + dk
+        m = rmask[:, None] & (dd < D)[None, :]
+        g = tl.load(G + rows[:, None] * sgn + dd[None, :], mask=m, other=0.0)
+        x = tl.load(X + rows[:, None] * sxn + dd[None, :] * sxd, mask=m, other=0.0).to(tl.float32)
+        dx = (g - coef[:, None] * x) * (r * scale)[:, None]
+        tl.store(OUT + rows[:, None] * son + dd[None, :], dx.to(OUT.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _gram_nxn_kernel(S, T, G, OUT, LOSS, N, DS, DT,
+                     ssb, ssn, ssd, stb, stn, std_, sgb, sgn, sob, son,
+                     grad_scale, EPS_: tl.constexpr,
+                     REMOVE_NEG: tl.constexpr, COMPUTE_GRAD: tl.constexpr, FOLD_R: tl.constexpr,
+                     SPLIT: tl.constexpr, PREC: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One program = one image ``b`` x one tile of ``BLOCK_M`` rows; loops over all column tiles."""
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    S_b = S + b * ssb
+    T_b = T + b * stb
+    G_b = G + b * sgb
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < N
+    kk = tl.arange(0, BLOCK_K)
+    loss_rows = tl.zeros([BLOCK_M], dtype=tl.float32)
+    ri_s = tl.zeros([BLOCK_M], dtype=tl.float32)
+    ssi_s = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for j0 in range(0, N, BLOCK_N):
+        cols = j0 + tl.arange(0, BLOCK_N)
+        cmask = cols < N
+        acc_s, ssi_s, ssj_s = _raw_gram_tile(S_b, rows, cols, rmask, cmask, DS, ssn, ssd, PREC,
+                                             BLOCK_M, BLOCK_N, BLOCK_K)
+        acc_t, ssi_t, ssj_t = _raw_gram_tile(T_b, rows, cols, rmask, cmask, DT, stn, std_, PREC,
+                                             BLOCK_M, BLOCK_N, BLOCK_K)
+        # fp32 epilogue: the normalisation, applied to the grams of the raw inputs.
+        ri_s = 1.0 / tl.maximum(tl.sqrt(ssi_s), EPS_)
+        rj_s = 1.0 / tl.maximum(tl.sqrt(ssj_s), EPS_)
+        ri_t = 1.0 / tl.maximum(tl.sqrt(ssi_t), EPS_)
+        rj_t = 1.0 / tl.maximum(tl.sqrt(ssj_t), EPS_)
+        gs = acc_s * ri_s[:, None] * rj_s[None, :]
+        gt = acc_t * ri_t[:, None] * rj_t[None, :]
+        valid = rmask[:, None] & cmask[None, :]
+        if REMOVE_NEG:
+            diff = tl.maximum(gs, 0.0) - tl.maximum(gt, 0.0)
+            e = tl.where(valid & (gs > 0.0), diff, 0.0)  # clamp_min's gradient is 0 at 0, as torch's
+        else:
+            diff = gs - gt
+            e = tl.where(valid, diff, 0.0)
+        diff = tl.where(valid, diff, 0.0)
+        loss_rows += tl.sum(diff * diff, axis=1)
+        if COMPUTE_GRAD:
+            # g_i += sum_j E_ij z_j, z_j = r_j x_j: r_j folded into E (bf16/fp32) or into z (fp16, range).
+            if FOLD_R:
+                w = e * rj_s[None, :]
+            else:
+                w = e
+            for d0 in range(0, DS, BLOCK_K):
+                dd = d0 + kk
+                dmask = dd < DS
+                xj = tl.load(S_b + cols[:, None] * ssn + dd[None, :] * ssd,
+                             mask=cmask[:, None] & dmask[None, :], other=0.0)
+                if not FOLD_R:
+                    xj = (xj.to(tl.float32) * rj_s[:, None]).to(xj.dtype)
+                if SPLIT:
+                    w_hi = w.to(xj.dtype)
+                    w_lo = (w - w_hi.to(tl.float32)).to(xj.dtype)
+                    part = tl.dot(w_hi, xj)
+                    part = tl.dot(w_lo, xj, part)
+                else:
+                    part = tl.dot(w, xj, input_precision=PREC)
+                gmask = rmask[:, None] & dmask[None, :]
+                gptr = G_b + rows[:, None] * sgn + dd[None, :]
+                # This program owns these rows: plain read-modify-write in a fixed j order.
+                prev = tl.load(gptr, mask=gmask & (j0 > 0), other=0.0)
+                tl.store(gptr, prev + part, mask=gmask)
+            tl.debug_barrier()
+    tl.store(LOSS + b * tl.num_programs(0) + pid_m, tl.sum(loss_rows, axis=0))
+    if COMPUTE_GRAD:
+        keep = tl.where(tl.sqrt(ssi_s) >= EPS_, ri_s * ri_s, 0.0)
+        _project_rows(G_b, OUT + b * sob, S_b, rows, rmask, ri_s, keep, grad_scale, DS, sgn, son, ssn, ssd,
+                      BLOCK_M, BLOCK_K)
+
+
+@triton.jit
+def _inv_norm_kernel(X, R, N, D, sxb, sxn, sxd, EPS_: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_D: tl.constexpr):
+    """``R[b, n] = 1 / max(||X[b, n]||, eps)`` in fp32."""
+    b = tl.program_id(1).to(tl.int64)
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rmask = rows < N
+    dk = tl.arange(0, BLOCK_D)
+    ss = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        dd = d0 + dk
+        x = tl.load(X + b * sxb + rows[:, None] * sxn + dd[None, :] * sxd,
+                    mask=rmask[:, None] & (dd < D)[None, :], other=0.0).to(tl.float32)
+        ss += tl.sum(x * x, axis=1)
+    tl.store(R + b * N + rows, 1.0 / tl.maximum(tl.sqrt(ss), EPS_), mask=rmask)
+
+
+@triton.jit
+def _load_centred(S_b, T_b, ra, rb, nn, nmask, cc, cmask, ssn, ssd, stn, std_):
+    """Normalised teacher rows ``B`` and the mismatch ``Delta = A - B`` (fp32) for a row x column block."""
+    m = nmask[:, None] & cmask[None, :]
+    a = tl.load(S_b + nn[:, None] * ssn + cc[None, :] * ssd, mask=m, other=0.0).to(tl.float32) * ra[:, None]
+    bt = tl.load(T_b + nn[:, None] * stn + cc[None, :] * std_, mask=m, other=0.0).to(tl.float32) * rb[:, None]
+    return a, bt, a - bt
+
+
+@triton.jit
+def _gram_dxd_grams_kernel(S, T, RS, RT, P, C, Q, N, D, ssb, ssn, ssd, stb, stn, std_,
+                           PREC: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr,
+                           BLOCK_N: tl.constexpr):
+    """Tile ``(i, j)`` of ``P = B^T B``, ``C = B^T Delta``, ``Q = Delta^T Delta`` for image ``b``."""
+    pid_i = tl.program_id(0)
+    pid_j = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    S_b = S + b * ssb
+    T_b = T + b * stb
+    ci = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    cj = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
+    imask = ci < D
+    jmask = cj < D
+    p = tl.zeros([BLOCK_I, BLOCK_J], dtype=tl.float32)
+    c = tl.zeros([BLOCK_I, BLOCK_J], dtype=tl.float32)
+    q = tl.zeros([BLOCK_I, BLOCK_J], dtype=tl.float32)
+    nk = tl.arange(0, BLOCK_N)
+    for n0 in range(0, N, BLOCK_N):
+        nn = n0 + nk
+        nmask = nn < N
+        ra = tl.load(RS + b * N + nn, mask=nmask, other=0.0)
+        rb = tl.load(RT + b * N + nn, mask=nmask, other=0.0)
+        _, b_i, d_i = _load_centred(S_b, T_b, ra, rb, nn, nmask, ci, imask, ssn, ssd, stn, std_)
+        _, b_j, d_j = _load_centred(S_b, T_b, ra, rb, nn, nmask, cj, jmask, ssn, ssd, stn, std_)
+        b_it = tl.trans(b_i)
+        p = tl.dot(b_it, b_j, p, input_precision=PREC)
+        c = tl.dot(b_it, d_j, c, input_precision=PREC)
+        q = tl.dot(tl.trans(d_i), d_j, q, input_precision=PREC)
+    off = b * D * D + ci[:, None] * D + cj[None, :]
+    m = imask[:, None] & jmask[None, :]
+    tl.store(P + off, p, mask=m)
+    tl.store(C + off, c, mask=m)
+    tl.store(Q + off, q, mask=m)
+
+
+@triton.jit
+def _gram_dxd_apply_kernel(S, T, RS, RT, P, C, Q, G, OUT, N, D, ssb, ssn, ssd, stb, stn, std_,
+                           sgb, sgn, sob, son, grad_scale, EPS_: tl.constexpr, PREC: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Rows of ``g = A (C^T + Q) + Delta (P + C)``, then the normalisation's projection."""
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    S_b = S + b * ssb
+    T_b = T + b * stb
+    G_b = G + b * sgb
+    M_b = b * D * D
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < N
+    ra = tl.load(RS + b * N + rows, mask=rmask, other=0.0)
+    rb = tl.load(RT + b * N + rows, mask=rmask, other=0.0)
+    dk = tl.arange(0, BLOCK_D)
+    for c0 in range(0, D, BLOCK_D):
+        cc = c0 + dk
+        cmask = cc < D
+        acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        for k0 in range(0, D, BLOCK_D):
+            kk = k0 + dk
+            kmask = kk < D
+            a, _, d = _load_centred(S_b, T_b, ra, rb, rows, rmask, kk, kmask, ssn, ssd, stn, std_)
+            mm = kmask[:, None] & cmask[None, :]
+            kc = M_b + kk[:, None] * D + cc[None, :]
+            m1 = tl.load(C + M_b + cc[None, :] * D + kk[:, None], mask=mm, other=0.0) \
+                + tl.load(Q + kc, mask=mm, other=0.0)
+            m2 = tl.load(P + kc, mask=mm, other=0.0) + tl.load(C + kc, mask=mm, other=0.0)
+            acc = tl.dot(a, m1, acc, input_precision=PREC)
+            acc = tl.dot(d, m2, acc, input_precision=PREC)
+        tl.store(G_b + rows[:, None] * sgn + cc[None, :], acc, mask=rmask[:, None] & cmask[None, :])
+    tl.debug_barrier()
+    keep = tl.where(ra < 1.0 / EPS_, ra * ra, 0.0)
+    _project_rows(G_b, OUT + b * sob, S_b, rows, rmask, ra, keep, grad_scale, D, sgn, son, ssn, ssd,
+                  BLOCK_M, BLOCK_D)
+
+
+# Decided once, when the kernels were decorated (a plain constant, so torch.compile traces it freely).
+_INTERPRET = type(_gram_nxn_kernel).__name__ == "InterpretedFunction"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------------
+def _pow2(n: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
+
+
+def _interpreting() -> bool:
+    """The kernels were built for the interpreter (``TRITON_INTERPRET=1`` when this module was imported)."""
+    return _INTERPRET
+
+
+def _fp32_precision(precision: str, dtype: torch.dtype) -> str:
+    """``input_precision`` of the dots that take fp32 operands."""
+    if precision != "auto":
+        return precision
+    return "tf32x3" if dtype == torch.float32 else "tf32"
+
+
+def _common_dtype(student: torch.Tensor, teacher: torch.Tensor) -> torch.dtype:
+    dtype = torch.promote_types(student.dtype, teacher.dtype)
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(
+            f"the Triton gram loss runs float16/bfloat16/float32, got student {student.dtype} and teacher "
+            f"{teacher.dtype}; use backend='torch' for float64 (the oracle) or cast the tokens."
+        )
+    return dtype
+
+
+def _launch_nxn(s: torch.Tensor, t: torch.Tensor, remove_neg: bool, precision: str, compute_grad: bool):
+    B, N, DS = s.shape
+    DT = t.shape[-1]
+    interp = _interpreting()
+    if interp and s.dtype == torch.bfloat16:
+        raise RuntimeError(
+            "the N x N Triton kernel's bf16 dots do not run under TRITON_INTERPRET=1 (they return garbage); "
+            "on CPU use float16/float32 tokens, form='dxd', or backend='torch'. bf16 runs on the GPU."
+        )
+    if interp:  # few, large programs: the interpreter pays per program and per loop step
+        bm = _pow2(N, 16, 64)
+        bk = _pow2(max(DS, DT), 16, 64)
+    else:  # static heuristic; to be autotuned on the GPU
+        bm = 64
+        bk = 64 if s.dtype != torch.float32 else 32
+    n_m = triton.cdiv(N, bm)
+    loss_part = torch.empty((B, n_m), device=s.device, dtype=torch.float32)
+    if compute_grad:
+        g = torch.empty((B, N, DS), device=s.device, dtype=torch.float32)
+        out = g if s.dtype == torch.float32 else torch.empty((B, N, DS), device=s.device, dtype=s.dtype)
+    else:
+        g = out = torch.empty((1, 1, 1), device=s.device, dtype=torch.float32)
+    _gram_nxn_kernel[(n_m, B)](
+        s, t, g, out, loss_part, N, DS, DT,
+        s.stride(0), s.stride(1), s.stride(2), t.stride(0), t.stride(1), t.stride(2),
+        g.stride(0), g.stride(1), out.stride(0), out.stride(1),
+        4.0 / (N * N), EPS,
+        REMOVE_NEG=bool(remove_neg), COMPUTE_GRAD=bool(compute_grad),
+        FOLD_R=s.dtype != torch.float16, SPLIT=s.dtype != torch.float32, PREC=_fp32_precision(precision, s.dtype),
+        BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk,
+    )
+    per_image = loss_part.sum(dim=1) / (N * N)  # fixed-order reduction of the per-tile partials
+    return per_image, (out if compute_grad else None)
+
+
+def _inv_norms(x: torch.Tensor, interp: bool) -> torch.Tensor:
+    B, N, D = x.shape
+    r = torch.empty((B, N), device=x.device, dtype=torch.float32)
+    bn = _pow2(N, 16, 64)
+    bd = _pow2(D, 16, 64 if interp else 128)
+    _inv_norm_kernel[(triton.cdiv(N, bn), B)](x, r, N, D, x.stride(0), x.stride(1), x.stride(2), EPS,
+                                               BLOCK_N=bn, BLOCK_D=bd)
+    return r
+
+
+def _launch_dxd(s: torch.Tensor, t: torch.Tensor, precision: str, compute_grad: bool):
+    B, N, D = s.shape
+    interp = _interpreting()
+    prec = _fp32_precision(precision, s.dtype)
+    rs = _inv_norms(s, interp)
+    rt = _inv_norms(t, interp)
+    p = torch.empty((B, D, D), device=s.device, dtype=torch.float32)
+    c = torch.empty_like(p)
+    q = torch.empty_like(p)
+    if interp:
+        bi = _pow2(D, 16, 64)
+        bn = _pow2(N, 16, 64)
+    else:
+        bi, bn = 64, 32
+    _gram_dxd_grams_kernel[(triton.cdiv(D, bi), triton.cdiv(D, bi), B)](
+        s, t, rs, rt, p, c, q, N, D, s.stride(0), s.stride(1), s.stride(2), t.stride(0), t.stride(1), t.stride(2),
+        PREC=prec, BLOCK_I=bi, BLOCK_J=bi, BLOCK_N=bn,
+    )
+    sq = (q * (2.0 * p + 4.0 * c + q)).sum(dim=(1, 2), dtype=torch.float64) \
+        + 2.0 * (c * c.transpose(1, 2)).sum(dim=(1, 2), dtype=torch.float64)
+    per_image = (sq / (N * N)).to(torch.float32)
+    if not compute_grad:
+        return per_image, None
+    g = torch.empty((B, N, D), device=s.device, dtype=torch.float32)
+    out = g if s.dtype == torch.float32 else torch.empty((B, N, D), device=s.device, dtype=s.dtype)
+    bm = _pow2(N, 16, 64)
+    bd = _pow2(D, 16, 64) if interp else 64
+    _gram_dxd_apply_kernel[(triton.cdiv(N, bm), B)](
+        s, t, rs, rt, p, c, q, g, out, N, D, s.stride(0), s.stride(1), s.stride(2),
+        t.stride(0), t.stride(1), t.stride(2), g.stride(0), g.stride(1), out.stride(0), out.stride(1),
+        4.0 / (N * N), EPS, PREC=prec, BLOCK_M=bm, BLOCK_D=bd,
+    )
+    return per_image, out
+
+
+def _check_triton_device(x: torch.Tensor) -> None:
+    if x.device.type == "cuda":
+        return
+    if x.device.type == "cpu" and _interpreting():
+        return
+    raise RuntimeError(
+        f"backend='triton' needs CUDA tensors (got {x.device}); on CPU set TRITON_INTERPRET=1 before "
+        "importing kernels (slow, for tests) or use backend='torch'."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# custom op: fake implementation + autograd, so torch.compile sees one opaque node
+# ----------------------------------------------------------------------------------------------------
+@torch.library.custom_op("kernels::gram_fused", mutates_args=())
+def _gram_fused(student: torch.Tensor, teacher: torch.Tensor, form: str, remove_neg: bool, precision: str,
+                compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image loss ``(B,)`` fp32 and ``dloss_b/dstudent_b`` ``(B, N, D)`` (empty if not asked)."""
+    _check_triton_device(student)
+    dtype = _common_dtype(student, teacher)
+    s = student.to(dtype)
+    t = teacher.to(dtype)
+    if form == "nxn":
+        per_image, grad = _launch_nxn(s, t, remove_neg, precision, compute_grad)
+    else:
+        per_image, grad = _launch_dxd(s, t, precision, compute_grad)
+    if grad is None:
+        grad = student.new_empty((0,))
+    elif grad.dtype != student.dtype:
+        grad = grad.to(student.dtype)
+    return per_image, grad
+
+
+@_gram_fused.register_fake
+def _gram_fused_fake(student, teacher, form, remove_neg, precision, compute_grad):
+    per_image = student.new_empty((student.shape[0],), dtype=torch.float32)
+    grad = student.new_empty(student.shape) if compute_grad else student.new_empty((0,))
+    return per_image, grad
+
+
+def _gram_fused_setup(ctx, inputs, output):
+    ctx.compute_grad = inputs[5]
+    ctx.save_for_backward(output[1])
+
+
+def _gram_fused_backward(ctx, grad_loss, grad_grad):
+    (g,) = ctx.saved_tensors
+    if not ctx.compute_grad:
+        raise RuntimeError(
+            "gram_loss was run with compute_grad=False (student did not require grad at forward time) "
+            "but a gradient was requested; run the forward with grad enabled."
+        )
+    ds = (g.to(torch.float32) * grad_loss.to(torch.float32).view(-1, 1, 1)).to(g.dtype)
+    return ds, None, None, None, None, None
+
+
+_gram_fused.register_autograd(_gram_fused_backward, setup_context=_gram_fused_setup)
+
+
+# ----------------------------------------------------------------------------------------------------
+# pure-torch d x d scheme (CPU path of form="dxd"; same algebra as the Triton kernels)
+# ----------------------------------------------------------------------------------------------------
+def _dxd_torch_core(student: torch.Tensor, teacher: torch.Tensor, compute_grad: bool):
+    dtype = torch.float64 if student.dtype == torch.float64 else torch.float32
+    xs = student.to(dtype)
+    xt = teacher.to(dtype)
+    ns = torch.linalg.vector_norm(xs, dim=-1, keepdim=True)
+    rs = 1.0 / ns.clamp_min(EPS)
+    a = xs * rs
+    b = xt / torch.linalg.vector_norm(xt, dim=-1, keepdim=True).clamp_min(EPS)
+    d = a - b
+    n = student.shape[1]
+    bt = b.transpose(1, 2)
+    p = bt @ b
+    c = bt @ d
+    q = d.transpose(1, 2) @ d
+    sq = (q * (2.0 * p + 4.0 * c + q)).sum(dim=(1, 2), dtype=torch.float64) \
+        + 2.0 * (c * c.transpose(1, 2)).sum(dim=(1, 2), dtype=torch.float64)
+    per_image = (sq / (n * n)).to(dtype)
+    if not compute_grad:
+        return per_image, None
+    g = (a @ (c.transpose(1, 2) + q) + d @ (p + c)) * (4.0 / (n * n))
+    gz = (g * a).sum(dim=-1, keepdim=True)
+    dx = rs * (g - torch.where(ns >= EPS, gz * a, torch.zeros_like(a)))
+    return per_image, dx.to(student.dtype)
+
+
+class _DxdTorch(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, student, teacher):
+        per_image, grad = _dxd_torch_core(student, teacher, bool(ctx.needs_input_grad[0]))
+        ctx.save_for_backward(grad if grad is not None else student.new_empty((0,)))
+        return per_image
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        (g,) = ctx.saved_tensors
+        wdt = torch.float64 if g.dtype == torch.float64 else torch.float32
+        return (g.to(wdt) * grad_loss.to(wdt).view(-1, 1, 1)).to(g.dtype), None
+
+
+def gram_loss_dxd_torch(student: torch.Tensor, teacher: torch.Tensor, *, img_level: bool = True,
+                        reduction: str = "mean") -> torch.Tensor:
+    """Pure-torch d x d form with the mismatch-centred precision scheme (see module docstring).
+
+    Args:
+        student: ``(B, N, D)``; gradients flow into it (computed in the forward, O(N D^2)).
+        teacher: ``(B, N, D)``; constant.
+        img_level: per-image grams, or one gram of the ``(B*N, D)`` flattened batch.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``(B,)``, or ``(1,)`` when not img_level).
+
+    Returns:
+        float32 loss (float64 for float64 inputs).
+    """
+    _check(student, teacher)
+    if not img_level:
+        student = student.reshape(1, -1, student.shape[-1])
+        teacher = teacher.reshape(1, -1, teacher.shape[-1])
+    if student.requires_grad and torch.is_grad_enabled():
+        return _reduce(_DxdTorch.apply(student, teacher.detach()), reduction)
+    return _reduce(_dxd_torch_core(student, teacher, False)[0], reduction)
+
+
+# ----------------------------------------------------------------------------------------------------
+# functional
+# ----------------------------------------------------------------------------------------------------
+def choose_form(n: int, d_student: int, d_teacher: int | None = None, *, remove_neg: bool = False,
+                backend: str = "triton") -> str:
+    """Form that ``form="auto"`` takes for a gram over ``n`` tokens of ``d`` features.
+
+    N x N while ``n <= ratio * d`` -- ratio :data:`NXN_MAX_RATIO` for ``backend="triton"``,
+    :data:`NXN_MAX_RATIO_TORCH` for ``"torch"`` -- and always for ``remove_neg`` or unequal feature
+    sizes, which have no d x d form; d x d beyond.
+    """
+    d_teacher = d_student if d_teacher is None else d_teacher
+    if remove_neg or d_student != d_teacher:
+        return "nxn"
+    ratio = NXN_MAX_RATIO_TORCH if backend == "torch" else NXN_MAX_RATIO
+    return "nxn" if n <= ratio * d_student else "dxd"
+
+
+def gram_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    img_level: bool = True,
+    remove_neg: bool = False,
+    reduction: str = "mean",
+    backend: str = "auto",
+    form: str = "auto",
+    precision: str = "auto",
+) -> torch.Tensor:
+    """Mean squared difference of the grams of L2-normalised student and teacher tokens (DINOv3).
+
+    Args:
+        student: ``(B, N, D)`` tokens (float16/bfloat16/float32; float64 on the torch backend), any
+            strides; gradients flow into it.
+        teacher: ``(B, N, D)`` tokens (``D`` may differ in the N x N form), a constant. A teacher that
+            requires grad is detached with a ``UserWarning`` (the loss never trains the teacher).
+        img_level: one ``N x N`` gram per image (True) or one ``(B*N) x (B*N)`` gram of the flattened
+            batch (False).
+        remove_neg: clamp negative similarities to zero on both grams before the difference
+            (N x N form only).
+        reduction: ``"mean"`` (scalar, mean over images), ``"sum"`` or ``"none"`` (``(B,)``; ``(1,)``
+            when ``img_level=False``).
+        backend: ``"auto"`` (Triton on CUDA, torch on CPU), ``"triton"`` or ``"torch"``.
+        form: ``"auto"`` (:func:`choose_form`), ``"nxn"`` or ``"dxd"``.
+        precision: ``"auto"``, ``"ieee"``, ``"tf32x3"`` or ``"tf32"`` for the Triton dots that take
+            fp32 operands (errors in the module docstring); ignored by the torch backend.
+
+    Returns:
+        float32 loss (float64 for float64 inputs on the torch backend): a scalar, or ``(B,)``.
+
+    Raises:
+        ValueError: wrong rank, mismatched ``(B, N)``, unknown option, ``remove_neg`` or unequal
+            feature sizes with ``form="dxd"``, tensors on different devices.
+        TypeError: non-floating tokens, float64 on the Triton backend.
+    """
+    _check(student, teacher)
+    for name, val, allowed in (("reduction", reduction, _REDUCTIONS), ("backend", backend, _BACKENDS),
+                               ("form", form, _FORMS), ("precision", precision, _PRECISIONS)):
+        if val not in allowed:
+            raise ValueError(f"gram_loss: {name}={val!r} is not one of {allowed}; pick one of those.")
+    if student.device != teacher.device:
+        raise ValueError(
+            f"gram_loss: student is on {student.device} and teacher on {teacher.device}; move both to one device."
+        )
+    if teacher.requires_grad:
+        warnings.warn(
+            "gram_loss: the teacher requires grad; it is detached (the gram loss never trains the teacher). "
+            "Pass teacher.detach() or compute it under torch.no_grad() to silence this.",
+            UserWarning,
+            stacklevel=2,
+        )
+        teacher = teacher.detach()
+    if not img_level:  # one gram over the flattened batch == one image of B*N tokens
+        student = student.reshape(1, -1, student.shape[-1])
+        teacher = teacher.reshape(1, -1, teacher.shape[-1])
+    n, ds, dt = student.shape[1], student.shape[-1], teacher.shape[-1]
+    if form == "dxd":
+        if remove_neg:
+            raise ValueError("gram_loss: remove_neg has no d x d form (the clamp is per N x N entry); "
+                             "use form='nxn' or form='auto'.")
+        if ds != dt:
+            raise ValueError(f"gram_loss: form='dxd' needs equal feature sizes, got student {ds} and teacher "
+                             f"{dt}; use form='nxn' or form='auto'.")
+    if backend == "auto":
+        backend = "triton" if student.device.type == "cuda" and student.dtype != torch.float64 else "torch"
+    chosen = choose_form(n, ds, dt, remove_neg=remove_neg, backend=backend) if form == "auto" else form
+    if backend == "torch":
+        if chosen == "nxn":
+            per_image = gram_loss_reference(student, teacher, remove_neg=remove_neg, reduction="none")
+        elif student.requires_grad and torch.is_grad_enabled():
+            per_image = _DxdTorch.apply(student, teacher)
+        else:  # no gradient wanted: skip its O(N D^2) half
+            per_image = _dxd_torch_core(student, teacher, False)[0]
+    else:
+        _common_dtype(student, teacher)
+        _check_triton_device(student)
+        compute_grad = bool(student.requires_grad and torch.is_grad_enabled())
+        per_image, _ = torch.ops.kernels.gram_fused(student, teacher, chosen, bool(remove_neg), precision,
+                                                    compute_grad)
+    return _reduce(per_image, reduction)
+
+
+def _flops(b: int, n: int, d: int, form: str, grad: bool = True) -> float:
+    """Useful flop of one evaluation (for effective TFLOP/s in the benchmark)."""
+    if form == "nxn":
+        return b * (4.0 * n * n * d + (2.0 * n * n * d if grad else 0.0))
+    return b * (6.0 * n * d * d + (4.0 * n * d * d if grad else 0.0))
+

@@ -1,0 +1,51 @@
+"""Kernel tests: on a machine without CUDA the Triton code runs under ``TRITON_INTERPRET=1``.
+
+The variable must be set before ``triton.jit`` decorates the kernels, i.e. before ``kernels`` is first
+imported; this file is imported by pytest before any test module of this folder. If ``kernels`` was
+already imported without the interpreter (another folder's tests ran first in the same process), the
+Triton tests skip rather than fail for a reason that has nothing to do with the kernels.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import kernels  # noqa: E402  (after the environment is set)
+from kernels import gram as _gram  # noqa: E402
+
+ON_CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if ON_CUDA else "cpu"
+
+
+def triton_runs() -> bool:
+    """Triton kernels can run here: a GPU, or the interpreter was active when the kernels were made."""
+    if ON_CUDA:
+        return True
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(_gram._gram_nxn_kernel, InterpretedFunction)
+
+
+needs_triton = pytest.mark.skipif(
+    not triton_runs(), reason="kernels was imported before TRITON_INTERPRET=1 was set; run tests/kernels alone"
+)
+
+# Triton dtypes by where we run: the interpreter cannot run bf16 tl.dot.
+TRITON_DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if ON_CUDA else [])
+TORCH_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+# dtype -> (relative loss tolerance, relative gradient tolerance) against float64 on the same inputs,
+# at a gram mismatch rho of about 0.3. The gradient is returned in the input dtype, so its own
+# rounding (2^-11 fp16, 2^-8 bf16 per element) dominates the 16-bit rows.
+TOL = {
+    torch.float64: (1e-10, 1e-10),
+    torch.float32: (2e-5, 2e-4),
+    torch.float16: (2e-4, 2e-3),
+    torch.bfloat16: (2e-3, 1.5e-2),
+}
+
