@@ -80,6 +80,7 @@ class ViTEncoder(nn.Module):
             num_classes=0,
             class_token=False,
             global_pool="avg",
+            fc_norm=False,  # keep the final LayerNorm on the tokens (timm moves it after pooling otherwise)
             dynamic_img_size=True,
         )
         self.vit = timm.create_model(

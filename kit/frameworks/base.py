@@ -85,6 +85,23 @@ class Framework(nn.Module, abc.ABC):
             out = modules["head"](out)
         return out
 
+    @staticmethod
+    def sample_patches(sampler, batch: dict, grid: tuple[int, int], generator: torch.Generator | None) -> dict:
+        """Draw patch index sets for this process's images, consistently with the global batch.
+
+        Under data parallelism the loop puts ``batch["sample_slice"] = (offset, global_batch)`` and
+        seeds ``generator`` identically on every rank: the sampler draws for the whole global batch and
+        each rank keeps its rows, so N ranks draw exactly the masks a single process would.
+        Without the key, the sampler draws for the local batch alone.
+
+        Returns:
+            the sampler's dict with every tensor cut to the local batch ``(B, ...)``.
+        """
+        local = next(v for k, v in batch.items() if torch.is_tensor(v) and v.dim() == 4).shape[0]
+        offset, total = batch.get("sample_slice", (0, local))
+        masks = sampler.sample(total, grid, generator)
+        return {k: (v[offset : offset + local] if torch.is_tensor(v) else v) for k, v in masks.items()}
+
     def ema_update(self, momentum: float) -> None:
         """Update every EMA copy towards its online module (see :mod:`kit.ema`)."""
         ema_update(self.ema_pairs(), momentum)

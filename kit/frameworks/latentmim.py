@@ -91,7 +91,7 @@ class LatentMIM(Framework):
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> HostOutput:
         x = batch[self.view]
         grid = self.encoder.grid_size(x.shape[-2], x.shape[-1])
-        masks = self.sampler.sample(x.shape[0], grid, generator)
+        masks = self.sample_patches(self.sampler, batch, grid, generator)
         vis, tgt = masks["visible"].to(x.device), masks["target"].to(x.device)
         z = self.student_features(x, vis)  # (B, K, D)
         pred = self.decoder(z, vis, tgt, grid)  # (B, M, D)

@@ -131,7 +131,7 @@ class SpatialAffinity(Framework):
                 raise ValueError(f"{type(self.host).__name__} returned no student patches; give SpatialAffinity a sampler.")
             idx, student = out.student_idx, out.student_tokens
         else:
-            idx = self.sampler.sample(mr.shape[0], grid, generator)["visible"].to(mr.device)
+            idx = self.sample_patches(self.sampler, batch, grid, generator)["visible"].to(mr.device)
             student = self.host.student_features(mr, idx)
         teacher = self.teacher_tokens(hr, idx, grid, scale)
         if not self.downsampler.full_grid:

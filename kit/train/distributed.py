@@ -65,6 +65,16 @@ def broadcast_flag(flag: bool, info: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
+def mean_over_ranks(values: dict, info: DistInfo) -> dict[str, float]:
+    """Average scalar logs over ranks (each rank's value is the mean over its equal share of the batch)."""
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=info.device)
+    if info.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t /= info.world_size
+    return dict(zip(keys, t.tolist()))
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -37,6 +37,9 @@ class NonFiniteError(RuntimeError):
     """Raised when too many consecutive steps had a non-finite loss or gradient norm."""
 
 
+GLOBAL = 2**31  # the "rank" of draws shared by all ranks (patch masks of the global batch)
+
+
 def step_seed(seed: int, step: int, rank: int) -> int:
     """A 63-bit seed that depends only on ``(seed, step, rank)``."""
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
@@ -50,7 +53,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 def train(
     workdir: str | os.PathLike,
     *,
-    framework: Framework = gin.REQUIRED,
+    framework: Framework | Callable[[], Framework] = gin.REQUIRED,
     data=gin.REQUIRED,
     batch_size: int = 128,
     epochs: float = 300,
@@ -77,7 +80,9 @@ def train(
     Args:
         workdir: run folder: ``logs/`` (metrics.jsonl, metrics.csv, tb/, loss_curves.png),
             ``checkpoints/`` (ckpt-*.pt + operative gin config), ``export/`` (encoder.safetensors, meta.json).
-        framework: host SSL framework or ``SpatialAffinity(host=...)``.
+        framework: host SSL framework or ``SpatialAffinity(host=...)``, or (as the recipes bind it, without
+            parentheses) its class, built here after ``torch.manual_seed(seed)`` so the initial weights
+            depend on the seed alone.
         data: a ``kit.data.loader.PairedTiles``.
         batch_size: global batch (split evenly across ``torchrun`` ranks).
         epochs: run length in passes over ``data.num_samples`` (the schedules' horizon).
@@ -110,13 +115,19 @@ def train(
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}.")
     data.batch_size = batch_size // info.world_size
+    if not isinstance(framework, nn.Module):
+        # a recipe binds the class (``train.framework = @SpatialAffinity``): build it here, after seeding,
+        # so the initial weights depend on ``seed`` alone
+        torch.manual_seed(seed)
+        framework = framework()
+    if not isinstance(framework, Framework):
+        raise TypeError(f"train.framework must build a kit Framework, got {type(framework).__name__}.")
 
     # -- check everything before step 1 ------------------------------------------------------------
     data_info = preflight(framework, data, batch_size=batch_size, world_size=info.world_size)
     steps_per_epoch = max(1, data_info["num_samples"] // batch_size)
     horizon = int(total_steps) if total_steps is not None else max(1, int(math.ceil(epochs * steps_per_epoch)))
 
-    torch.manual_seed(seed)
     model = framework.to(info.device)
     model.train()
     optimizer = build_adamw(model, betas=betas)
@@ -181,9 +192,11 @@ def train(
             lr_now = lr(step, horizon) * lr_scale
             wd_now = wd_fn(step, horizon)
             apply_schedules(optimizer, lr_now, wd_now)
-            s = step_seed(seed, step, info.rank)
-            torch.manual_seed(s)
-            gen = torch.Generator().manual_seed(s)
+            # patch masks: one generator for the global batch, the same on every rank (each keeps its rows);
+            # drop-path and other module randomness: per rank
+            gen = torch.Generator().manual_seed(step_seed(seed, step, GLOBAL))
+            torch.manual_seed(step_seed(seed, step, info.rank))
+            batch["sample_slice"] = (info.rank * data.batch_size, batch_size)
             with torch.autocast(device_type=info.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = ddp_model(batch, gen)
             out.loss.backward()
@@ -208,17 +221,18 @@ def train(
                     )
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
-            if info.is_main and (done % log_every == 0 or done == stop or step == start_step):
-                logs = {k: float(v) for k, v in out.logs.items()}
-                logs.update({"loss/total": float(out.loss.detach()), "lr": lr_now, "wd": wd_now,
+            if done % log_every == 0 or done == stop or step == start_step:
+                logs = distr.mean_over_ranks({**out.logs, "loss/total": out.loss.detach()}, info)
+                logs.update({"lr": lr_now, "wd": wd_now,
                              "momentum": model.momentum(step, horizon), "grad_norm": float(grad_norm),
                              "skipped": float(not finite)})
                 now = time.perf_counter()
                 logs["sec_per_step"] = (now - t_last) / (log_every if step != start_step else 1)
                 t_last = now
-                logger.log(done, logs)
+                if info.is_main:
+                    logger.log(done, logs)
+                    bar.set_postfix(loss=f"{logs['loss/total']:.4f}")
                 last_logs = logs
-                bar.set_postfix(loss=f"{logs['loss/total']:.4f}")
             bar.update(1)
             if done % ckpt_every == 0 and done != stop:
                 save(done)
@@ -229,7 +243,13 @@ def train(
         logger.close()
         stream.close()
 
-    result = {"steps": step, "total_steps": horizon, "workdir": str(workdir), "logs": last_logs}
+    result = {"steps": step, "total_steps": horizon, "workdir": str(workdir), "logs": last_logs,
+              "world_size": info.world_size}
+    if info.enabled:
+        # every rank must hold the same weights after DDP training; record what each rank has
+        with torch.no_grad():
+            checksum = float(sum(p.double().sum() for p in model.parameters()).cpu())
+        result["rank_param_checksums"] = distr.all_gather_objects(checksum, info)
     if info.is_main:
         norm = getattr(data, "normalize", None)
         view = getattr(model, "view", "mr")
