@@ -80,7 +80,7 @@ class IJEPA(Framework):
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> HostOutput:
         x = batch[self.view]
         grid = self.encoder.grid_size(x.shape[-2], x.shape[-1])
-        masks = self.sampler.sample(x.shape[0], grid, generator)
+        masks = self.sample_patches(self.sampler, batch, grid, generator)  # global-batch consistent under DDP
         if "context" not in masks or "targets" not in masks:
             raise ValueError(
                 f"IJEPA needs a sampler returning 'context' and 'targets' (e.g. MultiBlock), got keys {sorted(masks)}."
