@@ -129,20 +129,28 @@ def main(argv: list[str] | None = None) -> int:
             "mr": torch.randn(batch_size, 4, img, img, generator=g).to(device),
             "hr": torch.randn(batch_size, 4, 2 * img, 2 * img, generator=g).to(device),
         }
-        steps = {}
-        for variant in ("host", "host+SA"):
+
+        def build(variant: str):
             fw = build_host(name, cfg)
             if variant == "host+SA":
                 fw = SpatialAffinity(host=fw)
-            steps[variant] = (fw, make_step(fw, batch, device, bf16=cuda))
+            return fw, make_step(fw, batch, device, bf16=cuda)
+
+        peak = {}
+        if cuda:  # peak memory of each variant alone on the device (model, optimizer state, activations)
+            for v in ("host", "host+SA"):
+                fw, step = build(v)
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                time_fn(step, warmup=1, repeat=1, sync=sync)
+                peak[v] = torch.cuda.max_memory_allocated(device) / 2**20
+                del fw, step
+                torch.cuda.empty_cache()
+        steps = {v: build(v) for v in ("host", "host+SA")}
         # interleave the two variants step by step so that drifting machine load hits both alike
         times = {v: [] for v in steps}
-        peak = {}
         for v, (_, step) in steps.items():
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(device)
             time_fn(step, warmup=warmup, repeat=1, sync=sync)
-            peak[v] = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
         for _ in range(repeat):
             for v, (_, step) in steps.items():
                 times[v].append(time_fn(step, warmup=0, repeat=1, sync=sync)["median_ms"])
