@@ -38,7 +38,7 @@ def _registered_names() -> list[str]:
     from gin import config as gc
 
     names = set()
-    for key in gc._REGISTRY.keys():  # (module, name) selectors
+    for key, _ in gc._REGISTRY.items():  # selectors like "kit.frameworks.SpatialAffinity"
         sel = key if isinstance(key, str) else ".".join(k for k in key if k)
         names.add(sel.split(".")[-1])
     return sorted(names)

@@ -213,16 +213,11 @@ def train(
                 nonfinite += 1
                 if info.is_main:
                     print(f"warning: step {step}: non-finite loss or gradient norm; step skipped, EMA untouched")
-                if nonfinite >= max_nonfinite:
-                    raise NonFiniteError(
-                        f"{nonfinite} consecutive non-finite steps (last at step {step}); stopping. The last good "
-                        f"checkpoint in {ckpt.checkpoint_dir(workdir)} is intact: lower the learning rate, enable "
-                        "grad_clip, or check the data for NaN tiles."
-                    )
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
-            if done % log_every == 0 or done == stop or step == start_step:
+            if done % log_every == 0 or done == stop or step == start_step or not finite:
                 logs = distr.mean_over_ranks({**out.logs, "loss/total": out.loss.detach()}, info)
+                logs["data/skipped"] = float(sum(stream.stats.values()))
                 logs.update({"lr": lr_now, "wd": wd_now,
                              "momentum": model.momentum(step, horizon), "grad_norm": float(grad_norm),
                              "skipped": float(not finite)})
@@ -234,7 +229,13 @@ def train(
                     bar.set_postfix(loss=f"{logs['loss/total']:.4f}")
                 last_logs = logs
             bar.update(1)
-            if done % ckpt_every == 0 and done != stop:
+            if nonfinite >= max_nonfinite:
+                raise NonFiniteError(
+                    f"{nonfinite} consecutive non-finite steps (last at step {done}); stopping. The last good "
+                    f"checkpoint in {ckpt.checkpoint_dir(workdir)} is intact: lower the learning rate, enable "
+                    "grad_clip, or check the data for NaN tiles."
+                )
+            if finite and done % ckpt_every == 0 and done != stop:
                 save(done)
         step = stop
         save(stop)
@@ -243,8 +244,11 @@ def train(
         logger.close()
         stream.close()
 
+    skipped = distr.all_gather_objects(stream.stats, info)
     result = {"steps": step, "total_steps": horizon, "workdir": str(workdir), "logs": last_logs,
-              "world_size": info.world_size}
+              "world_size": info.world_size, "data_skipped": skipped}
+    if info.is_main and any(skipped):
+        print(f"data: skipped bad samples by reason, per rank: {skipped} (each logged with its shard and key)")
     if info.enabled:
         # every rank must hold the same weights after DDP training; record what each rank has
         with torch.no_grad():

@@ -33,28 +33,29 @@ def preflight(framework, data, *, batch_size: int, world_size: int = 1) -> dict:
     per_rank = batch_size // max(world_size, 1)
     if per_rank < 1:
         problems.append(f"batch: batch_size {batch_size} gives {per_rank} images per rank on {world_size} ranks; raise it.")
-    if info:
-        crop = getattr(data, "crop", None)
-        size = getattr(crop, "size", None)
-        bands = info.get("bands", 4)
-        scale = info.get("scale", 2)
-        if size is not None:
-            size = size if isinstance(size, int) else size[0]
-            hr_size = getattr(crop, "hr_size", None) or scale * size
-            g = torch.Generator().manual_seed(0)
-            b = max(2, min(per_rank, 2))
-            batch = {
-                "mr": torch.randn(b, bands, size, size, generator=g),
-                "hr": torch.randn(b, bands, hr_size, hr_size, generator=g),
-            }
-            was_training = framework.training
-            try:
-                with torch.no_grad():
-                    framework(batch, torch.Generator().manual_seed(0))
-            except (ValueError, IndexError, TypeError, RuntimeError) as exc:
-                problems.append(f"model: {exc}")
-            finally:
-                framework.train(was_training)
+    # the model check runs even when the data check failed (with the configured shapes), so one
+    # error lists the problems of both
+    crop = getattr(data, "crop", None)
+    size = getattr(crop, "size", None)
+    bands = info.get("bands", getattr(data, "bands", 4))
+    scale = info.get("scale", getattr(data, "scale", None) or 2)
+    if size is not None:
+        size = size if isinstance(size, int) else size[0]
+        hr_size = getattr(crop, "hr_size", None) or scale * size
+        g = torch.Generator().manual_seed(0)
+        b = 2  # two images exercise every shape check
+        batch = {
+            "mr": torch.randn(b, bands, size, size, generator=g),
+            "hr": torch.randn(b, bands, hr_size, hr_size, generator=g),
+        }
+        was_training = framework.training
+        try:
+            with torch.no_grad():
+                framework(batch, torch.Generator().manual_seed(0))
+        except (ValueError, IndexError, TypeError, RuntimeError) as exc:
+            problems.append(f"model: {exc}")
+        finally:
+            framework.train(was_training)
     if problems:
         raise ConfigError(
             "the run cannot start; fix the following and run again:\n" + "\n".join(f"  - {p}" for p in problems)

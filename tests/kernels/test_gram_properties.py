@@ -71,7 +71,8 @@ def test_invariant_to_per_token_positive_scale(backend, pair, form, data):
     ct = torch.exp(torch.empty(*s.shape[:2], 1).uniform_(-2.0, 2.0, generator=g))
     base, gbase = _loss_grad(s, t, backend=backend, form=form)
     scaled, gscaled = _loss_grad(s * cs, t * ct, backend=backend, form=form)
-    assert _close(base, scaled)
+    # fp32 d x d sums O(1) terms that cancel when the grams agree: absolute error ~1e-7 per term
+    assert _close(base, scaled, atol=1e-7 if form == "nxn" else 1e-6)
     # d/dx of a scale-invariant function scales as 1/c.
     assert torch.allclose(gscaled * cs.double(), gbase, rtol=1e-3, atol=_gatol(s * cs, 1e-5))
 

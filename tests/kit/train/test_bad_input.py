@@ -70,5 +70,8 @@ def test_image_size_not_divisible_by_patch_size(tmp_path):
 
 def test_problems_are_collected_into_one_error(tmp_path):
     with pytest.raises(ConfigError) as err:
-        run(RECIPE, tmp_path, bindings=["latentmim/RandomSplit.num_visible = 16"], max_steps=1)
-    assert "num_visible" in str(err.value) or "do not fit" in str(err.value)
+        run(RECIPE, tmp_path, max_steps=1, bindings=[
+            "latentmim/RandomSplit.num_visible = 16", f"PairedTiles.root = '{tmp_path / 'nowhere'}'"])
+    msg = str(err.value)
+    assert "data:" in msg and "make_shards" in msg
+    assert "model:" in msg and "do not fit" in msg
