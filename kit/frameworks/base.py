@@ -77,6 +77,15 @@ class Framework(nn.Module, abc.ABC):
         """The online modules whose composition gives :meth:`student_features` (copied by add-ons)."""
         return nn.ModuleDict({"encoder": self.student_encoder})
 
+    def ema_feature_modules(self) -> nn.ModuleDict | None:
+        """The EMA copies of :meth:`feature_modules` (same keys), if the host keeps them in lock-step.
+
+        A host whose target encoder (and head) is the EMA of exactly the student feature path returns
+        them here; the spatial-affinity add-on then uses them as its HR teacher instead of keeping a
+        second, numerically identical copy. None (the default) makes the add-on keep its own copy.
+        """
+        return None
+
     @staticmethod
     def features_from_modules(modules: nn.ModuleDict, image: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
         """Apply a copy of :meth:`feature_modules` the way :meth:`student_features` applies the originals."""

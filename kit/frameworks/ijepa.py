@@ -65,6 +65,9 @@ class IJEPA(Framework):
     def student_encoder(self) -> nn.Module:
         return self.encoder
 
+    def ema_feature_modules(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"encoder": self.target_encoder})
+
     def ema_pairs(self):
         return [(self.encoder, self.target_encoder)]
 

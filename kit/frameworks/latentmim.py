@@ -72,6 +72,9 @@ class LatentMIM(Framework):
     def feature_modules(self) -> nn.ModuleDict:
         return nn.ModuleDict({"encoder": self.encoder, "head": self.head})
 
+    def ema_feature_modules(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"encoder": self.target_encoder, "head": self.target_head})
+
     def student_features(self, image: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(image, idx))
 

@@ -34,6 +34,10 @@ class SpatialAffinity(Framework):
 
     The HR teacher is a copy of the host's student feature path (encoder, plus the projection head
     for hosts that have one), initialised from the student and EMA-updated with the host's momentum.
+    That is exactly the host's own EMA target when the host keeps one of the same path (LatentMIM's
+    target encoder and head, I-JEPA's target encoder): by default (``share_host_ema``) the add-on then
+    uses it as the teacher, running the same weights at the HR grid, instead of a second copy that
+    would hold identical numbers at every step (one ViT of memory and one EMA update saved).
     For the MR patches the student encoded (or patches drawn by ``sampler``, encoded by the student in an
     extra pass), it encodes the ``s x s`` HR patches under each of them, the downsampler maps each block
     to one token, and ``total = host_loss + weight * gram(student_tokens, teacher_tokens)``.
@@ -48,6 +52,8 @@ class SpatialAffinity(Framework):
         teacher_full_image: the teacher encodes the whole HR image (attention over all HR patches) and
             the blocks under the chosen patches are gathered afterwards.
         gram: the ``GramLoss`` (default: per image, no negative removal).
+        share_host_ema: use the host's EMA feature modules as the teacher when it has them; False keeps
+            a separate copy (needed only if the teacher should follow another momentum schedule).
 
     Shapes: batch ``{"mr": (B, C, H, W), "hr": (B, C, s*H, s*W)}``; student tokens ``(B, K, D)``;
     teacher HR tokens ``(B, K*s*s, D)`` -> ``(B, K, s, s, D)`` -> ``(B, K, D)``.
@@ -61,6 +67,7 @@ class SpatialAffinity(Framework):
         sampler: PatchSampler | None = None,
         teacher_full_image: bool = False,
         gram: nn.Module | None = None,
+        share_host_ema: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(host, Framework):
@@ -79,7 +86,8 @@ class SpatialAffinity(Framework):
         self.sampler = sampler
         self.teacher_full_image = bool(teacher_full_image) or self.downsampler.full_grid
         self.gram = gram if gram is not None else GramLoss()
-        self.teacher = make_ema(host.feature_modules())
+        shared = host.ema_feature_modules() if share_host_ema else None
+        self.own_teacher = None if shared is not None else make_ema(host.feature_modules())
 
     # -- role ------------------------------------------------------------------------------------
     @property
@@ -92,15 +100,23 @@ class SpatialAffinity(Framework):
     def feature_modules(self) -> nn.ModuleDict:
         return self.host.feature_modules()
 
+    @property
+    def teacher(self) -> nn.ModuleDict:
+        """The HR teacher's feature modules (``"encoder"``, and ``"head"`` for hosts with one)."""
+        return self.own_teacher if self.own_teacher is not None else self.host.ema_feature_modules()
+
     def ema_pairs(self):
-        return self.host.ema_pairs() + [(self.host.feature_modules(), self.teacher)]
+        if self.own_teacher is None:
+            return self.host.ema_pairs()
+        return self.host.ema_pairs() + [(self.host.feature_modules(), self.own_teacher)]
 
     def momentum(self, step: int, total_steps: int) -> float:
         return self.host.momentum(step, total_steps)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.teacher.eval()
+        if self.own_teacher is not None:
+            self.own_teacher.eval()
         return self
 
     # -- objective -------------------------------------------------------------------------------

@@ -58,3 +58,26 @@ def test_bad_pairs_and_hosts_are_refused(host, batch):
     host.view = "hr"
     with pytest.raises(ValueError, match="MR image"):
         SpatialAffinity(host=host)
+
+
+def test_shared_teacher_is_the_host_target_and_matches_a_separate_copy(host, batch):
+    import copy
+
+    shared = SpatialAffinity(host=host)
+    separate = SpatialAffinity(host=copy.deepcopy(host), share_host_ema=False)
+    assert shared.own_teacher is None and separate.own_teacher is not None
+    assert shared.teacher["encoder"] is host.target_encoder
+    opt_a = torch.optim.SGD([p for p in shared.parameters() if p.requires_grad], lr=0.1)
+    opt_b = torch.optim.SGD([p for p in separate.parameters() if p.requires_grad], lr=0.1)
+    for step in range(3):
+        for fw, opt in ((shared, opt_a), (separate, opt_b)):
+            out = fw(batch, torch.Generator().manual_seed(step))
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad()
+            fw.ema_update(0.9)
+        assert torch.allclose(
+            shared(batch, torch.Generator().manual_seed(9)).loss, separate(batch, torch.Generator().manual_seed(9)).loss
+        )
+    for (n, p), (_, q) in zip(shared.teacher.named_parameters(), separate.teacher.named_parameters()):
+        assert torch.allclose(p, q, atol=1e-6), n
