@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from kit.ema.ema import ema_update
+from kit.encoders.vit import ViTEncoder
 
 
 @dataclass
@@ -76,6 +77,15 @@ class Framework(nn.Module, abc.ABC):
     def feature_modules(self) -> nn.ModuleDict:
         """The online modules whose composition gives :meth:`student_features` (copied by add-ons)."""
         return nn.ModuleDict({"encoder": self.student_encoder})
+
+    def _init_host(self, encoder: nn.Module, view: str) -> None:
+        """Shared argument checks of host frameworks: a ``ViTEncoder`` student and a valid view."""
+        if view not in ("mr", "hr"):
+            raise ValueError(f"{type(self).__name__}.view must be 'mr' or 'hr', got {view!r}.")
+        if not isinstance(encoder, ViTEncoder):
+            raise TypeError(f"{type(self).__name__}.encoder must be a ViTEncoder, got {type(encoder).__name__}.")
+        self.encoder = encoder
+        self.view = view
 
     def ema_feature_modules(self) -> nn.ModuleDict | None:
         """The EMA copies of :meth:`feature_modules` (same keys), if the host keeps them in lock-step.

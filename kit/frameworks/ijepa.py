@@ -7,7 +7,6 @@ from torch import nn
 
 from kit.ema.ema import make_ema
 from kit.ema.schedules import Linear
-from kit.encoders.vit import ViTEncoder
 from kit.frameworks.base import Framework, HostOutput
 from kit.losses.smooth_l1 import SmoothL1Latent
 from kit.predictors.ijepa_predictor import IJEPAPredictor
@@ -48,16 +47,11 @@ class IJEPA(Framework):
         view: str = "mr",
     ) -> None:
         super().__init__()
-        if view not in ("mr", "hr"):
-            raise ValueError(f"view must be 'mr' or 'hr', got {view!r}.")
-        if not isinstance(encoder, ViTEncoder):
-            raise TypeError(f"IJEPA.encoder must be a ViTEncoder, got {type(encoder).__name__}.")
-        self.encoder = encoder
+        self._init_host(encoder, view)
         self.predictor = predictor if predictor is not None else IJEPAPredictor(encoder.embed_dim)
         self.sampler = sampler if sampler is not None else MultiBlock()
         self.loss_fn = loss if loss is not None else SmoothL1Latent()
         self.ema_momentum = ema_momentum if ema_momentum is not None else Linear(0.996, 1.0)
-        self.view = view
         self.target_encoder = make_ema(self.encoder)
 
     # -- role ------------------------------------------------------------------------------------

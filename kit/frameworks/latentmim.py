@@ -8,7 +8,6 @@ from torch import nn
 from kit.ema.ema import make_ema
 from kit.ema.schedules import Cosine
 from kit.encoders.projection_head import ProjectionHead
-from kit.encoders.vit import ViTEncoder
 from kit.frameworks.base import Framework, HostOutput
 from kit.losses.infonce import PatchInfoNCE
 from kit.predictors.latentmim_decoder import CrossAttentionDecoder
@@ -49,18 +48,13 @@ class LatentMIM(Framework):
         view: str = "mr",
     ) -> None:
         super().__init__()
-        if view not in ("mr", "hr"):
-            raise ValueError(f"view must be 'mr' or 'hr', got {view!r}.")
-        if not isinstance(encoder, ViTEncoder):
-            raise TypeError(f"LatentMIM.encoder must be a ViTEncoder, got {type(encoder).__name__}.")
+        self._init_host(encoder, view)
         d = encoder.embed_dim
-        self.encoder = encoder
         self.head = head if head is not None else ProjectionHead(d)
         self.decoder = decoder if decoder is not None else CrossAttentionDecoder(d)
         self.sampler = sampler if sampler is not None else RandomSplit(20)
         self.loss_fn = loss if loss is not None else PatchInfoNCE()
         self.ema_momentum = ema_momentum if ema_momentum is not None else Cosine(0.99, 1.0)
-        self.view = view
         self.target_encoder = make_ema(self.encoder)
         self.target_head = make_ema(self.head)
 
