@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=None, help="run folder (default: runs/<recipe name>)")
     ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --workdir")
     ap.add_argument("--max_steps", type=int, default=None, help="stop after N steps; schedules keep the recipe's length")
+    ap.add_argument("--traceback", action="store_true", help="show the full Python traceback of a configuration error")
     args = ap.parse_args(argv)
 
     try:
@@ -38,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or str(Path("runs") / Path(args.gin[0]).stem)
     try:
         result = train(workdir=workdir, resume=args.resume, max_steps=args.max_steps, recipe=args.gin)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, ValueError, TypeError) as exc:
+        # configuration problems (bad sizes, bad data, bad bindings) are reported without a traceback;
+        # their messages name the fix. --traceback shows where they came from.
+        if args.traceback:
+            raise
+        print(f"error: {exc}\n(run with --traceback for the full trace)", file=sys.stderr)
         return 2
     if "export" in result:
         print(f"done: {result['steps']}/{result['total_steps']} steps; encoder exported to {result['export']}")

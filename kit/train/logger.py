@@ -110,12 +110,14 @@ class MetricsLogger:
         for ax, k in zip(axes[0], keys):
             pts = [(r["step"], r[k]) for r in rows if k in r]
             steps, vals = zip(*pts)
-            ax.plot(steps, vals, lw=0.8, alpha=0.4, label="raw")
-            alpha, s, sm = 0.1, vals[0], []
-            for v in vals:
-                s = alpha * v + (1 - alpha) * s
-                sm.append(s)
-            ax.plot(steps, sm, lw=1.8, label="EMA 0.9")
+            ax.plot(steps, vals, lw=0.8, alpha=0.5, label="logged")
+            # centred running mean over ~1/10 of the points: smooths without the lag of an EMA
+            w = max(1, len(vals) // 10) | 1
+            if w > 1:
+                import numpy as np
+
+                sm = np.convolve(np.asarray(vals, dtype=float), np.ones(w) / w, mode="valid")
+                ax.plot(steps[w // 2 : len(steps) - w // 2], sm, lw=1.8, label=f"mean of {w}")
             ax.set_title(k)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)

@@ -75,3 +75,18 @@ def test_problems_are_collected_into_one_error(tmp_path):
     msg = str(err.value)
     assert "data:" in msg and "make_shards" in msg
     assert "model:" in msg and "do not fit" in msg
+
+
+def test_cli_reports_configuration_errors_without_a_traceback(tmp_path, capsys):
+    import importlib.util
+
+    from kit.train.config import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("train_cli", REPO_ROOT / "tools" / "train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    base = ["--gin", RECIPE, "--gin", "gin/presets/test_tiny.gin", "--workdir", str(tmp_path)]
+    assert cli.main(base + ["--gin_param", "IMG_SIZE = 30"]) == 2
+    assert "multiple of the patch size" in capsys.readouterr().err
+    assert cli.main(base + ["--gin_param", "LatentMIM.encodr = 3"]) == 2
+    assert "Did you mean 'encoder'" in capsys.readouterr().err
