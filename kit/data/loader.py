@@ -453,7 +453,8 @@ class PairedTiles:
         """Validate the data before training; return what was found.
 
         Returns:
-            ``{"root", "num_samples", "scale", "bands", "mr_shape", "hr_shape"}``.
+            ``{"root", "num_samples", "scale", "bands", "mr_shape", "hr_shape", "band_names", "mr_gsd",
+            "hr_gsd"}`` (names and GSDs from ``index.json``; GSDs None without one).
 
         Raises:
             DataError: the root is missing or empty, or the first pair does not match the configuration
@@ -474,13 +475,14 @@ class PairedTiles:
         if self.normalize is not None and self.normalize.bands != self.bands:
             raise DataError(f"SensorNormalize has statistics for {self.normalize.bands} bands but PairedTiles.bands "
                             f"= {self.bands}; give per-band statistics for {self.bands} bands.")
-        index_scale = None
+        index: dict = {}
         index_path = root / "index.json"
         if index_path.is_file():
             try:
-                index_scale = json.loads(index_path.read_text()).get("scale")
+                index = json.loads(index_path.read_text())
             except ValueError:
                 pass
+        index_scale = index.get("scale")
         first = shards[0]["name"]
         sample = next(iter(iter_tar_samples(root / first)), None)
         if sample is None:
@@ -537,6 +539,9 @@ class PairedTiles:
             "bands": int(self.bands),
             "mr_shape": tuple(int(x) for x in mr.shape),
             "hr_shape": tuple(int(x) for x in hr.shape),
+            "band_names": list(index.get("bands", BANDS[: self.bands])),
+            "mr_gsd": index.get("mr_gsd"),
+            "hr_gsd": index.get("hr_gsd"),
         }
         return self._info
 

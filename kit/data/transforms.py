@@ -127,6 +127,22 @@ class SensorNormalize:
         hr = hr.sub_(self.hr_mean).mul_(self.hr_scale)
         return mr, hr
 
+    def describe(self, view: str = "mr") -> dict:
+        """The statistics applied to one sensor's images, for an exported encoder's ``meta.json``.
+
+        Returns:
+            ``{"mean": [...], "std": [...], "units": ...}``: feed ``(x - mean) / std`` per band.
+        """
+        if view not in ("mr", "hr"):
+            raise ValueError(f"view must be 'mr' or 'hr', got {view!r}.")
+        mean = self.mr_mean if view == "mr" else self.hr_mean
+        scale = self.mr_scale if view == "mr" else self.hr_scale
+        return {
+            "mean": [round(float(v), 6) for v in mean.flatten()],
+            "std": [round(float(v), 6) for v in (1.0 / scale).flatten()],
+            "units": "DN (surface reflectance x 10000)",
+        }
+
     def __repr__(self) -> str:
         return f"SensorNormalize(bands={self.bands})"
 

@@ -258,7 +258,7 @@ def train(
         norm = getattr(data, "normalize", None)
         view = getattr(model, "view", "mr")
         meta = {
-            "bands": list(data_info.get("bands_names", ("blue", "green", "red", "nir"))),
+            "bands": list(data_info.get("band_names", ("blue", "green", "red", "nir"))),
             "normalization": norm.describe(view) if hasattr(norm, "describe") else None,
             "gsd": data_info.get(f"{view}_gsd"),
             "view": view,

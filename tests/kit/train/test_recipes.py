@@ -25,5 +25,7 @@ def test_recipe_trains_two_steps(recipe, tmp_path):
     assert ("loss/gram" in rows[-1]) == is_sa, "SA recipes log the gram loss separately, others do not"
     meta = json.loads((tmp_path / "export" / "meta.json").read_text())
     assert meta["recipe"][0] == recipe and (tmp_path / "export" / "encoder.safetensors").is_file()
+    assert meta["gsd"] == (5.0 if meta["view"] == "hr" else 10.0)
+    assert len(meta["normalization"]["mean"]) == len(meta["bands"]) == 4
     assert (tmp_path / "checkpoints" / "ckpt-00000002.pt").is_file()
     assert (tmp_path / "checkpoints" / "ckpt-00000002.gin").read_text().strip()
