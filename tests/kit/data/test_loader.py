@@ -70,7 +70,8 @@ def test_writer_reader_round_trip(tmp_path):
 def test_check_reports(root):
     info = PairedTiles(str(root)).check()
     assert info == {"root": str(root), "num_samples": 24, "scale": 2, "bands": 4, "mr_shape": (4, 16, 16),
-                    "hr_shape": (4, 32, 32)}
+                    "hr_shape": (4, 32, 32), "band_names": ["blue", "green", "red", "nir"], "mr_gsd": 10.0,
+                    "hr_gsd": 5.0}
 
 
 def test_batch_contract(root):
@@ -320,6 +321,8 @@ def test_make_shards_missing_source(monkeypatch):
 
 def test_gin_wiring():
     import gin
+
+    gin.clear_config()  # earlier tests may have parsed and finalized (locked) a recipe
 
     @gin.configurable
     def _data_fn(data=None):
