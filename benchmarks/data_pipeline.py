@@ -1,7 +1,10 @@
 """Throughput of the paired-tile reader: shard read + decode + validate + crop + normalise + batch.
 
     python benchmarks/data_pipeline.py                      # MR 128 / HR 256 int16 -> 224 / 448, workers 0,1,2,4
-    python benchmarks/data_pipeline.py --workers 0 2 --batches 20 --mr-size 128 --crop 224
+    python benchmarks/data_pipeline.py --workers 0 2 --batches 20 --mr-size 128 --crop 224 --jitter none
+
+Two crop pipelines by default: plain (I-JEPA recipes: crop resized to 224 / 448) and LatentMIM's patch
+jitter (crop resized to 280 / 560, 16 px patches cut from 20 px cells, also giving 224 / 448).
 
 Shards are the synthetic set (written once to the cache). Prints a table of pairs/s in total and per
 worker (num_workers 0 = in the calling process, one torch thread) and appends rows to
@@ -27,10 +30,16 @@ from kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache  # noqa: 
 from kit.data.transforms import PairedRandomResizedCrop  # noqa: E402
 
 
-def measure(root: Path, *, workers: int, batch_size: int, batches: int, crop: int, warmup: int) -> dict:
+def measure(root: Path, *, workers: int, batch_size: int, batches: int, crop: int, warmup: int,
+            jitter: str = "none") -> dict:
     """Time ``batches`` batches after ``warmup`` (which absorbs worker start-up)."""
+    if jitter == "none":
+        transform = PairedRandomResizedCrop(size=crop)
+    else:
+        cell, patch = (int(v) for v in jitter.split("/"))
+        transform = PairedRandomResizedCrop(size=crop * cell // patch, patch_jitter=(cell, patch))
     tiles = PairedTiles(str(root), batch_size=batch_size, num_workers=workers, shuffle_buffer=64,
-                        resampled=True, crop=PairedRandomResizedCrop(size=crop))
+                        resampled=True, crop=transform)
     stream = tiles.stream(seed=0)
     it = iter(stream)
     for _ in range(warmup):
@@ -42,6 +51,7 @@ def measure(root: Path, *, workers: int, batch_size: int, batches: int, crop: in
     stream.close()
     pairs = batches * batch_size
     return {
+        "jitter": jitter,
         "workers": workers,
         "mr_px": tiles.check()["mr_shape"][-1],
         "hr_px": tiles.check()["hr_shape"][-1],
@@ -64,6 +74,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2, 4])
     p.add_argument("--mr-size", type=int, default=128)
     p.add_argument("--crop", type=int, default=224, help="MR output side; HR is s times it")
+    p.add_argument("--jitter", nargs="+", default=["none", "20/16"],
+                   help="'none' and/or CELL/PATCH patch jitter (LatentMIM: 20/16)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--batches", type=int, default=16)
     p.add_argument("--warmup", type=int, default=3)
@@ -76,18 +88,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cpus = os.cpu_count() or 1
     torch.set_num_threads(1)  # the in-process row measures one core, like one worker
     rows = []
-    for w in args.workers:
-        if w > cpus:
-            print(f"skipping num_workers={w}: only {cpus} CPUs")
-            continue
-        rows.append(measure(root, workers=w, batch_size=args.batch_size, batches=args.batches, crop=args.crop,
-                            warmup=args.warmup))
-        print_table(rows[-1:])
+    for jitter in args.jitter:
+        for w in args.workers:
+            if w > cpus:
+                print(f"skipping num_workers={w}: only {cpus} CPUs")
+                continue
+            rows.append(measure(root, workers=w, batch_size=args.batch_size, batches=args.batches, crop=args.crop,
+                                warmup=args.warmup, jitter=jitter))
+            print_table(rows[-1:])
     env = env_info("cpu")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = [{**r, **env, "cpus": cpus, "load_avg_1m": round(load, 2)} for r in rows]
     print()
-    print_table(rows, ["workers", "mr_px", "hr_px", "out_mr", "out_hr", "batch", "pairs_per_s",
+    print_table(rows, ["jitter", "workers", "mr_px", "hr_px", "out_mr", "out_hr", "batch", "pairs_per_s",
                        "pairs_per_s_per_worker", "pairs_per_cpu_s", "main_cpu_s", "cpus",
                        "load_avg_1m"])
     if not args.no_csv:

@@ -163,6 +163,12 @@ class PairedRandomResizedCrop:
         ratio: range of the crop's width / height.
         hflip, vflip: probabilities of a horizontal / vertical flip of both crops.
         hr_size: HR output side, or None for ``s * size``.
+        patch_jitter: None, or ``(cell, patch)``: LatentMIM's patch jitter. The crop is resized to
+            ``size`` (a grid of ``size / cell`` cells), then every ``patch x patch`` patch is cut at a
+            random offset inside its ``cell x cell`` cell and the patches are tiled into an image of side
+            ``size * patch / cell`` (LatentMIM: cells of 20 px, patches of 16 px, 280 -> 224). HR cells,
+            patches and offsets are scaled by ``hrS / S``, so each HR block still covers exactly the
+            ground of its MR patch.
 
     Call ``crop(mr, hr, rng)`` with ``mr (C, h, w)``, ``hr (C, s*h, s*w)`` and a numpy Generator;
     returns float32 ``(C, S, S)`` and ``(C, hrS, hrS)``.
@@ -176,6 +182,7 @@ class PairedRandomResizedCrop:
         hflip: float = 0.0,
         vflip: float = 0.0,
         hr_size: int | None = None,
+        patch_jitter: tuple[int, int] | None = None,
     ) -> None:
         if int(size) != size or size < 1:
             raise ValueError(f"PairedRandomResizedCrop.size must be a positive integer, got {size!r}.")
@@ -193,6 +200,17 @@ class PairedRandomResizedCrop:
         self.ratio = (float(ratio[0]), float(ratio[1]))
         self.hflip, self.vflip = float(hflip), float(vflip)
         self.hr_size = None if hr_size is None else int(hr_size)
+        self.patch_jitter = None
+        if patch_jitter is not None:
+            cell, patch = (int(v) for v in patch_jitter)
+            if not 0 < patch <= cell or self.size % cell:
+                raise ValueError(
+                    f"PairedRandomResizedCrop.patch_jitter = {tuple(patch_jitter)} needs 0 < patch <= cell and size "
+                    f"{self.size} divisible by the cell; LatentMIM uses (20, 16) with size 280."
+                )
+            if self.hr_size is not None and (self.hr_size * cell) % self.size:
+                raise ValueError(f"hr_size {self.hr_size} must scale the {cell} px cells to whole pixels.")
+            self.patch_jitter = (cell, patch)
 
     def get_params(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         """Draw the crop box ``(top, left, h, w)`` in MR pixels of an ``height x width`` tile."""
@@ -216,9 +234,17 @@ class PairedRandomResizedCrop:
             w, h = width, height
         return (height - h) // 2, (width - w) // 2, h, w
 
-    def output_sizes(self, scale: int) -> tuple[int, int]:
-        """``(S, hrS)`` for pairs of integer scale ``s``."""
+    def resize_sizes(self, scale: int) -> tuple[int, int]:
+        """``(S, hrS)`` the crops are resized to (before any patch jitter)."""
         return self.size, self.hr_size or scale * self.size
+
+    def output_sizes(self, scale: int) -> tuple[int, int]:
+        """``(S, hrS)`` of the returned images for pairs of integer scale ``s``."""
+        size, hr_size = self.resize_sizes(scale)
+        if self.patch_jitter is None:
+            return size, hr_size
+        cell, patch = self.patch_jitter
+        return size // cell * patch, hr_size // cell * patch
 
     def __call__(self, mr, hr, rng: np.random.Generator, normalize: SensorNormalize | None = None,
                  out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,13 +277,50 @@ class PairedRandomResizedCrop:
         mr_t, hr_t = _as_float_tensor(mr_c), _as_float_tensor(hr_c)
         if normalize is not None:
             mr_t, hr_t = normalize(mr_t, hr_t)
-        size, hr_size = self.output_sizes(s)
+        size, hr_size = self.resize_sizes(s)
         mr_out, hr_out = out if out is not None else (None, None)
-        return resize(mr_t, (size, size), out=mr_out), resize(hr_t, (hr_size, hr_size), out=hr_out)
+        if self.patch_jitter is None:
+            return resize(mr_t, (size, size), out=mr_out), resize(hr_t, (hr_size, hr_size), out=hr_out)
+        mr_r, hr_r = resize(mr_t, (size, size)), resize(hr_t, (hr_size, hr_size))
+        cell, patch = self.patch_jitter
+        grid = size // cell
+        offsets = rng.integers(0, cell - patch + 1, size=(2, grid, grid))
+        k = hr_size // size  # HR pixels per MR pixel of the resized pair (s, or 1 for HR-only runs)
+        return (jitter_patches(mr_r, cell, patch, offsets, out=mr_out),
+                jitter_patches(hr_r, k * cell, k * patch, k * offsets, out=hr_out))
 
     def __repr__(self) -> str:
         return (f"PairedRandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
-                f"hflip={self.hflip}, vflip={self.vflip}, hr_size={self.hr_size})")
+                f"hflip={self.hflip}, vflip={self.vflip}, hr_size={self.hr_size}, patch_jitter={self.patch_jitter})")
+
+
+def jitter_patches(x: torch.Tensor, cell: int, patch: int, offsets: np.ndarray,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """Cut one ``patch x patch`` window per ``cell x cell`` cell at the given offsets and tile them.
+
+    Args:
+        x: ``(C, G*cell, G*cell)``.
+        offsets: ``(2, G, G)`` integer (row, column) offsets in ``[0, cell - patch]`` per cell.
+        out: optional ``(C, G*patch, G*patch)`` tensor to write into.
+
+    Returns:
+        ``(C, G*patch, G*patch)``: patch ``(u, v)`` of the result is ``x[:, u*cell+dy : u*cell+dy+patch,
+        v*cell+dx : v*cell+dx+patch]``.
+    """
+    g = x.shape[-1] // cell
+    if x.shape[-2] != g * cell or x.shape[-1] != g * cell or offsets.shape != (2, g, g):
+        raise ValueError(f"cannot jitter {tuple(x.shape)} with cells of {cell} and offsets {offsets.shape}.")
+    # flat source index of output pixel (u*patch + i, v*patch + j): (u*cell + dy[u, v] + i) * W + v*cell + dx[u, v] + j
+    width = g * cell
+    base = (np.arange(g)[:, None] * cell + offsets[0]) * width + np.arange(g)[None, :] * cell + offsets[1]  # (G, G)
+    inner = np.arange(patch)[:, None] * width + np.arange(patch)[None, :]  # (p, p)
+    flat = (base[:, None, :, None] + inner[None, :, None, :]).reshape(-1)  # (G*p*G*p,) row-major output
+    index = torch.from_numpy(flat)
+    src = x.reshape(x.shape[0], -1)
+    if out is not None:
+        torch.index_select(src, 1, index, out=out.view(x.shape[0], -1))
+        return out
+    return torch.index_select(src, 1, index).view(x.shape[0], g * patch, g * patch)
 
 
 def _flip(x, dim: int):

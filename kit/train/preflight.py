@@ -40,8 +40,11 @@ def preflight(framework, data, *, batch_size: int, world_size: int = 1) -> dict:
     bands = info.get("bands", getattr(data, "bands", 4))
     scale = info.get("scale", getattr(data, "scale", None) or 2)
     if size is not None:
-        size = size if isinstance(size, int) else size[0]
-        hr_size = getattr(crop, "hr_size", None) or scale * size
+        if hasattr(crop, "output_sizes"):  # what the loader really emits (after any patch jitter)
+            size, hr_size = crop.output_sizes(scale)
+        else:
+            size = size if isinstance(size, int) else size[0]
+            hr_size = getattr(crop, "hr_size", None) or scale * size
         g = torch.Generator().manual_seed(0)
         b = 2  # two images exercise every shape check
         batch = {

@@ -176,3 +176,44 @@ def test_normalize_validation():
         SensorNormalize(mr_mean=(1.0, 2.0))
     with pytest.raises(ValueError, match="bands"):
         SensorNormalize()(torch.zeros(3, 2, 2), torch.zeros(3, 4, 4))
+
+
+# -- LatentMIM patch jitter ----------------------------------------------------------------------------
+
+def test_jitter_patches_cuts_each_patch_at_its_cell_offset():
+    from kit.data.transforms import jitter_patches
+
+    x = torch.arange(2 * 40 * 40, dtype=torch.float32).reshape(2, 40, 40)
+    off = np.random.default_rng(0).integers(0, 3, size=(2, 4, 4))
+    y = jitter_patches(x, 10, 8, off)
+    assert y.shape == (2, 32, 32)
+    for u in range(4):
+        for v in range(4):
+            dy, dx = off[0, u, v], off[1, u, v]
+            assert torch.equal(y[:, u * 8:(u + 1) * 8, v * 8:(v + 1) * 8],
+                               x[:, u * 10 + dy:u * 10 + dy + 8, v * 10 + dx:v * 10 + dx + 8])
+
+
+def test_paired_jitter_keeps_every_hr_block_under_its_mr_patch():
+    """With HR = MR upsampled x2 (nearest), the HR block under each jittered MR patch is that patch."""
+    from kit.data.transforms import PairedRandomResizedCrop
+
+    rng = np.random.default_rng(3)
+    mr = rng.integers(0, 3000, (4, 40, 40)).astype(np.float32)
+    hr = np.kron(mr, np.ones((1, 2, 2), dtype=np.float32))
+    crop = PairedRandomResizedCrop(size=40, scale=(1, 1), ratio=(1, 1), patch_jitter=(10, 8))
+    a, b = crop(mr, hr, np.random.default_rng(0))
+    assert crop.output_sizes(2) == (32, 64) and a.shape == (4, 32, 32) and b.shape == (4, 64, 64)
+    # no resizing happened (crop = tile, size = tile side), so HR pixels are exact copies of MR pixels
+    assert torch.equal(b[:, ::2, ::2], a) and torch.equal(b[:, 1::2, 1::2], a)
+    # and the jitter really moved patches: the output is not the plain top-left 32 x 32 of the tile
+    assert not torch.equal(a, torch.from_numpy(mr[:, :32, :32]))
+
+
+def test_patch_jitter_arguments_are_checked():
+    from kit.data.transforms import PairedRandomResizedCrop
+
+    with pytest.raises(ValueError, match="patch <= cell"):
+        PairedRandomResizedCrop(size=280, patch_jitter=(16, 20))
+    with pytest.raises(ValueError, match="divisible"):
+        PairedRandomResizedCrop(size=90, patch_jitter=(20, 16))
