@@ -32,24 +32,55 @@ def export_encoder(encoder, out_dir: str | os.PathLike, **meta: Any) -> Path:
         out_dir: folder to write (created).
         **meta: extra fields (bands, normalization, gsd, recipe, step ...).
     """
+    return write_export(encoder.vit.state_dict(), encoder.timm_name, encoder.timm_kwargs, out_dir, **meta)
+
+
+def write_export(state: dict, timm_name: str, timm_kwargs: dict, out_dir: str | os.PathLike, **meta: Any) -> Path:
+    """Write a timm state dict as ``encoder.safetensors`` and its rebuild recipe as ``meta.json``, atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().float().cpu().contiguous() for k, v in encoder.vit.state_dict().items()}
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
     tmp = out / f".encoder.safetensors.tmp{os.getpid()}"
-    save_file(state, str(tmp))
+    save_file(tensors, str(tmp))
     os.replace(tmp, out / "encoder.safetensors")
     info = {
-        "timm_name": encoder.timm_name,
-        "timm_kwargs": dict(encoder.timm_kwargs),
-        "patch_size": encoder.patch_size,
-        "img_size": encoder.img_size,
-        "embed_dim": encoder.embed_dim,
-        "in_chans": encoder.in_chans,
+        "timm_name": timm_name,
+        "timm_kwargs": dict(timm_kwargs),
+        "patch_size": timm_kwargs["patch_size"],
+        "img_size": timm_kwargs["img_size"],
+        "embed_dim": timm_kwargs["embed_dim"],
+        "in_chans": timm_kwargs["in_chans"],
         "pos_embed": "sincos-2d-fixed",
     }
     info.update(meta)
     write_json_atomic(out / "meta.json", info)
     return out
+
+
+def export_from_checkpoint(checkpoint: dict, out_dir: str | os.PathLike) -> Path:
+    """Write the export of the student encoder held in a training checkpoint (see ``tools/export.py``).
+
+    Args:
+        checkpoint: a ``ckpt-*.pt`` loaded with ``torch.load``; it carries ``checkpoint["export"]`` =
+            ``{"prefix", "timm_name", "timm_kwargs", "meta"}`` next to the model state.
+        out_dir: folder for ``encoder.safetensors`` and ``meta.json``.
+
+    Raises:
+        ValueError if the checkpoint has no export description (written by an older kit) or its
+        encoder weights do not load strictly into the described timm model.
+    """
+    desc = checkpoint.get("export")
+    if not desc:
+        raise ValueError("this checkpoint carries no 'export' description; re-save it with the current kit.")
+    prefix = desc["prefix"]
+    state = {k[len(prefix):]: v for k, v in checkpoint["model"].items() if k.startswith(prefix)}
+    model = timm.create_model(desc["timm_name"], pretrained=False, **desc["timm_kwargs"])
+    try:  # the export must load strictly into the timm model its meta.json describes
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"the checkpoint's encoder weights under {prefix!r} do not fit {desc['timm_name']}: {exc}") from None
+    return write_export(state, desc["timm_name"], desc["timm_kwargs"], out_dir, **desc["meta"],
+                        step=int(checkpoint["step"]))
 
 
 def load_exported_encoder(export_dir: str | os.PathLike, device: str | torch.device = "cpu"):

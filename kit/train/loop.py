@@ -166,6 +166,19 @@ def train(
             f"steps {start_step}->{stop} of {horizon} (batch {batch_size}, {info.world_size} rank(s), {info.device})"
         )
 
+    norm = getattr(data, "normalize", None)
+    view = getattr(model, "view", "mr")
+    export_meta = {
+        "bands": list(data_info.get("band_names", ("blue", "green", "red", "nir"))),
+        "normalization": norm.describe(view) if hasattr(norm, "describe") else None,
+        "gsd": data_info.get(f"{view}_gsd"),
+        "view": view,
+        "recipe": list(recipe or []),
+        "framework": type(model).__name__,
+        "total_steps": horizon,
+    }
+    encoder_prefix = next(name for name, m in model.named_modules() if m is model.student_encoder.vit) + "."
+
     def save(step: int) -> None:
         rng_all = distr.all_gather_objects(ckpt.capture_rng(), info)
         data_all = distr.all_gather_objects(stream.state_dict(), info)
@@ -179,6 +192,9 @@ def train(
                 "data": data_all,
                 "world_size": info.world_size,
                 "seed": seed,
+                # what tools/export.py needs to write the student encoder from this checkpoint alone
+                "export": {"prefix": encoder_prefix, "timm_name": model.student_encoder.timm_name,
+                           "timm_kwargs": dict(model.student_encoder.timm_kwargs), "meta": export_meta},
             }
             ckpt.save_checkpoint(workdir, step, state, gin.operative_config_str(), keep=keep_checkpoints)
 
@@ -255,19 +271,7 @@ def train(
             checksum = float(sum(p.double().sum() for p in model.parameters()).cpu())
         result["rank_param_checksums"] = distr.all_gather_objects(checksum, info)
     if info.is_main:
-        norm = getattr(data, "normalize", None)
-        view = getattr(model, "view", "mr")
-        meta = {
-            "bands": list(data_info.get("band_names", ("blue", "green", "red", "nir"))),
-            "normalization": norm.describe(view) if hasattr(norm, "describe") else None,
-            "gsd": data_info.get(f"{view}_gsd"),
-            "view": view,
-            "recipe": list(recipe or []),
-            "framework": type(model).__name__,
-            "step": step,
-            "total_steps": horizon,
-        }
-        result["export"] = str(export_encoder(model.student_encoder, workdir / "export", **meta))
+        result["export"] = str(export_encoder(model.student_encoder, workdir / "export", **export_meta, step=step))
         curve = logger.plot()
         result["loss_curve"] = str(curve) if curve else None
         (workdir / "summary.json").write_text(json.dumps(result, indent=2, default=str))

@@ -26,3 +26,32 @@ def test_checkpoints_are_pruned_and_resume_without_checkpoint_starts_fresh(tmp_p
     names = sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-*.pt"))
     assert names == ["ckpt-00000006.pt", "ckpt-00000007.pt"]
     assert not list((tmp_path / "checkpoints").glob(".*tmp*"))
+
+
+def test_tools_export_writes_the_checkpoint_encoder(tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from kit.train.config import REPO_ROOT
+
+    run(RECIPE, tmp_path / "run", max_steps=4, bindings=["train.ckpt_every = 2"])
+    ckpt = tmp_path / "run" / "checkpoints" / "ckpt-00000002.pt"
+    out = tmp_path / "exp2"
+    done = subprocess.run([sys.executable, "tools/export.py", "--checkpoint", str(ckpt), "--out", str(out)],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["step"] == 2 and meta["recipe"][0] == RECIPE
+    state = final_state(tmp_path / "run")  # step 4
+    early = load_file(str(out / "encoder.safetensors"))
+    final = load_file(str(tmp_path / "run" / "export" / "encoder.safetensors"))
+    assert early.keys() == final.keys()
+    assert any(not (early[k] == final[k]).all() for k in early), "step 2 and step 4 weights should differ"
+    # the end-of-run export equals the student weights in the last checkpoint
+    prefix = state["export"]["prefix"]
+    for k, v in final.items():
+        assert (state["model"][prefix + k] == v).all()
