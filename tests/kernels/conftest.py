@@ -1,9 +1,9 @@
 """Kernel tests: on a machine without CUDA the Triton code runs under ``TRITON_INTERPRET=1``.
 
 The variable must be set before ``triton.jit`` decorates the kernels, i.e. before ``kernels`` is first
-imported; this file is imported by pytest before any test module of this folder. If ``kernels`` was
-already imported without the interpreter (another folder's tests ran first in the same process), the
-Triton tests skip rather than fail for a reason that has nothing to do with the kernels.
+imported; the root ``tests/conftest.py`` sets it, and this file sets it again for runs that point pytest
+at this folder alone. If ``kernels`` was already imported without the interpreter anyway, the Triton
+tests skip rather than fail for a reason that has nothing to do with the kernels.
 """
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
-import kernels  # noqa: E402  (after the environment is set)
-from kernels import gram as _gram  # noqa: E402
+from kernels import gram as _gram  # noqa: E402  (after the environment is set)
 
 ON_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if ON_CUDA else "cpu"
