@@ -7,16 +7,22 @@ working; ``backend``, ``form`` and ``precision`` are optional keywords.
 """
 from __future__ import annotations
 
-from kernels.gram import NXN_MAX_RATIO, NXN_MAX_RATIO_TORCH, choose_form, gram_loss, gram_loss_dxd_torch
+from kernels.gram import (
+    NXN_MAX_RATIO,
+    NXN_MAX_RATIO_TORCH,
+    choose_form,
+    gram_loss,
+    gram_loss_dxd_torch,
+)
 from kernels.reference import gram_loss_dxd, gram_loss_reference, gram_matrix
 
 __all__ = [
-    "gram_loss",
-    "gram_loss_reference",
-    "gram_loss_dxd",
-    "gram_loss_dxd_torch",
-    "gram_matrix",
-    "choose_form",
     "NXN_MAX_RATIO",
     "NXN_MAX_RATIO_TORCH",
+    "choose_form",
+    "gram_loss",
+    "gram_loss_dxd",
+    "gram_loss_dxd_torch",
+    "gram_loss_reference",
+    "gram_matrix",
 ]

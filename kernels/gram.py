@@ -15,17 +15,23 @@ and, in the same pass, ``dloss_b / dS_b`` (the teacher is a constant). Layers, b
 
 Two forms, same value:
 
-* **N x N** (``form="nxn"``). Program ``(b, row tile)`` walks the column tiles ``j``: builds the raw
-  student and teacher gram tiles ``X_i X_j^T`` on chip with fp32 accumulation, accumulating the
-  squared row norms from the very tiles it loads, then applies ``1/||x_i|| * 1/||x_j||`` as an fp32
-  epilogue (normalisation fused, never a normalised copy in memory). ``E = Gs - Gt`` (clamped at 0
-  on both sides when ``remove_neg``) gives the loss partial ``sum E^2`` and the gradient contribution
-  ``E_ij z_j``, summed over ``j`` into an fp32 row buffer owned by that program alone
+* **N x N** (``form="nxn"``). A first small kernel writes every token's ``1/max(||x||, eps)`` (fp32).
+  Program ``(b, row tile)`` of the main kernel then walks the column tiles ``j``: it builds the raw
+  student and teacher gram tiles ``X_i X_j^T`` on chip (tensor cores, fp32 accumulation; operands
+  streamed by TMA tensor descriptors, zero-filled past every edge) and applies ``1/||x_i|| * 1/||x_j||``
+  as an fp32 epilogue (normalisation fused, never a normalised copy in memory). ``E = Gs - Gt``
+  (clamped at 0 on both sides when ``remove_neg``) gives the loss partial ``sum E^2`` and the gradient
+  contribution ``E_ij z_j``, summed over ``j`` into an fp32 row buffer owned by that program alone
   (read-modify-write in a fixed ``j`` order: no atomics, bit-reproducible). An epilogue applies the
   projection of the normalisation, ``dL/dx = (g - (g.z) z)/||x||`` with ``g = 4/N^2 E Z``. No
   ``B x N x N`` tensor ever reaches global memory. Loss partials are one float per (image, row tile),
-  summed afterwards in a fixed order. ``remove_neg`` is supported. Cost ``6 N^2 D`` flop per image
-  (``8 N^2 D`` for 16-bit inputs, whose ``E`` is split in two halves).
+  summed afterwards in a fixed order. ``remove_neg`` is supported.
+  Cost per image: without the gradient ``2 N^2 D`` flop (``E`` is symmetric: only tiles on and above
+  the diagonal, off-diagonal ones counted twice); with it ``6 N^2 D`` (``8 N^2 D`` in the split mode
+  below), against a ``4 N^2 D`` minimum: each program recomputes the grams of its whole row block, the
+  price of owning its gradient rows outright. Using symmetry there too would need the ``E_ij^T z_i``
+  half of every tile added into rows another program owns (atomics: non-deterministic, and at
+  ``B N D`` of them per column tile slower than the flop saved) or an ``N x N`` buffer.
 * **d x d** (``form="dxd"``), ``O(N d^2)``, no N x N anything. Writing ``A = Zs``, ``B = Zt`` and
   ``Delta = A - B`` (formed in fp32 from the raw rows and their inverse norms), the kernel builds
   ``P = B^T B``, ``C = B^T Delta``, ``Q = Delta^T Delta`` (``d x d``, fp32) and uses
@@ -56,13 +62,18 @@ gram mismatch (``||Gs - Gt|| / ||Gt||``):
 ==========  ========================  ==================================================================
 inputs      mode                      what runs / error (relative, loss and gradient)
 ==========  ========================  ==================================================================
-bf16/fp16   ``"auto"``                N x N: tensor-core bf16/fp16 dots on the raw inputs (exact products),
-                                      fp32 accumulation and epilogues; ``E Z`` with ``E`` split into hi + lo
-                                      16-bit halves (two dots), so rounding ``E`` costs nothing: loss and
-                                      gradient ~1e-7/rho before the cast of the gradient to the input
-                                      dtype, which adds its own 2^-9 (bf16, 1.7e-3 measured) / 2^-12 (fp16)
-                                      per element. d x d: fp32 operands, TF32 dots on the mismatch-centred
-                                      terms: ~1e-3 on both, not amplified by 1/rho.
+bf16/fp16   ``"auto"`` / ``"tf32"``   N x N: tensor-core bf16/fp16 dots on the raw inputs (exact products),
+                                      fp32 accumulation and epilogues, so the grams carry no rounding of
+                                      normalised tokens (which would cost 5e-4/rho in bf16). ``E Z`` rounds
+                                      ``E`` to the input dtype: gradient error ~1.1e-3 (bf16) / ~1.4e-4
+                                      (fp16), not amplified by 1/rho; then the gradient's cast to the input
+                                      dtype adds 1.7e-3 (bf16) / 2e-4 (fp16): ~2.0e-3 in all for bf16
+                                      (float64 emulation, N = 1024, D = 384, rho 0.1 and 1e-3 alike).
+                                      Loss ~1e-7/rho. d x d: fp32 operands, TF32 dots on the
+                                      mismatch-centred terms: ~1e-3 on both, not amplified by 1/rho.
+bf16/fp16   ``"ieee"``/``"tf32x3"``   N x N as above but ``E`` split into hi + lo 16-bit halves (two dots;
+                                      33 % more flop): before the final cast the gradient is ~1e-6; after
+                                      it, the cast's 1.7e-3 (bf16) alone. d x d: 3-pass TF32 / exact fp32.
 fp32        ``"auto"`` = ``"tf32x3"``  3-pass split TF32, fp32-accurate: measured (interpreter = exact fp32)
                                       loss ~2e-8 and gradient ~5e-7 at rho 0.3, ~5e-8/rho for small rho
                                       (the rounding of fp32 normalisation itself); the textbook d x d loss
@@ -78,21 +89,28 @@ table); the interpreter runs TF32 as exact fp32 and cannot run bf16 dots, so the
 CPU emulations (operands rounded to 10/7-bit mantissas, float64 maths) awaiting a GPU confirmation:
 ``python benchmarks/gram_kernel.py`` reports the measured error of every provider on the device.
 
+GPU launch configurations (:data:`GPU_CONFIGS`) are compiled for sm_90a on any machine by
+``python benchmarks/gram_build.py`` (registers, spills, shared memory, wgmma; the tests require no
+spills). Inputs a TMA descriptor cannot address (last stride not 1, rows not 16-byte aligned, e.g. bf16
+``D = 37``) are copied once into a zero-padded contiguous buffer; zero features change nothing.
+
 Backends: ``"auto"`` runs Triton on CUDA tensors and the pure-torch forms on CPU; ``"triton"`` forces
 Triton (on CPU only under ``TRITON_INTERPRET=1``, set before ``kernels`` is imported); ``"torch"`` runs
 the reference (N x N) or the pure-torch version of the d x d scheme above.
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.reference import EPS, _check, _reduce, gram_loss_reference
 
-__all__ = ["gram_loss", "choose_form", "gram_loss_dxd_torch", "NXN_MAX_RATIO", "NXN_MAX_RATIO_TORCH"]
+__all__ = ["NXN_MAX_RATIO", "NXN_MAX_RATIO_TORCH", "choose_form", "gram_loss", "gram_loss_dxd_torch"]
 
 NXN_MAX_RATIO = 2.7
 """Triton backend: ``form="auto"`` takes N x N while ``N <= NXN_MAX_RATIO * D`` (FACTS.md; re-measure on GPU)."""
@@ -110,24 +128,18 @@ _REDUCTIONS = ("mean", "sum", "none")
 # Triton kernels
 # ----------------------------------------------------------------------------------------------------
 @triton.jit
-def _raw_gram_tile(X, rows, cols, rmask, cmask, D, sn, sd, PREC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """``X_rows X_cols^T`` (fp32 accumulation) and the squared norms of both row sets, one K loop."""
+def _gram_tile(X, b, i0, j0, D, PREC: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``X[b, i0:i0+BM] X[b, j0:j0+BN]^T`` of the raw (unnormalised) tokens, fp32 accumulation.
+
+    ``X`` is a ``(B, N, D)`` tensor descriptor (TMA on Hopper; zero fill past every edge, so no masks).
+    """
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    ss_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    ss_j = tl.zeros([BLOCK_N], dtype=tl.float32)
-    kk = tl.arange(0, BLOCK_K)
     for k0 in range(0, D, BLOCK_K):
-        dd = k0 + kk
-        dmask = dd < D
-        xi = tl.load(X + rows[:, None] * sn + dd[None, :] * sd, mask=rmask[:, None] & dmask[None, :], other=0.0)
-        xj = tl.load(X + cols[:, None] * sn + dd[None, :] * sd, mask=cmask[:, None] & dmask[None, :], other=0.0)
+        xi = X.load([b, i0, k0]).reshape(BLOCK_M, BLOCK_K)
+        xj = X.load([b, j0, k0]).reshape(BLOCK_N, BLOCK_K)
         acc = tl.dot(xi, tl.trans(xj), acc, input_precision=PREC)
-        xi32 = xi.to(tl.float32)
-        xj32 = xj.to(tl.float32)
-        ss_i += tl.sum(xi32 * xi32, axis=1)
-        ss_j += tl.sum(xj32 * xj32, axis=1)
-    return acc, ss_i, ss_j
+    return acc
 
 
 @triton.jit
@@ -157,78 +169,95 @@ def _project_rows(G, OUT, X, rows, rmask, r, keep, scale, D, sgn, son, sxn, sxd,
 
 
 @triton.jit
-def _gram_nxn_kernel(S, T, G, OUT, LOSS, N, DS, DT,
-                     ssb, ssn, ssd, stb, stn, std_, sgb, sgn, sob, son,
+def _gram_nxn_kernel(S, T, RS, RT, G, OUT, LOSS, N, DS, DT, sgb, sgn, sob, son,
                      grad_scale, EPS_: tl.constexpr,
                      REMOVE_NEG: tl.constexpr, COMPUTE_GRAD: tl.constexpr, FOLD_R: tl.constexpr,
                      SPLIT: tl.constexpr, PREC: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """One program = one image ``b`` x one tile of ``BLOCK_M`` rows; loops over all column tiles."""
+    """One program = one image ``b`` x one tile of ``BLOCK_M`` rows.
+
+    ``S``/``T`` are ``(B, N, D)`` tensor descriptors with blocks ``[1, BLOCK_M, BLOCK_K]``; ``RS``/``RT``
+    hold each row's ``1/max(||x||, eps)`` (fp32, ``(B, N)``). With the gradient the program walks every
+    column tile (it needs its whole row block of ``E``); without it, only the tiles on and right of the
+    diagonal, off-diagonal ones counted twice (``E`` is symmetric; needs ``BLOCK_N == BLOCK_M``).
+    """
     pid_m = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    S_b = S + b * ssb
-    T_b = T + b * stb
-    G_b = G + b * sgb
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    b = tl.program_id(1)
+    i0 = pid_m * BLOCK_M
+    rows = i0 + tl.arange(0, BLOCK_M)
     rmask = rows < N
-    kk = tl.arange(0, BLOCK_K)
+    ri_s = tl.load(RS + b * N + rows, mask=rmask, other=0.0)
+    ri_t = tl.load(RT + b * N + rows, mask=rmask, other=0.0)
     loss_rows = tl.zeros([BLOCK_M], dtype=tl.float32)
-    ri_s = tl.zeros([BLOCK_M], dtype=tl.float32)
-    ssi_s = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for j0 in range(0, N, BLOCK_N):
+    if COMPUTE_GRAD:
+        j_first = 0
+    else:
+        j_first = i0
+    for j0 in range(j_first, N, BLOCK_N):
         cols = j0 + tl.arange(0, BLOCK_N)
         cmask = cols < N
-        acc_s, ssi_s, ssj_s = _raw_gram_tile(S_b, rows, cols, rmask, cmask, DS, ssn, ssd, PREC,
-                                             BLOCK_M, BLOCK_N, BLOCK_K)
-        acc_t, ssi_t, ssj_t = _raw_gram_tile(T_b, rows, cols, rmask, cmask, DT, stn, std_, PREC,
-                                             BLOCK_M, BLOCK_N, BLOCK_K)
-        # fp32 epilogue: the normalisation, applied to the grams of the raw inputs.
-        ri_s = 1.0 / tl.maximum(tl.sqrt(ssi_s), EPS_)
-        rj_s = 1.0 / tl.maximum(tl.sqrt(ssj_s), EPS_)
-        ri_t = 1.0 / tl.maximum(tl.sqrt(ssi_t), EPS_)
-        rj_t = 1.0 / tl.maximum(tl.sqrt(ssj_t), EPS_)
-        gs = acc_s * ri_s[:, None] * rj_s[None, :]
-        gt = acc_t * ri_t[:, None] * rj_t[None, :]
-        valid = rmask[:, None] & cmask[None, :]
+        rj_s = tl.load(RS + b * N + cols, mask=cmask, other=0.0)
+        rj_t = tl.load(RT + b * N + cols, mask=cmask, other=0.0)
+        # fp32 epilogue: the normalisation, applied to the grams of the raw inputs. Padded rows and
+        # columns are exact zeros (zero-filled loads, zero inverse norms).
+        gs = _gram_tile(S, b, i0, j0, DS, PREC, BLOCK_M, BLOCK_N, BLOCK_K) * ri_s[:, None] * rj_s[None, :]
+        gt = _gram_tile(T, b, i0, j0, DT, PREC, BLOCK_M, BLOCK_N, BLOCK_K) * ri_t[:, None] * rj_t[None, :]
         if REMOVE_NEG:
             diff = tl.maximum(gs, 0.0) - tl.maximum(gt, 0.0)
-            e = tl.where(valid & (gs > 0.0), diff, 0.0)  # clamp_min's gradient is 0 at 0, as torch's
         else:
             diff = gs - gt
-            e = tl.where(valid, diff, 0.0)
-        diff = tl.where(valid, diff, 0.0)
-        loss_rows += tl.sum(diff * diff, axis=1)
         if COMPUTE_GRAD:
+            loss_rows += tl.sum(diff * diff, axis=1)
             # g_i += sum_j E_ij z_j, z_j = r_j x_j: r_j folded into E (bf16/fp32) or into z (fp16, range).
-            if FOLD_R:
-                w = e * rj_s[None, :]
+            if REMOVE_NEG:
+                e = tl.where(gs > 0.0, diff, 0.0)  # clamp_min's gradient is 0 at 0, as torch's
             else:
-                w = e
+                e = diff
+            if FOLD_R:
+                e = e * rj_s[None, :]
             for d0 in range(0, DS, BLOCK_K):
-                dd = d0 + kk
-                dmask = dd < DS
-                xj = tl.load(S_b + cols[:, None] * ssn + dd[None, :] * ssd,
-                             mask=cmask[:, None] & dmask[None, :], other=0.0)
+                xj = S.load([b, j0, d0]).reshape(BLOCK_N, BLOCK_K)
                 if not FOLD_R:
                     xj = (xj.to(tl.float32) * rj_s[:, None]).to(xj.dtype)
-                if SPLIT:
-                    w_hi = w.to(xj.dtype)
-                    w_lo = (w - w_hi.to(tl.float32)).to(xj.dtype)
-                    part = tl.dot(w_hi, xj)
-                    part = tl.dot(w_lo, xj, part)
-                else:
-                    part = tl.dot(w, xj, input_precision=PREC)
-                gmask = rmask[:, None] & dmask[None, :]
-                gptr = G_b + rows[:, None] * sgn + dd[None, :]
+                if SPLIT:  # E = hi + lo, two 16-bit dots: rounding E costs nothing
+                    e_hi = e.to(xj.dtype)
+                    part = tl.dot(e_hi, xj)
+                    part = tl.dot((e - e_hi.to(tl.float32)).to(xj.dtype), xj, part)
+                elif xj.dtype == tl.float32:
+                    part = tl.dot(e, xj, input_precision=PREC)
+                else:  # E rounded to the input dtype (error 2^-9 bf16 / 2^-12 fp16 of E, not amplified)
+                    part = tl.dot(e.to(xj.dtype), xj)
+                dd = d0 + tl.arange(0, BLOCK_K)
+                gmask = rmask[:, None] & (dd < DS)[None, :]
+                gptr = G + b.to(tl.int64) * sgb + rows[:, None] * sgn + dd[None, :]
                 # This program owns these rows: plain read-modify-write in a fixed j order.
-                prev = tl.load(gptr, mask=gmask & (j0 > 0), other=0.0)
-                tl.store(gptr, prev + part, mask=gmask)
-            tl.debug_barrier()
+                if j0 > 0:
+                    part += tl.load(gptr, mask=gmask, other=0.0)
+                tl.store(gptr, part, mask=gmask)
+            tl.debug_barrier()  # the next tile's read of G may come from other threads of this program
+        else:
+            w = tl.where(j0 == i0, 1.0, 2.0)
+            loss_rows += w * tl.sum(diff * diff, axis=1)
     tl.store(LOSS + b * tl.num_programs(0) + pid_m, tl.sum(loss_rows, axis=0))
     if COMPUTE_GRAD:
-        keep = tl.where(tl.sqrt(ssi_s) >= EPS_, ri_s * ri_s, 0.0)
-        _project_rows(G_b, OUT + b * sob, S_b, rows, rmask, ri_s, keep, grad_scale, DS, sgn, son, ssn, ssd,
-                      BLOCK_M, BLOCK_K)
+        # dL/dx = scale * r * (g - (g.z) z); (g.x) r^2 x == (g.z) z, skipped below eps as F.normalize does.
+        keep = tl.where(ri_s < 1.0 / EPS_, ri_s * ri_s, 0.0)
+        dk = tl.arange(0, BLOCK_K)
+        G_b = G + b.to(tl.int64) * sgb
+        O_b = OUT + b.to(tl.int64) * sob
+        gx = tl.zeros([BLOCK_M], dtype=tl.float32)
+        for d0 in range(0, DS, BLOCK_K):
+            m = rmask[:, None] & ((d0 + dk) < DS)[None, :]
+            g = tl.load(G_b + rows[:, None] * sgn + (d0 + dk)[None, :], mask=m, other=0.0)
+            x = S.load([b, i0, d0]).reshape(BLOCK_M, BLOCK_K).to(tl.float32)
+            gx += tl.sum(g * x, axis=1)
+        coef = gx * keep
+        for d0 in range(0, DS, BLOCK_K):
+            m = rmask[:, None] & ((d0 + dk) < DS)[None, :]
+            g = tl.load(G_b + rows[:, None] * sgn + (d0 + dk)[None, :], mask=m, other=0.0)
+            x = S.load([b, i0, d0]).reshape(BLOCK_M, BLOCK_K).to(tl.float32)
+            dx = (g - coef[:, None] * x) * (ri_s * grad_scale)[:, None]
+            tl.store(O_b + rows[:, None] * son + (d0 + dk)[None, :], dx.to(OUT.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -364,48 +393,147 @@ def _common_dtype(student: torch.Tensor, teacher: torch.Tensor) -> torch.dtype:
     return dtype
 
 
+# GPU launch configurations. Every entry is compiled for sm_90a by ``python benchmarks/gram_build.py``
+# (no GPU needed), and tests/kernels/test_gram_sm90.py holds them to: no register spills, shared memory
+# within the H100's 227 KiB, wgmma tensor-core instructions. The first entry of each list is the default;
+# on CUDA the others are timed once per shape class and the fastest kept (KERNELS_GRAM_AUTOTUNE=0: off).
+GPU_CONFIGS: dict[tuple[str, str], list[dict]] = {
+    ("nxn", "16bit"): [
+        {"BLOCK_M": 64, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3},
+        {"BLOCK_M": 64, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4},
+        {"BLOCK_M": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 3},
+    ],
+    ("nxn", "fp32"): [
+        {"BLOCK_M": 64, "BLOCK_K": 16, "num_warps": 8, "num_stages": 3},
+        {"BLOCK_M": 64, "BLOCK_K": 16, "num_warps": 8, "num_stages": 4},
+        {"BLOCK_M": 64, "BLOCK_K": 16, "num_warps": 4, "num_stages": 3},
+    ],
+    ("dxd_grams", "16bit"): [
+        {"BLOCK_I": 64, "BLOCK_N": 32, "num_warps": 8, "num_stages": 3},
+        {"BLOCK_I": 64, "BLOCK_N": 16, "num_warps": 8, "num_stages": 3},
+    ],
+    ("dxd_grams", "fp32"): [
+        {"BLOCK_I": 64, "BLOCK_N": 16, "num_warps": 8, "num_stages": 3},
+    ],
+    ("dxd_apply", "16bit"): [
+        {"BLOCK_M": 64, "BLOCK_D": 32, "num_warps": 4, "num_stages": 3},
+        {"BLOCK_M": 64, "BLOCK_D": 32, "num_warps": 8, "num_stages": 3},
+    ],
+    ("dxd_apply", "fp32"): [
+        {"BLOCK_M": 64, "BLOCK_D": 16, "num_warps": 8, "num_stages": 3},
+        {"BLOCK_M": 64, "BLOCK_D": 16, "num_warps": 4, "num_stages": 3},
+    ],
+    # memory-bound; one config (the 64 x 128 tile spills its 64-bit pointers)
+    ("inv_norm", "16bit"): [{"BLOCK_N": 32, "BLOCK_D": 64, "num_warps": 4}],
+    ("inv_norm", "fp32"): [{"BLOCK_N": 32, "BLOCK_D": 64, "num_warps": 4}],
+}
+
+
+def _dtype_class(dtype: torch.dtype) -> str:
+    return "fp32" if dtype == torch.float32 else "16bit"
+
+
+_TUNED: dict[tuple, dict] = {}
+
+
+def _gpu_config(kind: str, dtype: torch.dtype, key: tuple, launch) -> dict:
+    """Config for a CUDA launch: the default, or (autotuning on) the fastest candidate for ``key``.
+
+    ``launch(cfg)`` runs the kernel once with ``cfg``; it must be idempotent (every output is overwritten).
+    """
+    cands = GPU_CONFIGS[(kind, _dtype_class(dtype))]
+    if len(cands) == 1 or os.environ.get("KERNELS_GRAM_AUTOTUNE", "1") == "0":
+        return cands[0]
+    full_key = (kind, dtype, *key)
+    if full_key not in _TUNED:
+        from triton.testing import do_bench
+
+        times = [do_bench(lambda c=c: launch(c), warmup=5, rep=20) for c in cands]
+        _TUNED[full_key] = cands[min(range(len(cands)), key=times.__getitem__)]
+    return _TUNED[full_key]
+
+
+def _split_launch(cfg: dict) -> tuple[dict, dict]:
+    """``(constexprs, launch options)`` of a config dict."""
+    opts = {k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg}
+    return {k: v for k, v in cfg.items() if k not in opts}, opts
+
+
+def _tma_ready(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself if a TMA descriptor can address it, else a contiguous copy with ``D`` zero-padded.
+
+    TMA needs a unit last stride, 16-byte aligned base and strides. Zero features change neither the
+    norms nor the grams, and their gradient (sliced off afterwards) is zero.
+    """
+    elt = x.element_size()
+    ok = (x.stride(-1) == 1 and x.data_ptr() % 16 == 0
+          and all(st > 0 and (st * elt) % 16 == 0 for st in x.stride()[:-1]))
+    if ok:
+        return x
+    b, n, d = x.shape
+    align = 16 // elt
+    y = x.new_zeros((b, n, -(-d // align) * align))
+    y[..., :d] = x
+    return y
+
+
 def _launch_nxn(s: torch.Tensor, t: torch.Tensor, remove_neg: bool, precision: str, compute_grad: bool):
     B, N, DS = s.shape
-    DT = t.shape[-1]
     interp = _interpreting()
     if interp and s.dtype == torch.bfloat16:
         raise RuntimeError(
             "the N x N Triton kernel's bf16 dots do not run under TRITON_INTERPRET=1 (they return garbage); "
             "on CPU use float16/float32 tokens, form='dxd', or backend='torch'. bf16 runs on the GPU."
         )
-    if interp:  # few, large programs: the interpreter pays per program and per loop step
-        bm = _pow2(N, 16, 64)
-        bk = _pow2(max(DS, DT), 16, 64)
-    else:  # static heuristic; to be autotuned on the GPU
-        bm = 64
-        bk = 64 if s.dtype != torch.float32 else 32
-    n_m = triton.cdiv(N, bm)
-    loss_part = torch.empty((B, n_m), device=s.device, dtype=torch.float32)
+    rs = _inv_norms(s, interp)
+    rt = _inv_norms(t, interp)
+    sp = _tma_ready(s)
+    tp = _tma_ready(t)
+    dsp, dtp = sp.shape[-1], tp.shape[-1]
     if compute_grad:
-        g = torch.empty((B, N, DS), device=s.device, dtype=torch.float32)
-        out = g if s.dtype == torch.float32 else torch.empty((B, N, DS), device=s.device, dtype=s.dtype)
+        g = torch.empty((B, N, dsp), device=s.device, dtype=torch.float32)
+        out = g if s.dtype == torch.float32 else torch.empty((B, N, dsp), device=s.device, dtype=s.dtype)
     else:
         g = out = torch.empty((1, 1, 1), device=s.device, dtype=torch.float32)
-    _gram_nxn_kernel[(n_m, B)](
-        s, t, g, out, loss_part, N, DS, DT,
-        s.stride(0), s.stride(1), s.stride(2), t.stride(0), t.stride(1), t.stride(2),
-        g.stride(0), g.stride(1), out.stride(0), out.stride(1),
-        4.0 / (N * N), EPS,
-        REMOVE_NEG=bool(remove_neg), COMPUTE_GRAD=bool(compute_grad),
-        FOLD_R=s.dtype != torch.float16, SPLIT=s.dtype != torch.float32, PREC=_fp32_precision(precision, s.dtype),
-        BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk,
-    )
-    per_image = loss_part.sum(dim=1) / (N * N)  # fixed-order reduction of the per-tile partials
-    return per_image, (out if compute_grad else None)
+    prec = _fp32_precision(precision, s.dtype)
+    flags = {"REMOVE_NEG": bool(remove_neg), "COMPUTE_GRAD": bool(compute_grad), "FOLD_R": s.dtype != torch.float16,
+                 "SPLIT": s.dtype != torch.float32 and precision in ("ieee", "tf32x3"), "PREC": prec}
+
+    def launch(cfg):
+        consts, opts = _split_launch(cfg)
+        bm, bk = consts["BLOCK_M"], consts["BLOCK_K"]
+        n_m = triton.cdiv(N, bm)
+        loss_part = torch.empty((B, n_m), device=s.device, dtype=torch.float32)
+        sd = TensorDescriptor.from_tensor(sp, [1, bm, bk])
+        td = TensorDescriptor.from_tensor(tp, [1, bm, bk])
+        _gram_nxn_kernel[(n_m, B)](
+            sd, td, rs, rt, g, out, loss_part, N, dsp, dtp,
+            g.stride(0), g.stride(1), out.stride(0), out.stride(1), 4.0 / (N * N), EPS,
+            BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk, **flags, **opts,
+        )
+        return loss_part
+
+    if interp:  # few, large programs: the interpreter pays per program and per loop step
+        cfg = {"BLOCK_M": _pow2(N, 16, 64), "BLOCK_K": _pow2(max(dsp, dtp), 16, 64)}
+    else:
+        cfg = _gpu_config("nxn", s.dtype, (triton.next_power_of_2(N), dsp, dtp, compute_grad, bool(remove_neg)),
+                          launch)
+    per_image = launch(cfg).sum(dim=1) / (N * N)  # fixed-order reduction of the per-tile partials
+    if not compute_grad:
+        return per_image, None
+    return per_image, (out if dsp == DS else out[..., :DS].contiguous())
 
 
 def _inv_norms(x: torch.Tensor, interp: bool) -> torch.Tensor:
+    """``(B, N)`` fp32 ``1 / max(||x_row||, eps)``."""
     B, N, D = x.shape
     r = torch.empty((B, N), device=x.device, dtype=torch.float32)
-    bn = _pow2(N, 16, 64)
-    bd = _pow2(D, 16, 64 if interp else 128)
-    _inv_norm_kernel[(triton.cdiv(N, bn), B)](x, r, N, D, x.stride(0), x.stride(1), x.stride(2), EPS,
-                                               BLOCK_N=bn, BLOCK_D=bd)
+    if interp:
+        consts, opts = {"BLOCK_N": _pow2(N, 16, 64), "BLOCK_D": _pow2(D, 16, 64)}, {}
+    else:
+        consts, opts = _split_launch(GPU_CONFIGS[("inv_norm", _dtype_class(x.dtype))][0])
+    _inv_norm_kernel[(triton.cdiv(N, consts["BLOCK_N"]), B)](x, r, N, D, x.stride(0), x.stride(1), x.stride(2),
+                                                              EPS, **consts, **opts)
     return r
 
 
@@ -418,15 +546,20 @@ def _launch_dxd(s: torch.Tensor, t: torch.Tensor, precision: str, compute_grad: 
     p = torch.empty((B, D, D), device=s.device, dtype=torch.float32)
     c = torch.empty_like(p)
     q = torch.empty_like(p)
+    strides = (s.stride(0), s.stride(1), s.stride(2), t.stride(0), t.stride(1), t.stride(2))
+
+    def launch_grams(cfg):
+        consts, opts = _split_launch(cfg)
+        bi = consts["BLOCK_I"]
+        _gram_dxd_grams_kernel[(triton.cdiv(D, bi), triton.cdiv(D, bi), B)](
+            s, t, rs, rt, p, c, q, N, D, *strides, PREC=prec, BLOCK_I=bi, BLOCK_J=bi,
+            BLOCK_N=consts["BLOCK_N"], **opts,
+        )
+
     if interp:
-        bi = _pow2(D, 16, 64)
-        bn = _pow2(N, 16, 64)
+        launch_grams({"BLOCK_I": _pow2(D, 16, 64), "BLOCK_N": _pow2(N, 16, 64)})
     else:
-        bi, bn = 64, 32
-    _gram_dxd_grams_kernel[(triton.cdiv(D, bi), triton.cdiv(D, bi), B)](
-        s, t, rs, rt, p, c, q, N, D, s.stride(0), s.stride(1), s.stride(2), t.stride(0), t.stride(1), t.stride(2),
-        PREC=prec, BLOCK_I=bi, BLOCK_J=bi, BLOCK_N=bn,
-    )
+        launch_grams(_gpu_config("dxd_grams", s.dtype, (triton.next_power_of_2(N), D), launch_grams))
     sq = (q * (2.0 * p + 4.0 * c + q)).sum(dim=(1, 2), dtype=torch.float64) \
         + 2.0 * (c * c.transpose(1, 2)).sum(dim=(1, 2), dtype=torch.float64)
     per_image = (sq / (N * N)).to(torch.float32)
@@ -434,13 +567,19 @@ def _launch_dxd(s: torch.Tensor, t: torch.Tensor, precision: str, compute_grad: 
         return per_image, None
     g = torch.empty((B, N, D), device=s.device, dtype=torch.float32)
     out = g if s.dtype == torch.float32 else torch.empty((B, N, D), device=s.device, dtype=s.dtype)
-    bm = _pow2(N, 16, 64)
-    bd = _pow2(D, 16, 64) if interp else 64
-    _gram_dxd_apply_kernel[(triton.cdiv(N, bm), B)](
-        s, t, rs, rt, p, c, q, g, out, N, D, s.stride(0), s.stride(1), s.stride(2),
-        t.stride(0), t.stride(1), t.stride(2), g.stride(0), g.stride(1), out.stride(0), out.stride(1),
-        4.0 / (N * N), EPS, PREC=prec, BLOCK_M=bm, BLOCK_D=bd,
-    )
+
+    def launch_apply(cfg):
+        consts, opts = _split_launch(cfg)
+        bm = consts["BLOCK_M"]
+        _gram_dxd_apply_kernel[(triton.cdiv(N, bm), B)](
+            s, t, rs, rt, p, c, q, g, out, N, D, *strides, g.stride(0), g.stride(1), out.stride(0),
+            out.stride(1), 4.0 / (N * N), EPS, PREC=prec, BLOCK_M=bm, BLOCK_D=consts["BLOCK_D"], **opts,
+        )
+
+    if interp:
+        launch_apply({"BLOCK_M": _pow2(N, 16, 64), "BLOCK_D": _pow2(D, 16, 64)})
+    else:
+        launch_apply(_gpu_config("dxd_apply", s.dtype, (triton.next_power_of_2(N), D), launch_apply))
     return per_image, out
 
 
@@ -667,11 +806,3 @@ def gram_loss(
         per_image, _ = torch.ops.kernels.gram_fused(student, teacher, chosen, bool(remove_neg), precision,
                                                     compute_grad)
     return _reduce(per_image, reduction)
-
-
-def _flops(b: int, n: int, d: int, form: str, grad: bool = True) -> float:
-    """Useful flop of one evaluation (for effective TFLOP/s in the benchmark)."""
-    if form == "nxn":
-        return b * (4.0 * n * n * d + (2.0 * n * n * d if grad else 0.0))
-    return b * (6.0 * n * d * d + (4.0 * n * d * d if grad else 0.0))
-
