@@ -69,14 +69,29 @@ def builds(defaults_only: bool = False) -> list[dict]:
 
         for cfg in cfgs("nxn"):
             bm, bk = cfg["BLOCK_M"], cfg["BLOCK_K"]
-            for grad, remove_neg in ((True, False), (False, False), (True, True)):
+            variants = [(True, False, False), (False, False, False), (True, True, False)]
+            if dt != "fp32":
+                variants.append((True, False, True))  # precision="ieee"/"tf32x3": E split in hi + lo
+            for grad, remove_neg, split in variants:
                 out.append(dict(
                     kernel="nxn", fn=gram._gram_nxn_kernel, dtype=dt, cfg=cfg,
-                    flags=f"grad={int(grad)} remove_neg={int(remove_neg)}",
+                    flags=f"grad={int(grad)} remove_neg={int(remove_neg)}" + (" split=1" if split else ""),
                     types=dict(S=f"tensordesc<{dt}[1,{bm},{bk}]>", T=f"tensordesc<{dt}[1,{bm},{bk}]>",
                                RS="*fp32", RT="*fp32", G="*fp32", OUT=f"*{dt}", LOSS="*fp32", grad_scale="fp32"),
                     consts=dict(EPS_=gram.EPS, REMOVE_NEG=remove_neg, COMPUTE_GRAD=grad, FOLD_R=dt != "fp16",
-                                SPLIT=False, PREC=prec, BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk),
+                                SPLIT=split, PREC=prec, BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk),
+                ))
+        for cfg in (cfgs("nxn_reg") if ("nxn_reg", cls) in gram.GPU_CONFIGS else []):
+            bm, bk, bc = cfg["BLOCK_M"], cfg["BLOCK_K"], cfg["BLOCK_C"]
+            for remove_neg in (False, True):  # four chunks: the most registers it can need
+                out.append(dict(
+                    kernel="nxn_reg", fn=gram._gram_nxn_reg_kernel, dtype=dt, cfg=cfg,
+                    flags=f"grad=1 remove_neg={int(remove_neg)} chunks={gram._REG_CHUNKS}",
+                    types=dict(S=f"tensordesc<{dt}[1,{bm},{bk}]>", SC=f"tensordesc<{dt}[1,{bm},{bc}]>",
+                               T=f"tensordesc<{dt}[1,{bm},{bk}]>", RS="*fp32", RT="*fp32",
+                               OUT=f"tensordesc<{dt}[1,{bm},{bc}]>", LOSS="*fp32", grad_scale="fp32"),
+                    consts=dict(EPS_=gram.EPS, REMOVE_NEG=remove_neg, FOLD_R=dt != "fp16", SPLIT=False, PREC=prec,
+                                D_CHUNKS=gram._REG_CHUNKS, BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk, BLOCK_C=bc),
                 ))
         for cfg in cfgs("dxd_grams"):
             out.append(dict(

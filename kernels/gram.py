@@ -21,8 +21,13 @@ Two forms, same value:
   streamed by TMA tensor descriptors, zero-filled past every edge) and applies ``1/||x_i|| * 1/||x_j||``
   as an fp32 epilogue (normalisation fused, never a normalised copy in memory). ``E = Gs - Gt``
   (clamped at 0 on both sides when ``remove_neg``) gives the loss partial ``sum E^2`` and the gradient
-  contribution ``E_ij z_j``, summed over ``j`` into an fp32 row buffer owned by that program alone
-  (read-modify-write in a fixed ``j`` order: no atomics, bit-reproducible). An epilogue applies the
+  contribution ``E_ij z_j``, summed over ``j`` in a fixed order by the program that owns those rows
+  (no atomics, bit-reproducible): in registers, up to four ``64 x 128`` fp32 chunks, when ``D <= 512``
+  (:func:`_gram_nxn_reg_kernel`, the default on the GPU for 16-bit inputs: no gradient buffer, no
+  read-modify-write traffic), else in an fp32 row buffer in global memory re-read and rewritten per
+  column tile (:func:`_gram_nxn_kernel`; ``8 B N^2 D / 64`` bytes of mostly-L2 traffic, which the
+  register kernel exists to avoid; also fp32 inputs, whose TF32x3 dots leave no registers for it, and
+  the 16-bit split mode). An epilogue applies the
   projection of the normalisation, ``dL/dx = (g - (g.z) z)/||x||`` with ``g = 4/N^2 E Z``. No
   ``B x N x N`` tensor ever reaches global memory. Loss partials are one float per (image, row tile),
   summed afterwards in a fixed order. ``remove_neg`` is supported.
@@ -143,6 +148,28 @@ def _gram_tile(X, b, i0, j0, D, PREC: tl.constexpr,
 
 
 @triton.jit
+def _e_tile(S, T, b, i0, j0, DS, DT, ri_s, rj_s, ri_t, rj_t, REMOVE_NEG: tl.constexpr, FOLD_R: tl.constexpr,
+            PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``(diff, e)`` of tile ``(i0, j0)``: ``diff = Gs - Gt`` (clamped grams with ``remove_neg``) for the
+    loss, ``e`` its gradient weight (0 where the student's clamp is inactive), times ``r_j`` when FOLD_R.
+
+    The normalisation is an fp32 epilogue on the grams of the raw inputs. Padded rows and columns are
+    exact zeros (zero-filled loads, zero inverse norms).
+    """
+    gs = _gram_tile(S, b, i0, j0, DS, PREC, BLOCK_M, BLOCK_N, BLOCK_K) * ri_s[:, None] * rj_s[None, :]
+    gt = _gram_tile(T, b, i0, j0, DT, PREC, BLOCK_M, BLOCK_N, BLOCK_K) * ri_t[:, None] * rj_t[None, :]
+    if REMOVE_NEG:
+        diff = tl.maximum(gs, 0.0) - tl.maximum(gt, 0.0)
+        e = tl.where(gs > 0.0, diff, 0.0)  # clamp_min's gradient is 0 at 0, as torch's
+    else:
+        diff = gs - gt
+        e = diff
+    if FOLD_R:  # g_i = sum_j E_ij z_j, z_j = r_j x_j: r_j folded into E (bf16/fp32) or into z (fp16, range)
+        e = e * rj_s[None, :]
+    return diff, e
+
+
+@triton.jit
 def _project_rows(G, OUT, X, rows, rmask, r, keep, scale, D, sgn, son, sxn, sxd,
                   BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """``OUT = scale * r * (g - (g.x) keep x)`` for the rows; ``keep = r^2`` (or 0 below eps).
@@ -198,35 +225,15 @@ def _gram_nxn_kernel(S, T, RS, RT, G, OUT, LOSS, N, DS, DT, sgb, sgn, sob, son,
         cmask = cols < N
         rj_s = tl.load(RS + b * N + cols, mask=cmask, other=0.0)
         rj_t = tl.load(RT + b * N + cols, mask=cmask, other=0.0)
-        # fp32 epilogue: the normalisation, applied to the grams of the raw inputs. Padded rows and
-        # columns are exact zeros (zero-filled loads, zero inverse norms).
-        gs = _gram_tile(S, b, i0, j0, DS, PREC, BLOCK_M, BLOCK_N, BLOCK_K) * ri_s[:, None] * rj_s[None, :]
-        gt = _gram_tile(T, b, i0, j0, DT, PREC, BLOCK_M, BLOCK_N, BLOCK_K) * ri_t[:, None] * rj_t[None, :]
-        if REMOVE_NEG:
-            diff = tl.maximum(gs, 0.0) - tl.maximum(gt, 0.0)
-        else:
-            diff = gs - gt
+        diff, e = _e_tile(S, T, b, i0, j0, DS, DT, ri_s, rj_s, ri_t, rj_t, REMOVE_NEG, FOLD_R, PREC,
+                          BLOCK_M, BLOCK_N, BLOCK_K)
         if COMPUTE_GRAD:
             loss_rows += tl.sum(diff * diff, axis=1)
-            # g_i += sum_j E_ij z_j, z_j = r_j x_j: r_j folded into E (bf16/fp32) or into z (fp16, range).
-            if REMOVE_NEG:
-                e = tl.where(gs > 0.0, diff, 0.0)  # clamp_min's gradient is 0 at 0, as torch's
-            else:
-                e = diff
-            if FOLD_R:
-                e = e * rj_s[None, :]
             for d0 in range(0, DS, BLOCK_K):
                 xj = S.load([b, j0, d0]).reshape(BLOCK_N, BLOCK_K)
                 if not FOLD_R:
                     xj = (xj.to(tl.float32) * rj_s[:, None]).to(xj.dtype)
-                if SPLIT:  # E = hi + lo, two 16-bit dots: rounding E costs nothing
-                    e_hi = e.to(xj.dtype)
-                    part = tl.dot(e_hi, xj)
-                    part = tl.dot((e - e_hi.to(tl.float32)).to(xj.dtype), xj, part)
-                elif xj.dtype == tl.float32:
-                    part = tl.dot(e, xj, input_precision=PREC)
-                else:  # E rounded to the input dtype (error 2^-9 bf16 / 2^-12 fp16 of E, not amplified)
-                    part = tl.dot(e.to(xj.dtype), xj)
+                part = _e_times(e, xj, tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32), SPLIT, PREC)
                 dd = d0 + tl.arange(0, BLOCK_K)
                 gmask = rmask[:, None] & (dd < DS)[None, :]
                 gptr = G + b.to(tl.int64) * sgb + rows[:, None] * sgn + dd[None, :]
@@ -258,6 +265,106 @@ def _gram_nxn_kernel(S, T, RS, RT, G, OUT, LOSS, N, DS, DT, sgb, sgn, sob, son,
             x = S.load([b, i0, d0]).reshape(BLOCK_M, BLOCK_K).to(tl.float32)
             dx = (g - coef[:, None] * x) * (ri_s * grad_scale)[:, None]
             tl.store(O_b + rows[:, None] * son + (d0 + dk)[None, :], dx.to(OUT.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _e_times(e, xj, acc, SPLIT: tl.constexpr, PREC: tl.constexpr):
+    """``acc + E x_j`` with fp32 ``E``: split hi + lo (16-bit, SPLIT), TF32 modes (fp32), or ``E`` rounded
+    to the input dtype (16-bit default: error 2^-9 bf16 / 2^-12 fp16 of ``E``, not amplified by 1/rho)."""
+    if SPLIT:
+        e_hi = e.to(xj.dtype)
+        acc = tl.dot(e_hi, xj, acc)
+        acc = tl.dot((e - e_hi.to(tl.float32)).to(xj.dtype), xj, acc)
+    elif xj.dtype == tl.float32:
+        acc = tl.dot(e, xj, acc, input_precision=PREC)
+    else:
+        acc = tl.dot(e.to(xj.dtype), xj, acc)
+    return acc
+
+
+@triton.jit
+def _chunk_grad(acc, e, SC, b, j0, c: tl.constexpr, rj_s, FOLD_R: tl.constexpr, SPLIT: tl.constexpr,
+                PREC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """``acc += E_ij x_j[:, chunk c]`` (``z_j`` when the ``r_j`` is not folded into ``E``)."""
+    xj = SC.load([b, j0, c * BLOCK_C]).reshape(BLOCK_N, BLOCK_C)
+    if not FOLD_R:
+        xj = (xj.to(tl.float32) * rj_s[:, None]).to(xj.dtype)
+    return _e_times(e, xj, acc, SPLIT, PREC)
+
+
+@triton.jit
+def _chunk_gx(acc, SC, b, i0, c: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Row sums of ``g . x`` over feature chunk ``c``."""
+    x = SC.load([b, i0, c * BLOCK_C]).reshape(BLOCK_M, BLOCK_C).to(tl.float32)
+    return tl.sum(acc * x, axis=1)
+
+
+@triton.jit
+def _chunk_store(acc, coef, scale, SC, OUT, b, i0, c: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """``OUT[rows, chunk c] = scale * (g - coef x)`` (the normalisation's projection), one TMA store."""
+    x = SC.load([b, i0, c * BLOCK_C]).reshape(BLOCK_M, BLOCK_C).to(tl.float32)
+    dx = (acc - coef[:, None] * x) * scale[:, None]
+    OUT.store([b, i0, c * BLOCK_C], dx.to(OUT.dtype).reshape(1, BLOCK_M, BLOCK_C))
+
+
+@triton.jit
+def _gram_nxn_reg_kernel(S, SC, T, RS, RT, OUT, LOSS, N, DS, DT, grad_scale, EPS_: tl.constexpr,
+                         REMOVE_NEG: tl.constexpr, FOLD_R: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr,
+                         D_CHUNKS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr):
+    """N x N loss and gradient with the program's gradient rows held in registers (``D <= 4 BLOCK_C``).
+
+    As :func:`_gram_nxn_kernel` with the gradient, but ``g_i = sum_j E_ij z_j`` accumulates in up to four
+    ``BLOCK_M x BLOCK_C`` fp32 register tiles (one per feature chunk) instead of a global fp32 buffer
+    read and rewritten for every column tile: no ``G`` buffer, no read-modify-write traffic (which
+    would be ``8 B N^2 D / BLOCK_N`` bytes), one store of the finished gradient. ``SC`` is a descriptor of
+    the student with blocks ``[1, BLOCK_N, BLOCK_C]``, ``OUT`` one of the output; ``BLOCK_N == BLOCK_M``.
+    """
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1)
+    i0 = pid_m * BLOCK_M
+    rows = i0 + tl.arange(0, BLOCK_M)
+    rmask = rows < N
+    ri_s = tl.load(RS + b * N + rows, mask=rmask, other=0.0)
+    ri_t = tl.load(RT + b * N + rows, mask=rmask, other=0.0)
+    loss_rows = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc0 = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
+    acc1 = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
+    acc2 = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
+    acc3 = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
+    for j0 in range(0, N, BLOCK_N):
+        cols = j0 + tl.arange(0, BLOCK_N)
+        cmask = cols < N
+        rj_s = tl.load(RS + b * N + cols, mask=cmask, other=0.0)
+        rj_t = tl.load(RT + b * N + cols, mask=cmask, other=0.0)
+        diff, e = _e_tile(S, T, b, i0, j0, DS, DT, ri_s, rj_s, ri_t, rj_t, REMOVE_NEG, FOLD_R, PREC,
+                          BLOCK_M, BLOCK_N, BLOCK_K)
+        loss_rows += tl.sum(diff * diff, axis=1)
+        acc0 = _chunk_grad(acc0, e, SC, b, j0, 0, rj_s, FOLD_R, SPLIT, PREC, BLOCK_N, BLOCK_C)
+        if D_CHUNKS > 1:
+            acc1 = _chunk_grad(acc1, e, SC, b, j0, 1, rj_s, FOLD_R, SPLIT, PREC, BLOCK_N, BLOCK_C)
+        if D_CHUNKS > 2:
+            acc2 = _chunk_grad(acc2, e, SC, b, j0, 2, rj_s, FOLD_R, SPLIT, PREC, BLOCK_N, BLOCK_C)
+        if D_CHUNKS > 3:
+            acc3 = _chunk_grad(acc3, e, SC, b, j0, 3, rj_s, FOLD_R, SPLIT, PREC, BLOCK_N, BLOCK_C)
+    tl.store(LOSS + b * tl.num_programs(0) + pid_m, tl.sum(loss_rows, axis=0))
+    # dL/dx = scale * r * (g - (g.z) z); (g.x) r^2 x == (g.z) z, skipped below eps as F.normalize does.
+    gx = _chunk_gx(acc0, SC, b, i0, 0, BLOCK_M, BLOCK_C)
+    if D_CHUNKS > 1:
+        gx += _chunk_gx(acc1, SC, b, i0, 1, BLOCK_M, BLOCK_C)
+    if D_CHUNKS > 2:
+        gx += _chunk_gx(acc2, SC, b, i0, 2, BLOCK_M, BLOCK_C)
+    if D_CHUNKS > 3:
+        gx += _chunk_gx(acc3, SC, b, i0, 3, BLOCK_M, BLOCK_C)
+    coef = gx * tl.where(ri_s < 1.0 / EPS_, ri_s * ri_s, 0.0)
+    scale = ri_s * grad_scale
+    _chunk_store(acc0, coef, scale, SC, OUT, b, i0, 0, BLOCK_M, BLOCK_C)
+    if D_CHUNKS > 1:
+        _chunk_store(acc1, coef, scale, SC, OUT, b, i0, 1, BLOCK_M, BLOCK_C)
+    if D_CHUNKS > 2:
+        _chunk_store(acc2, coef, scale, SC, OUT, b, i0, 2, BLOCK_M, BLOCK_C)
+    if D_CHUNKS > 3:
+        _chunk_store(acc3, coef, scale, SC, OUT, b, i0, 3, BLOCK_M, BLOCK_C)
 
 
 @triton.jit
@@ -398,6 +505,11 @@ def _common_dtype(student: torch.Tensor, teacher: torch.Tensor) -> torch.dtype:
 # within the H100's 227 KiB, wgmma tensor-core instructions. The first entry of each list is the default;
 # on CUDA the others are timed once per shape class and the fastest kept (KERNELS_GRAM_AUTOTUNE=0: off).
 GPU_CONFIGS: dict[tuple[str, str], list[dict]] = {
+    # N x N with the gradient rows in registers (D <= 4 BLOCK_C); fp32 has none (its TF32x3 dots spill)
+    ("nxn_reg", "16bit"): [
+        {"BLOCK_M": 64, "BLOCK_K": 64, "BLOCK_C": 128, "num_warps": 8, "num_stages": 3},
+        {"BLOCK_M": 64, "BLOCK_K": 64, "BLOCK_C": 128, "num_warps": 8, "num_stages": 2},
+    ],
     ("nxn", "16bit"): [
         {"BLOCK_M": 64, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3},
         {"BLOCK_M": 64, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4},
@@ -427,6 +539,9 @@ GPU_CONFIGS: dict[tuple[str, str], list[dict]] = {
     ("inv_norm", "16bit"): [{"BLOCK_N": 32, "BLOCK_D": 64, "num_warps": 4}],
     ("inv_norm", "fp32"): [{"BLOCK_N": 32, "BLOCK_D": 64, "num_warps": 4}],
 }
+
+
+_REG_CHUNKS = 4  # register accumulators of _gram_nxn_reg_kernel
 
 
 def _dtype_class(dtype: torch.dtype) -> str:
@@ -477,7 +592,14 @@ def _tma_ready(x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _launch_nxn(s: torch.Tensor, t: torch.Tensor, remove_neg: bool, precision: str, compute_grad: bool):
+def _launch_nxn(s: torch.Tensor, t: torch.Tensor, remove_neg: bool, precision: str, compute_grad: bool,
+                grad_in_registers: bool | None = None):
+    """Per-image loss and (``compute_grad``) ``dloss_b/ds_b``, N x N form.
+
+    ``grad_in_registers``: None picks :func:`_gram_nxn_reg_kernel` whenever the gradient rows fit in
+    its four register chunks (``D <= 512`` on the GPU), else the general kernel with its fp32 ``G``
+    buffer; True/False force one (tests use this to run both).
+    """
     B, N, DS = s.shape
     interp = _interpreting()
     if interp and s.dtype == torch.bfloat16:
@@ -490,34 +612,65 @@ def _launch_nxn(s: torch.Tensor, t: torch.Tensor, remove_neg: bool, precision: s
     sp = _tma_ready(s)
     tp = _tma_ready(t)
     dsp, dtp = sp.shape[-1], tp.shape[-1]
-    if compute_grad:
-        g = torch.empty((B, N, dsp), device=s.device, dtype=torch.float32)
-        out = g if s.dtype == torch.float32 else torch.empty((B, N, dsp), device=s.device, dtype=s.dtype)
-    else:
-        g = out = torch.empty((1, 1, 1), device=s.device, dtype=torch.float32)
     prec = _fp32_precision(precision, s.dtype)
-    flags = {"REMOVE_NEG": bool(remove_neg), "COMPUTE_GRAD": bool(compute_grad), "FOLD_R": s.dtype != torch.float16,
-                 "SPLIT": s.dtype != torch.float32 and precision in ("ieee", "tf32x3"), "PREC": prec}
-
-    def launch(cfg):
-        consts, opts = _split_launch(cfg)
-        bm, bk = consts["BLOCK_M"], consts["BLOCK_K"]
-        n_m = triton.cdiv(N, bm)
-        loss_part = torch.empty((B, n_m), device=s.device, dtype=torch.float32)
-        sd = TensorDescriptor.from_tensor(sp, [1, bm, bk])
-        td = TensorDescriptor.from_tensor(tp, [1, bm, bk])
-        _gram_nxn_kernel[(n_m, B)](
-            sd, td, rs, rt, g, out, loss_part, N, dsp, dtp,
-            g.stride(0), g.stride(1), out.stride(0), out.stride(1), 4.0 / (N * N), EPS,
-            BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk, **flags, **opts,
-        )
-        return loss_part
+    flags = {"REMOVE_NEG": bool(remove_neg), "FOLD_R": s.dtype != torch.float16,
+             "SPLIT": s.dtype != torch.float32 and precision in ("ieee", "tf32x3"), "PREC": prec}
+    shape_key = (triton.next_power_of_2(N), dsp, dtp, compute_grad, bool(remove_neg))
 
     if interp:  # few, large programs: the interpreter pays per program and per loop step
-        cfg = {"BLOCK_M": _pow2(N, 16, 64), "BLOCK_K": _pow2(max(dsp, dtp), 16, 64)}
+        reg_cfgs = [{"BLOCK_M": _pow2(N, 16, 64), "BLOCK_K": _pow2(max(dsp, dtp), 16, 64),
+                     "BLOCK_C": _pow2(triton.cdiv(dsp, _REG_CHUNKS), 16, 64)}]
     else:
-        cfg = _gpu_config("nxn", s.dtype, (triton.next_power_of_2(N), dsp, dtp, compute_grad, bool(remove_neg)),
-                          launch)
+        reg_cfgs = GPU_CONFIGS.get(("nxn_reg", _dtype_class(s.dtype)), [])
+    # The split-E mode doubles the gradient dots' operands: it spills in the register kernel.
+    fits = bool(reg_cfgs) and triton.cdiv(dsp, reg_cfgs[0]["BLOCK_C"]) <= _REG_CHUNKS and not flags["SPLIT"]
+    if grad_in_registers and not fits:
+        raise ValueError(f"the register-gradient kernel holds at most {_REG_CHUNKS} chunks of "
+                         f"{reg_cfgs[0]['BLOCK_C'] if reg_cfgs else 0} features of {s.dtype} without the split "
+                         f"mode; got D = {dsp}, precision={precision!r}")
+    use_reg = compute_grad and fits and grad_in_registers is not False
+
+    if use_reg:
+        out = torch.empty((B, N, dsp), device=s.device, dtype=s.dtype)
+
+        def launch(cfg):
+            consts, opts = _split_launch(cfg)
+            bm, bk, bc = consts["BLOCK_M"], consts["BLOCK_K"], consts["BLOCK_C"]
+            n_m = triton.cdiv(N, bm)
+            loss_part = torch.empty((B, n_m), device=s.device, dtype=torch.float32)
+            _gram_nxn_reg_kernel[(n_m, B)](
+                TensorDescriptor.from_tensor(sp, [1, bm, bk]), TensorDescriptor.from_tensor(sp, [1, bm, bc]),
+                TensorDescriptor.from_tensor(tp, [1, bm, bk]), rs, rt, TensorDescriptor.from_tensor(out, [1, bm, bc]),
+                loss_part, N, dsp, dtp, 4.0 / (N * N), EPS, D_CHUNKS=triton.cdiv(dsp, bc),
+                BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk, BLOCK_C=bc, **flags, **opts,
+            )
+            return loss_part
+
+        cfg = reg_cfgs[0] if interp else _gpu_config("nxn_reg", s.dtype, shape_key, launch)
+    else:
+        if compute_grad:
+            g = torch.empty((B, N, dsp), device=s.device, dtype=torch.float32)
+            out = g if s.dtype == torch.float32 else torch.empty((B, N, dsp), device=s.device, dtype=s.dtype)
+        else:
+            g = out = torch.empty((1, 1, 1), device=s.device, dtype=torch.float32)
+
+        def launch(cfg):
+            consts, opts = _split_launch(cfg)
+            bm, bk = consts["BLOCK_M"], consts["BLOCK_K"]
+            n_m = triton.cdiv(N, bm)
+            loss_part = torch.empty((B, n_m), device=s.device, dtype=torch.float32)
+            _gram_nxn_kernel[(n_m, B)](
+                TensorDescriptor.from_tensor(sp, [1, bm, bk]), TensorDescriptor.from_tensor(tp, [1, bm, bk]),
+                rs, rt, g, out, loss_part, N, dsp, dtp,
+                g.stride(0), g.stride(1), out.stride(0), out.stride(1), 4.0 / (N * N), EPS,
+                COMPUTE_GRAD=bool(compute_grad), BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk, **flags, **opts,
+            )
+            return loss_part
+
+        if interp:
+            cfg = {"BLOCK_M": _pow2(N, 16, 64), "BLOCK_K": _pow2(max(dsp, dtp), 16, 64)}
+        else:
+            cfg = _gpu_config("nxn", s.dtype, shape_key, launch)
     per_image = launch(cfg).sum(dim=1) / (N * N)  # fixed-order reduction of the per-tile partials
     if not compute_grad:
         return per_image, None

@@ -179,3 +179,37 @@ def test_small_mismatch_stays_accurate(backend, form, rho):
     loss, grad = _run(s, t, backend=backend, form=form)
     assert abs(loss.item() - ref_loss.item()) <= 1e-6 / rho * ref_loss.item()
     assert (grad.double() - ref_grad).norm().item() <= 1e-5 / rho * ref_grad.norm().item()
+
+
+@needs_triton
+@pytest.mark.parametrize("in_registers", [True, False], ids=["grad-in-registers", "grad-buffer"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("remove_neg", [False, True])
+@pytest.mark.parametrize("shape", [(2, 7, 5), (3, 13, 17), (2, 31, 37)], ids=lambda s: "x".join(map(str, s)))
+def test_both_nxn_gradient_kernels_match_the_oracle(in_registers, dtype, remove_neg, shape):
+    """The register-accumulator kernel (default for D <= 512 on the GPU) and the general one with its
+    fp32 gradient buffer (larger D, the split mode) compute the same thing."""
+    from kernels.gram import _launch_nxn
+
+    s, t = _pair(shape, dtype, dt=shape[-1] if remove_neg else None, seed=10)
+    ref_loss, ref_grad = _oracle(s, t, remove_neg=remove_neg, reduction="none")
+    loss, grad = _launch_nxn(s, t, remove_neg, "auto", True, grad_in_registers=in_registers)
+    _assert_close(loss, grad, ref_loss, ref_grad, dtype, f"in_registers={in_registers}", s=s)
+
+
+@needs_triton
+@pytest.mark.parametrize("precision", ["auto", "ieee"])
+def test_fp16_split_mode_matches_the_oracle(precision):
+    """16-bit ``precision="ieee"`` splits E into hi + lo halves (general kernel); "auto" rounds E once."""
+    s, t = _pair((2, 21, 24), torch.float16, seed=11)
+    _assert_close(*_run(s, t, backend="triton", form="nxn", precision=precision), *_oracle(s, t),
+                  torch.float16, precision, s=s)
+
+
+@needs_triton
+def test_forcing_the_register_kernel_where_it_cannot_run_is_refused():
+    from kernels.gram import _launch_nxn
+
+    s, t = _pair((1, 5, 8), torch.float16, seed=12)
+    with pytest.raises(ValueError, match="register-gradient kernel"):
+        _launch_nxn(s, t, False, "ieee", True, grad_in_registers=True)
