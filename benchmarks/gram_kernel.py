@@ -17,7 +17,7 @@ Providers:
     compile      ``torch.compile`` of the reference (TF32 off)
     torch_dxd    ``kernels.gram_loss_dxd`` -- the textbook d x d identity through autograd
     ours         ``kernels.gram_loss`` (backend auto: Triton on CUDA, the torch forms on CPU; form auto)
-    ours_nxn / ours_dxd   the two forms forced (GPU; both Triton)
+    ours_nxn / ours_dxd   the two forms forced (GPU; both Triton; on CPU with ``--interpret``)
 
 Modes: ``forward`` (under ``torch.no_grad``; ours then skips the gradient), ``backward`` (the backward
 call alone, graph retained; ours computed dL/dS in its forward, so its backward is one scale),
@@ -30,7 +30,9 @@ N x N gradient pass recomputes the lower triangle, 6 N^2 D in all); ``roofline``
 max(flop / peak, minimal bytes / HBM bandwidth) / measured time on H100/H200 (bf16 peak 989 TFLOP/s,
 fp32 against the TF32 peak 495, HBM 3.35 / 4.8 TB/s), ``n/a`` elsewhere; peak extra memory over the
 inputs (``torch.cuda.max_memory_allocated``; ``n/a`` on CPU, where torch's allocator is not traced);
-relative error of the loss and of the gradient against float64 on the same inputs.
+relative error of the loss and of the gradient against float64 on the same inputs; ``grad_mb``, the
+gradient's own size, for the memory goal (peak extra <= 1.2x of it: the gradient plus <= 0.2x of
+temporaries, :data:`kernels.gram.SCRATCH_FRACTION`).
 Rows are printed and appended to ``benchmarks/results/gram_kernel.csv`` with device, versions and commit.
 """
 from __future__ import annotations
@@ -43,6 +45,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if "--interpret" in sys.argv and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # before kernels is imported: the Triton kernels on the CPU
 
 import kernels  # noqa: E402
 from benchmarks._common import RESULTS, append_csv, env_info, print_table, time_fn  # noqa: E402
@@ -71,7 +75,7 @@ def _peaks(device_name: str):
     return None
 
 
-def _providers(device: str, with_compile: bool):
+def _providers(device: str, with_compile: bool, interpret: bool = False):
     ref = gram_loss_reference
     provs = {"eager": (ref, False, "nxn")}
     if device == "cuda":
@@ -80,9 +84,9 @@ def _providers(device: str, with_compile: bool):
         provs["compile"] = (torch.compile(ref, dynamic=False), False, "nxn")
     provs["torch_dxd"] = (gram_loss_dxd, False, "dxd")
     provs["ours"] = (kernels.gram_loss, False, "auto")
-    if device == "cuda":
-        provs["ours_nxn"] = (lambda s, t: kernels.gram_loss(s, t, form="nxn"), False, "nxn")
-        provs["ours_dxd"] = (lambda s, t: kernels.gram_loss(s, t, form="dxd"), False, "dxd")
+    if device == "cuda" or interpret:
+        provs["ours_nxn"] = (lambda s, t: kernels.gram_loss(s, t, form="nxn", backend="triton"), False, "nxn")
+        provs["ours_dxd"] = (lambda s, t: kernels.gram_loss(s, t, form="dxd", backend="triton"), False, "dxd")
     return provs
 
 
@@ -120,8 +124,16 @@ def _bench_case(fn, tf32: bool, s, t, mode: str, sync, repeat: int, warmup: int)
         def run():
             x.grad = None
             holder["loss"].backward(retain_graph=True)
+    cuda = x.device.type == "cuda"
+    if cuda:  # peak memory over what the case holds anyway: inputs, the student copy, a retained graph
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
     try:
-        return time_fn(run, warmup=warmup, repeat=repeat, sync=sync)
+        res = time_fn(run, warmup=warmup, repeat=repeat, sync=sync)
+        res["peak_extra_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else "n/a"
+        return res
     finally:
         _set_tf32(False)
 
@@ -145,7 +157,7 @@ def run_grid(args) -> list[dict]:
     sync = torch.cuda.synchronize if device == "cuda" else None
     shapes = args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES)
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
-    provs = _providers(device, args.compile)
+    provs = _providers(device, args.compile, args.interpret)
     peaks = _peaks(env["device"])
     rows = []
     for (b, n, d) in shapes:
@@ -174,10 +186,6 @@ def run_grid(args) -> list[dict]:
                 for mode in args.modes.split(","):
                     row = {**env, "provider": name, "dtype": str(dtype).replace("torch.", ""), "B": b, "N": n,
                            "D": d, "form": algo, "mode": mode}
-                    base = torch.cuda.memory_allocated() if device == "cuda" else 0
-                    if device == "cuda":
-                        torch.cuda.empty_cache()
-                        torch.cuda.reset_peak_memory_stats()
                     try:
                         tm = _bench_case(fn, tf32, s, t, mode, sync, args.repeat, args.warmup)
                     except torch.OutOfMemoryError:
@@ -192,7 +200,8 @@ def run_grid(args) -> list[dict]:
                     ms = tm["median_ms"]
                     fl = _flops(b, n, d, algo, mode)
                     row.update(median_ms=ms, p20_ms=tm["p20_ms"], p80_ms=tm["p80_ms"], tflops=fl / ms / 1e9)
-                    if name.startswith("ours") and mode == "backward" and not (device == "cpu" and algo == "nxn"):
+                    fused = name in ("ours_nxn", "ours_dxd") or (name == "ours" and (device == "cuda" or algo == "dxd"))
+                    if fused and mode == "backward":
                         fl = 0.0  # dL/dS was computed in the forward pass; the backward only scales it
                         row["tflops"] = "n/a"
                     if peaks is not None:
@@ -202,9 +211,8 @@ def run_grid(args) -> list[dict]:
                         row["roofline"] = roof_ms / ms
                     else:
                         row["roofline"] = "n/a"
-                    row["peak_extra_mb"] = (
-                        (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else "n/a"
-                    )
+                    row["peak_extra_mb"] = tm["peak_extra_mb"]
+                    row["grad_mb"] = s.element_size() * b * n * d / 2**20
                     row["err_loss"], row["err_grad"] = errs
                     rows.append(row)
                     print(f"  {name:10s} {row['dtype']:8s} B={b} N={n} D={d} {mode:8s} {ms:9.2f} ms", flush=True)
@@ -255,6 +263,9 @@ def main(argv=None) -> None:
     p.add_argument("--shapes", type=_parse_shapes, default=None,
                    help="comma-separated BxNxD cases instead of the grid, e.g. 256x1024x384,64x4096x384,64x196x384")
     p.add_argument("--dtypes", default="bfloat16,float32")
+    p.add_argument("--interpret", action="store_true",
+                   help="CPU only: also run the Triton providers under TRITON_INTERPRET=1 (tiny --shapes; fp32/fp16: "
+                        "the interpreter has no bf16 dots) -- a smoke test of the GPU benchmark's code path")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--rho", type=float, default=0.1, help="teacher = student + rho * noise")
     p.add_argument("--repeat", type=int, default=None)
@@ -278,7 +289,7 @@ def main(argv=None) -> None:
     else:
         rows = run_grid(args)
         print_table(rows, ["provider", "dtype", "B", "N", "D", "form", "mode", "median_ms", "p20_ms", "p80_ms",
-                           "tflops", "roofline", "peak_extra_mb", "err_loss", "err_grad"])
+                           "tflops", "roofline", "peak_extra_mb", "grad_mb", "err_loss", "err_grad"])
         _speedup_summary(rows)
     path = append_csv(args.out, rows)
     print(f"wrote {len(rows)} rows to {path}")

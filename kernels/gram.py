@@ -94,6 +94,13 @@ table); the interpreter runs TF32 as exact fp32 and cannot run bf16 dots, so the
 CPU emulations (operands rounded to 10/7-bit mantissas, float64 maths) awaiting a GPU confirmation:
 ``python benchmarks/gram_kernel.py`` reports the measured error of every provider on the device.
 
+Memory: besides the gradient itself, a call's temporaries (inverse norms, fp32 gradient buffers of the
+kernels that need one, the d x d form's three ``D x D`` matrices, padded copies) stay under
+:data:`SCRATCH_FRACTION` = 0.2 of the gradient's size: :func:`scratch_plan` launches the images in
+groups small enough for that (but large enough to give every SM a program); each image is computed on
+its own, so grouping changes no bit. B = 64, N = 4096, D = 384 in bf16 thus peaks at ~1.16x the
+gradient (eager: ~13 GB of ``N x N`` grams).
+
 GPU launch configurations (:data:`GPU_CONFIGS`) are compiled for sm_90a on any machine by
 ``python benchmarks/gram_build.py`` (registers, spills, shared memory, wgmma; the tests require no
 spills). Inputs a TMA descriptor cannot address (last stride not 1, rows not 16-byte aligned, e.g. bf16
@@ -580,25 +587,105 @@ def _tma_ready(x: torch.Tensor) -> torch.Tensor:
     TMA needs a unit last stride, 16-byte aligned base and strides. Zero features change neither the
     norms nor the grams, and their gradient (sliced off afterwards) is zero.
     """
-    elt = x.element_size()
-    ok = (x.stride(-1) == 1 and x.data_ptr() % 16 == 0
-          and all(st > 0 and (st * elt) % 16 == 0 for st in x.stride()[:-1]))
-    if ok:
+    width = _tma_width(x)
+    if width == x.shape[-1] and x.stride(-1) == 1 and x.data_ptr() % 16 == 0 \
+            and all(st > 0 and (st * x.element_size()) % 16 == 0 for st in x.stride()[:-1]):
         return x
-    b, n, d = x.shape
-    align = 16 // elt
-    y = x.new_zeros((b, n, -(-d // align) * align))
-    y[..., :d] = x
+    y = x.new_zeros((*x.shape[:2], width))
+    y[..., :x.shape[-1]] = x
     return y
 
 
+def _grad_target(out: torch.Tensor | None, s: torch.Tensor, width: int, compute_grad: bool) -> torch.Tensor:
+    """The tensor a launcher writes the gradient into: ``out`` itself when it has the kernel's padded
+    width ``width``, else a fresh ``(B, N, width)`` tensor of ``s``'s dtype (copied into ``out`` after)."""
+    if not compute_grad:
+        return None
+    if out is not None and out.shape[-1] == width:
+        return out
+    return torch.empty((*s.shape[:2], width), device=s.device, dtype=s.dtype)
+
+
+def _grad_result(written: torch.Tensor, d: int, out: torch.Tensor | None) -> torch.Tensor:
+    """The gradient of the true feature width, in ``out`` when one was given."""
+    if out is not None:
+        if written is not out:
+            out.copy_(written[..., :d])
+        return out
+    return written if written.shape[-1] == d else written[..., :d].contiguous()
+
+
+def _split_mode(dtype: torch.dtype, precision: str) -> bool:
+    """16-bit inputs with an accurate ``precision``: ``E`` split in hi + lo halves."""
+    return dtype != torch.float32 and precision in ("ieee", "tf32x3")
+
+
+def _nxn_register_plan(dtype: torch.dtype, n: int, dsp: int, dtp: int, precision: str,
+                       interpret: bool | None = None) -> tuple[list[dict], bool]:
+    """Configs of the register-gradient kernel and whether ``dsp`` (padded) features fit its chunks."""
+    if _interpreting() if interpret is None else interpret:  # few, large programs: the interpreter pays per program and per loop step
+        cfgs = [{"BLOCK_M": _pow2(n, 16, 64), "BLOCK_K": _pow2(max(dsp, dtp), 16, 64),
+                 "BLOCK_C": _pow2(triton.cdiv(dsp, _REG_CHUNKS), 16, 64)}]
+    else:
+        cfgs = GPU_CONFIGS.get(("nxn_reg", _dtype_class(dtype)), [])
+    # The split-E mode doubles the gradient dots' operands: it spills in the register kernel.
+    fits = bool(cfgs) and triton.cdiv(dsp, cfgs[0]["BLOCK_C"]) <= _REG_CHUNKS and not _split_mode(dtype, precision)
+    return cfgs, fits
+
+
+SCRATCH_FRACTION = 0.2
+"""Temporary buffers of one launch stay under this fraction of the gradient's size: images are
+launched in groups small enough for it, but never so small that a group leaves SMs idle."""
+
+
+def _tma_width(x: torch.Tensor) -> int:
+    elt = x.element_size()
+    ok = (x.stride(-1) == 1 and x.data_ptr() % 16 == 0
+          and all(st > 0 and (st * elt) % 16 == 0 for st in x.stride()[:-1]))
+    return x.shape[-1] if ok else -(-x.shape[-1] // (16 // elt)) * (16 // elt)
+
+
+def scratch_plan(form: str, shape_s: tuple, d_teacher: int, dtype: torch.dtype, precision: str, compute_grad: bool,
+                 num_sms: int, padded: tuple[int, int] | None = None, interpret: bool | None = None) -> dict:
+    """Bytes of temporary memory per image, images per launch, and the launch's total.
+
+    Per image: the inverse norms; the N x N form's zero-padded TMA copies (awkward strides or ``D``),
+    its fp32 gradient buffer (general kernel, 16-bit inputs) or padded output; the d x d form's three
+    ``D x D`` fp32 matrices and, for 16-bit inputs, its fp32 gradient buffer. Images per launch: as
+    many as :data:`SCRATCH_FRACTION` of the gradient allows, at least enough to give every SM a program.
+    ``interpret``: plan for the interpreter's launch configurations (default: whichever this process runs).
+    """
+    b, n, d = shape_s
+    elt = torch.empty((), dtype=dtype).element_size()
+    dsp, dtp = padded or (d, d_teacher)
+    per = 2 * n * 4
+    if form == "nxn":
+        per += (n * dsp * elt if dsp != d else 0) + (n * dtp * elt if dtp != d_teacher else 0)
+        if compute_grad:
+            _, fits = _nxn_register_plan(dtype, n, dsp, dtp, precision, interpret)
+            if not fits and dtype != torch.float32:
+                per += n * dsp * 4
+            if dsp != d:
+                per += n * dsp * elt
+        programs = triton.cdiv(n, 64)
+    else:
+        per += 3 * d * d * 4 + (n * d * 4 if compute_grad and dtype != torch.float32 else 0)
+        programs = min(triton.cdiv(d, 64) ** 2, triton.cdiv(n, 64))
+    grad_bytes = b * n * d * elt
+    by_memory = int(SCRATCH_FRACTION * grad_bytes // per)
+    to_fill = triton.cdiv(num_sms, programs)
+    images = max(1, min(b, max(by_memory, to_fill)))
+    return {"per_image": per, "images": images, "launch_bytes": per * images, "grad_bytes": grad_bytes}
+
+
 def _launch_nxn(s: torch.Tensor, t: torch.Tensor, remove_neg: bool, precision: str, compute_grad: bool,
-                grad_in_registers: bool | None = None):
+                grad_in_registers: bool | None = None, out: torch.Tensor | None = None):
     """Per-image loss and (``compute_grad``) ``dloss_b/ds_b``, N x N form.
 
     ``grad_in_registers``: None picks :func:`_gram_nxn_reg_kernel` whenever the gradient rows fit in
     its four register chunks (``D <= 512`` on the GPU), else the general kernel with its fp32 ``G``
-    buffer; True/False force one (tests use this to run both).
+    buffer; True/False force one (tests use this to run both). ``out``: where to write the gradient
+    (contiguous, ``s``'s shape and dtype); allocated when None.
     """
     B, N, DS = s.shape
     interp = _interpreting()
@@ -614,24 +701,19 @@ def _launch_nxn(s: torch.Tensor, t: torch.Tensor, remove_neg: bool, precision: s
     dsp, dtp = sp.shape[-1], tp.shape[-1]
     prec = _fp32_precision(precision, s.dtype)
     flags = {"REMOVE_NEG": bool(remove_neg), "FOLD_R": s.dtype != torch.float16,
-             "SPLIT": s.dtype != torch.float32 and precision in ("ieee", "tf32x3"), "PREC": prec}
+             "SPLIT": _split_mode(s.dtype, precision), "PREC": prec}
     shape_key = (triton.next_power_of_2(N), dsp, dtp, compute_grad, bool(remove_neg))
 
-    if interp:  # few, large programs: the interpreter pays per program and per loop step
-        reg_cfgs = [{"BLOCK_M": _pow2(N, 16, 64), "BLOCK_K": _pow2(max(dsp, dtp), 16, 64),
-                     "BLOCK_C": _pow2(triton.cdiv(dsp, _REG_CHUNKS), 16, 64)}]
-    else:
-        reg_cfgs = GPU_CONFIGS.get(("nxn_reg", _dtype_class(s.dtype)), [])
-    # The split-E mode doubles the gradient dots' operands: it spills in the register kernel.
-    fits = bool(reg_cfgs) and triton.cdiv(dsp, reg_cfgs[0]["BLOCK_C"]) <= _REG_CHUNKS and not flags["SPLIT"]
+    reg_cfgs, fits = _nxn_register_plan(s.dtype, N, dsp, dtp, precision)
     if grad_in_registers and not fits:
         raise ValueError(f"the register-gradient kernel holds at most {_REG_CHUNKS} chunks of "
                          f"{reg_cfgs[0]['BLOCK_C'] if reg_cfgs else 0} features of {s.dtype} without the split "
                          f"mode; got D = {dsp}, precision={precision!r}")
     use_reg = compute_grad and fits and grad_in_registers is not False
 
+    final = out
+    out = _grad_target(out, s, dsp, compute_grad)
     if use_reg:
-        out = torch.empty((B, N, dsp), device=s.device, dtype=s.dtype)
 
         def launch(cfg):
             consts, opts = _split_launch(cfg)
@@ -648,11 +730,12 @@ def _launch_nxn(s: torch.Tensor, t: torch.Tensor, remove_neg: bool, precision: s
 
         cfg = reg_cfgs[0] if interp else _gpu_config("nxn_reg", s.dtype, shape_key, launch)
     else:
-        if compute_grad:
-            g = torch.empty((B, N, dsp), device=s.device, dtype=torch.float32)
-            out = g if s.dtype == torch.float32 else torch.empty((B, N, dsp), device=s.device, dtype=s.dtype)
-        else:
+        if not compute_grad:
             g = out = torch.empty((1, 1, 1), device=s.device, dtype=torch.float32)
+        elif s.dtype == torch.float32:
+            g = out
+        else:
+            g = torch.empty((B, N, dsp), device=s.device, dtype=torch.float32)
 
         def launch(cfg):
             consts, opts = _split_launch(cfg)
@@ -674,7 +757,7 @@ def _launch_nxn(s: torch.Tensor, t: torch.Tensor, remove_neg: bool, precision: s
     per_image = launch(cfg).sum(dim=1) / (N * N)  # fixed-order reduction of the per-tile partials
     if not compute_grad:
         return per_image, None
-    return per_image, (out if dsp == DS else out[..., :DS].contiguous())
+    return per_image, _grad_result(out, DS, final)
 
 
 def _inv_norms(x: torch.Tensor, interp: bool) -> torch.Tensor:
@@ -690,7 +773,8 @@ def _inv_norms(x: torch.Tensor, interp: bool) -> torch.Tensor:
     return r
 
 
-def _launch_dxd(s: torch.Tensor, t: torch.Tensor, precision: str, compute_grad: bool):
+def _launch_dxd(s: torch.Tensor, t: torch.Tensor, precision: str, compute_grad: bool,
+                out: torch.Tensor | None = None):
     B, N, D = s.shape
     interp = _interpreting()
     prec = _fp32_precision(precision, s.dtype)
@@ -718,8 +802,8 @@ def _launch_dxd(s: torch.Tensor, t: torch.Tensor, precision: str, compute_grad: 
     per_image = (sq / (N * N)).to(torch.float32)
     if not compute_grad:
         return per_image, None
-    g = torch.empty((B, N, D), device=s.device, dtype=torch.float32)
-    out = g if s.dtype == torch.float32 else torch.empty((B, N, D), device=s.device, dtype=s.dtype)
+    out = _grad_target(out, s, D, True)
+    g = out if s.dtype == torch.float32 else torch.empty((B, N, D), device=s.device, dtype=torch.float32)
 
     def launch_apply(cfg):
         consts, opts = _split_launch(cfg)
@@ -758,10 +842,19 @@ def _gram_fused(student: torch.Tensor, teacher: torch.Tensor, form: str, remove_
     dtype = _common_dtype(student, teacher)
     s = student.to(dtype)
     t = teacher.to(dtype)
-    if form == "nxn":
-        per_image, grad = _launch_nxn(s, t, remove_neg, precision, compute_grad)
-    else:
-        per_image, grad = _launch_dxd(s, t, precision, compute_grad)
+    sms = torch.cuda.get_device_properties(s.device).multi_processor_count if s.device.type == "cuda" else 1
+    plan = scratch_plan(form, tuple(s.shape), t.shape[-1], dtype, precision, compute_grad, sms,
+                        padded=(_tma_width(s), _tma_width(t)) if form == "nxn" else None)
+    grad = torch.empty(s.shape, device=s.device, dtype=dtype) if compute_grad else None
+    losses = []
+    for b0 in range(0, s.shape[0], plan["images"]):  # each image is independent: same bits in any grouping
+        part = slice(b0, b0 + plan["images"])
+        out = grad[part] if compute_grad else None
+        if form == "nxn":
+            losses.append(_launch_nxn(s[part], t[part], remove_neg, precision, compute_grad, out=out)[0])
+        else:
+            losses.append(_launch_dxd(s[part], t[part], precision, compute_grad, out=out)[0])
+    per_image = losses[0] if len(losses) == 1 else torch.cat(losses)
     if grad is None:
         grad = student.new_empty((0,))
     elif grad.dtype != student.dtype:
