@@ -77,7 +77,7 @@ def builds(defaults_only: bool = False) -> list[dict]:
                     kernel="nxn", fn=gram._gram_nxn_kernel, dtype=dt, cfg=cfg,
                     flags=f"grad={int(grad)} remove_neg={int(remove_neg)}" + (" split=1" if split else ""),
                     types=dict(S=f"tensordesc<{dt}[1,{bm},{bk}]>", T=f"tensordesc<{dt}[1,{bm},{bk}]>",
-                               RS="*fp32", RT="*fp32", G="*fp32", OUT=f"*{dt}", LOSS="*fp32", grad_scale="fp32"),
+                               SX=f"*{dt}", RS="*fp32", RT="*fp32", G="*fp32", OUT=f"*{dt}", LOSS="*fp32", grad_scale="fp32"),
                     consts=dict(EPS_=gram.EPS, REMOVE_NEG=remove_neg, COMPUTE_GRAD=grad, FOLD_R=dt != "fp16",
                                 SPLIT=split, PREC=prec, BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk),
                 ))

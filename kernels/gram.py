@@ -203,14 +203,15 @@ def _project_rows(G, OUT, X, rows, rmask, r, keep, scale, D, sgn, son, sxn, sxd,
 
 
 @triton.jit
-def _gram_nxn_kernel(S, T, RS, RT, G, OUT, LOSS, N, DS, DT, sgb, sgn, sob, son,
+def _gram_nxn_kernel(S, T, SX, RS, RT, G, OUT, LOSS, N, DS, DT, sxb, sxn, sgb, sgn, sob, son,
                      grad_scale, EPS_: tl.constexpr,
                      REMOVE_NEG: tl.constexpr, COMPUTE_GRAD: tl.constexpr, FOLD_R: tl.constexpr,
                      SPLIT: tl.constexpr, PREC: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """One program = one image ``b`` x one tile of ``BLOCK_M`` rows.
 
-    ``S``/``T`` are ``(B, N, D)`` tensor descriptors with blocks ``[1, BLOCK_M, BLOCK_K]``; ``RS``/``RT``
+    ``S``/``T`` are ``(B, N, D)`` tensor descriptors with blocks ``[1, BLOCK_M, BLOCK_K]``, ``SX`` the
+    student's raw pointer (unit feature stride; the projection epilogue reads it); ``RS``/``RT``
     hold each row's ``1/max(||x||, eps)`` (fp32, ``(B, N)``). With the gradient the program walks every
     column tile (it needs its whole row block of ``E``); without it, only the tiles on and right of the
     diagonal, off-diagonal ones counted twice (``E`` is symmetric; needs ``BLOCK_N == BLOCK_M``).
@@ -254,24 +255,9 @@ def _gram_nxn_kernel(S, T, RS, RT, G, OUT, LOSS, N, DS, DT, sgb, sgn, sob, son,
             loss_rows += w * tl.sum(diff * diff, axis=1)
     tl.store(LOSS + b * tl.num_programs(0) + pid_m, tl.sum(loss_rows, axis=0))
     if COMPUTE_GRAD:
-        # dL/dx = scale * r * (g - (g.z) z); (g.x) r^2 x == (g.z) z, skipped below eps as F.normalize does.
         keep = tl.where(ri_s < 1.0 / EPS_, ri_s * ri_s, 0.0)
-        dk = tl.arange(0, BLOCK_K)
-        G_b = G + b.to(tl.int64) * sgb
-        O_b = OUT + b.to(tl.int64) * sob
-        gx = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for d0 in range(0, DS, BLOCK_K):
-            m = rmask[:, None] & ((d0 + dk) < DS)[None, :]
-            g = tl.load(G_b + rows[:, None] * sgn + (d0 + dk)[None, :], mask=m, other=0.0)
-            x = S.load([b, i0, d0]).reshape(BLOCK_M, BLOCK_K).to(tl.float32)
-            gx += tl.sum(g * x, axis=1)
-        coef = gx * keep
-        for d0 in range(0, DS, BLOCK_K):
-            m = rmask[:, None] & ((d0 + dk) < DS)[None, :]
-            g = tl.load(G_b + rows[:, None] * sgn + (d0 + dk)[None, :], mask=m, other=0.0)
-            x = S.load([b, i0, d0]).reshape(BLOCK_M, BLOCK_K).to(tl.float32)
-            dx = (g - coef[:, None] * x) * (ri_s * grad_scale)[:, None]
-            tl.store(O_b + rows[:, None] * son + (d0 + dk)[None, :], dx.to(OUT.dtype.element_ty), mask=m)
+        _project_rows(G + b.to(tl.int64) * sgb, OUT + b.to(tl.int64) * sob, SX + b.to(tl.int64) * sxb, rows, rmask,
+                      ri_s, keep, grad_scale, DS, sgn, son, sxn, 1, BLOCK_M, BLOCK_K)
 
 
 @triton.jit
@@ -584,14 +570,12 @@ def _split_launch(cfg: dict) -> tuple[dict, dict]:
 def _tma_ready(x: torch.Tensor) -> torch.Tensor:
     """``x`` itself if a TMA descriptor can address it, else a contiguous copy with ``D`` zero-padded.
 
-    TMA needs a unit last stride, 16-byte aligned base and strides. Zero features change neither the
-    norms nor the grams, and their gradient (sliced off afterwards) is zero.
+    Zero features change neither the norms nor the grams, and their gradient (sliced off afterwards)
+    is zero.
     """
-    width = _tma_width(x)
-    if width == x.shape[-1] and x.stride(-1) == 1 and x.data_ptr() % 16 == 0 \
-            and all(st > 0 and (st * x.element_size()) % 16 == 0 for st in x.stride()[:-1]):
+    if _tma_addressable(x):
         return x
-    y = x.new_zeros((*x.shape[:2], width))
+    y = x.new_zeros((*x.shape[:2], _tma_width(x)))
     y[..., :x.shape[-1]] = x
     return y
 
@@ -638,11 +622,17 @@ SCRATCH_FRACTION = 0.2
 launched in groups small enough for it, but never so small that a group leaves SMs idle."""
 
 
-def _tma_width(x: torch.Tensor) -> int:
+def _tma_addressable(x: torch.Tensor) -> bool:
+    """TMA needs a unit last stride and a 16-byte aligned base and strides."""
     elt = x.element_size()
-    ok = (x.stride(-1) == 1 and x.data_ptr() % 16 == 0
-          and all(st > 0 and (st * elt) % 16 == 0 for st in x.stride()[:-1]))
-    return x.shape[-1] if ok else -(-x.shape[-1] // (16 // elt)) * (16 // elt)
+    return (x.stride(-1) == 1 and x.data_ptr() % 16 == 0
+            and all(st > 0 and (st * elt) % 16 == 0 for st in x.stride()[:-1]))
+
+
+def _tma_width(x: torch.Tensor) -> int:
+    """Feature width the N x N kernels see: ``D``, or ``D`` padded to 16 bytes when ``x`` must be copied."""
+    align = 16 // x.element_size()
+    return x.shape[-1] if _tma_addressable(x) else -(-x.shape[-1] // align) * align
 
 
 def scratch_plan(form: str, shape_s: tuple, d_teacher: int, dtype: torch.dtype, precision: str, compute_grad: bool,
@@ -743,8 +733,8 @@ def _launch_nxn(s: torch.Tensor, t: torch.Tensor, remove_neg: bool, precision: s
             n_m = triton.cdiv(N, bm)
             loss_part = torch.empty((B, n_m), device=s.device, dtype=torch.float32)
             _gram_nxn_kernel[(n_m, B)](
-                TensorDescriptor.from_tensor(sp, [1, bm, bk]), TensorDescriptor.from_tensor(tp, [1, bm, bk]),
-                rs, rt, g, out, loss_part, N, dsp, dtp,
+                TensorDescriptor.from_tensor(sp, [1, bm, bk]), TensorDescriptor.from_tensor(tp, [1, bm, bk]), sp,
+                rs, rt, g, out, loss_part, N, dsp, dtp, sp.stride(0), sp.stride(1),
                 g.stride(0), g.stride(1), out.stride(0), out.stride(1), 4.0 / (N * N), EPS,
                 COMPUTE_GRAD=bool(compute_grad), BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk, **flags, **opts,
             )
