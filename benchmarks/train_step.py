@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from benchmarks._common import RESULTS, append_csv, env_info, print_table, time_fn  # noqa: E402
 from kit.encoders import ProjectionHead, ViTEncoder  # noqa: E402
 from kit.frameworks import IJEPA, LatentMIM, SpatialAffinity  # noqa: E402
+from kit.frameworks.context import StepContext  # noqa: E402
 from kit.predictors import CrossAttentionDecoder, IJEPAPredictor  # noqa: E402
 from kit.samplers import MultiBlock, RandomSplit  # noqa: E402
 from kit.train.optim import apply_schedules, build_adamw  # noqa: E402
@@ -76,7 +77,7 @@ def make_step(fw, batch: dict, device: torch.device, bf16: bool):
     def step() -> None:
         gen = torch.Generator().manual_seed(state["step"])
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = fw(batch, gen)
+            out = fw(batch, StepContext(generator=gen))
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -9,6 +9,7 @@ from torch import nn
 
 from kit.ema.ema import ema_update
 from kit.encoders.vit import ViTEncoder
+from kit.frameworks.context import StepContext
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Framework(nn.Module, abc.ABC):
     """Role of every trainable objective (hosts and add-ons).
 
     A framework owns its online modules (trained by the optimizer) and its EMA copies. The train loop
-    calls, each step: ``out = fw(batch, generator)``; ``out.loss.backward()``; optimizer step;
+    calls, each step: ``out = fw(batch, ctx)`` (``ctx`` a :class:`StepContext`); ``out.loss.backward()``; optimizer step;
     ``fw.ema_update(momentum)`` with ``momentum = fw.momentum(step, total_steps)``.
     """
 
@@ -44,14 +45,14 @@ class Framework(nn.Module, abc.ABC):
     view: str = "mr"
 
     @abc.abstractmethod
-    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> HostOutput:
+    def forward(self, batch: dict[str, torch.Tensor], ctx: StepContext | None = None) -> HostOutput:
         """Compute the loss.
 
         Args:
             batch: ``{"mr": (B, C, H, W), "hr": (B, C, s*H, s*W)}`` float32, normalised per sensor.
                 A host reads ``batch[self.view]``.
-            generator: CPU generator for all mask/patch sampling of this step (seeded per step, so a
-                resumed run draws the same patches).
+            ctx: the step context (step, the generator shared by all ranks, this rank's rows of the
+                global batch); None means a one-process step with an unseeded generator.
         """
 
     @abc.abstractmethod
@@ -105,21 +106,21 @@ class Framework(nn.Module, abc.ABC):
         return out
 
     @staticmethod
-    def sample_patches(sampler, batch: dict, grid: tuple[int, int], generator: torch.Generator | None) -> dict:
-        """Draw patch index sets for this process's images, consistently with the global batch.
+    def sample_patches(sampler, local_batch: int, grid: tuple[int, int], ctx: StepContext | None):
+        """Draw patch index sets for this process's ``local_batch`` images, consistent with the global batch.
 
-        Under data parallelism the loop puts ``batch["sample_slice"] = (offset, global_batch)`` and
-        seeds ``generator`` identically on every rank: the sampler draws for the whole global batch and
-        each rank keeps its rows, so N ranks draw exactly the masks a single process would.
-        Without the key, the sampler draws for the local batch alone.
+        The sampler draws for the whole global batch from ``ctx.generator`` (seeded identically on every
+        rank) and each rank keeps its ``ctx.rows``, so N ranks draw exactly the masks one process would.
 
         Returns:
-            the sampler's dict with every tensor cut to the local batch ``(B, ...)``.
+            the sampler's result with every tensor cut to the local batch ``(B, ...)``.
         """
-        local = next(v for k, v in batch.items() if torch.is_tensor(v) and v.dim() == 4).shape[0]
-        offset, total = batch.get("sample_slice", (0, local))
-        masks = sampler.sample(total, grid, generator)
-        return {k: (v[offset : offset + local] if torch.is_tensor(v) else v) for k, v in masks.items()}
+        ctx = ctx if ctx is not None else StepContext()
+        rows, total = ctx.local_rows(local_batch)
+        masks = sampler.sample(total, grid, ctx.generator)
+        if isinstance(masks, dict):
+            return {k: (v[rows] if torch.is_tensor(v) else v) for k, v in masks.items()}
+        return masks.rows(rows)
 
     def ema_update(self, momentum: float) -> None:
         """Update every EMA copy towards its online module (see :mod:`kit.ema`)."""

@@ -8,6 +8,7 @@ from torch import nn
 from kit.ema.ema import make_ema
 from kit.ema.schedules import Linear
 from kit.frameworks.base import Framework, HostOutput
+from kit.frameworks.context import StepContext
 from kit.losses.smooth_l1 import SmoothL1Latent
 from kit.predictors.ijepa_predictor import IJEPAPredictor
 from kit.samplers.base import PatchSampler
@@ -74,10 +75,10 @@ class IJEPA(Framework):
         return self
 
     # -- objective -------------------------------------------------------------------------------
-    def forward(self, batch: dict, generator: torch.Generator | None = None) -> HostOutput:
+    def forward(self, batch: dict, ctx: StepContext | None = None) -> HostOutput:
         x = batch[self.view]
         grid = self.encoder.grid_size(x.shape[-2], x.shape[-1])
-        masks = self.sample_patches(self.sampler, batch, grid, generator)  # global-batch consistent under DDP
+        masks = self.sample_patches(self.sampler, x.shape[0], grid, ctx)  # global-batch consistent under DDP
         if "context" not in masks or "targets" not in masks:
             raise ValueError(
                 f"IJEPA needs a sampler returning 'context' and 'targets' (e.g. MultiBlock), got keys {sorted(masks)}."

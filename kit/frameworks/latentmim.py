@@ -9,6 +9,7 @@ from kit.ema.ema import make_ema
 from kit.ema.schedules import Cosine
 from kit.encoders.projection_head import ProjectionHead
 from kit.frameworks.base import Framework, HostOutput
+from kit.frameworks.context import StepContext
 from kit.losses.infonce import PatchInfoNCE
 from kit.predictors.latentmim_decoder import CrossAttentionDecoder
 from kit.samplers.base import PatchSampler
@@ -85,10 +86,10 @@ class LatentMIM(Framework):
         return self
 
     # -- objective -------------------------------------------------------------------------------
-    def forward(self, batch: dict, generator: torch.Generator | None = None) -> HostOutput:
+    def forward(self, batch: dict, ctx: StepContext | None = None) -> HostOutput:
         x = batch[self.view]
         grid = self.encoder.grid_size(x.shape[-2], x.shape[-1])
-        masks = self.sample_patches(self.sampler, batch, grid, generator)
+        masks = self.sample_patches(self.sampler, x.shape[0], grid, ctx)
         vis, tgt = masks["visible"].to(x.device), masks["target"].to(x.device)
         z = self.student_features(x, vis)  # (B, K, D)
         pred = self.decoder(z, vis, tgt, grid)  # (B, M, D)

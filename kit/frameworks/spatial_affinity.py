@@ -9,6 +9,7 @@ from kit.downsamplers.base import Downsampler
 from kit.downsamplers.block import BlockMean
 from kit.ema.ema import make_ema
 from kit.frameworks.base import Framework, HostOutput
+from kit.frameworks.context import StepContext
 from kit.losses.gram import GramLoss
 from kit.samplers.base import PatchSampler
 from kit.samplers.correspondence import mr_to_hr_indices
@@ -137,8 +138,8 @@ class SpatialAffinity(Framework):
             tokens = Framework.features_from_modules(self.teacher, hr, hr_idx)
         return tokens.reshape(b, k, scale, scale, -1)
 
-    def forward(self, batch: dict, generator: torch.Generator | None = None) -> HostOutput:
-        out = self.host(batch, generator)
+    def forward(self, batch: dict, ctx: StepContext | None = None) -> HostOutput:
+        out = self.host(batch, ctx)
         mr, hr = batch["mr"], batch["hr"]
         scale = pair_scale(mr, hr)
         grid = out.grid or self.student_encoder.grid_size(mr.shape[-2], mr.shape[-1])
@@ -147,7 +148,7 @@ class SpatialAffinity(Framework):
                 raise ValueError(f"{type(self.host).__name__} returned no student patches; give SpatialAffinity a sampler.")
             idx, student = out.student_idx, out.student_tokens
         else:
-            idx = self.sample_patches(self.sampler, batch, grid, generator)["visible"].to(mr.device)
+            idx = self.sample_patches(self.sampler, mr.shape[0], grid, ctx)["visible"].to(mr.device)
             student = self.host.student_features(mr, idx)
         teacher = self.teacher_tokens(hr, idx, grid, scale)
         if not self.downsampler.full_grid:

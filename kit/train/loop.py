@@ -3,7 +3,7 @@
 ``train(workdir=...)`` builds nothing itself: gin hands it the framework (host, optionally wrapped by
 the spatial-affinity add-on), the paired-tile data and the schedules. One step is::
 
-    batch -> framework(batch, generator) -> loss -> backward -> (grad clip) -> AdamW step -> EMA update
+    batch -> framework(batch, ctx) -> loss -> backward -> (grad clip) -> AdamW step -> EMA update
 
 with the learning rate, weight decay and EMA momentum read off pure step schedules, and every random
 draw of the step (patch masks, drop-path) seeded from ``(seed, step, rank)``. Together with the data
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from kit.encoders.export import export_encoder
 from kit.frameworks.base import Framework
+from kit.frameworks.context import StepContext
 from kit.train import checkpoint as ckpt
 from kit.train import distributed as distr
 from kit.train.logger import MetricsLogger
@@ -212,9 +213,10 @@ def train(
             # drop-path and other module randomness: per rank
             gen = torch.Generator().manual_seed(step_seed(seed, step, GLOBAL))
             torch.manual_seed(step_seed(seed, step, info.rank))
-            batch["sample_slice"] = (info.rank * data.batch_size, batch_size)
+            ctx = StepContext(step=step, generator=gen, global_batch=batch_size,
+                              rows=slice(info.rank * data.batch_size, (info.rank + 1) * data.batch_size))
             with torch.autocast(device_type=info.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out = ddp_model(batch, gen)
+                out = ddp_model(batch, ctx)
             out.loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.grad is not None], grad_clip if grad_clip else float("inf")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from kit.frameworks.context import StepContext
+
 
 class ConfigError(ValueError):
     """The run's configuration cannot work; the message lists every problem found and its fix."""
@@ -54,7 +56,7 @@ def preflight(framework, data, *, batch_size: int, world_size: int = 1) -> dict:
         was_training = framework.training
         try:
             with torch.no_grad():
-                framework(batch, torch.Generator().manual_seed(0))
+                framework(batch, StepContext.single(b, seed=0))
         except (ValueError, IndexError, TypeError, RuntimeError) as exc:
             problems.append(f"model: {exc}")
         finally:

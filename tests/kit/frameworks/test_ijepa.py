@@ -1,6 +1,7 @@
 """I-JEPA host, its predictor and loss, and the spatial-affinity options exercised with it."""
 import pytest
 import torch
+from kit.frameworks.context import StepContext
 import torch.nn.functional as F
 
 import kernels
@@ -35,7 +36,7 @@ def pair():
 
 
 def test_forward_backward_contract(ijepa, pair):
-    out = ijepa(pair, torch.Generator().manual_seed(0))
+    out = ijepa(pair, StepContext(generator=torch.Generator().manual_seed(0)))
     masks = ijepa.sampler.sample(3, (8, 8), torch.Generator().manual_seed(0))
     assert out.loss.dim() == 0 and torch.isfinite(out.loss) and out.grid == (8, 8)
     # the SA student tokens are the context-encoder outputs at the context indices
@@ -49,7 +50,7 @@ def test_forward_backward_contract(ijepa, pair):
 
 def test_loss_is_smooth_l1_to_layer_normed_full_image_targets(ijepa, pair):
     gen = torch.Generator().manual_seed(4)
-    out = ijepa(pair, gen)
+    out = ijepa(pair, StepContext(generator=gen))
     masks = ijepa.sampler.sample(3, (8, 8), torch.Generator().manual_seed(4))
     ctx, tgt = masks["context"], masks["targets"]
     with torch.no_grad():
@@ -63,13 +64,13 @@ def test_loss_is_smooth_l1_to_layer_normed_full_image_targets(ijepa, pair):
 
 
 def test_same_generator_same_loss_and_hr_view(ijepa, pair):
-    a = ijepa(pair, torch.Generator().manual_seed(5)).loss
-    b = ijepa(pair, torch.Generator().manual_seed(5)).loss
-    c = ijepa(pair, torch.Generator().manual_seed(6)).loss
+    a = ijepa(pair, StepContext(generator=torch.Generator().manual_seed(5))).loss
+    b = ijepa(pair, StepContext(generator=torch.Generator().manual_seed(5))).loss
+    c = ijepa(pair, StepContext(generator=torch.Generator().manual_seed(6))).loss
     assert torch.equal(a, b) and not torch.equal(a, c)
     hr_only = _ijepa()
     hr_only.view = "hr"
-    assert hr_only({"mr": pair["mr"], "hr": pair["hr"]}, torch.Generator().manual_seed(0)).grid == (16, 16)
+    assert hr_only({"mr": pair["mr"], "hr": pair["hr"]}, StepContext(generator=torch.Generator().manual_seed(0))).grid == (16, 16)
     with pytest.raises(ValueError, match="view"):
         IJEPA(encoder=hr_only.encoder, view="both")
 
@@ -120,8 +121,8 @@ def test_smooth_l1_latent_gathers_and_normalises():
 
 def test_sa_on_ijepa_compares_context_tokens_with_hr_blocks(ijepa, pair):
     sa = SpatialAffinity(host=ijepa, weight=1.0, downsampler=BlockMean())
-    out = sa(pair, torch.Generator().manual_seed(2))
-    host_out = ijepa(pair, torch.Generator().manual_seed(2))
+    out = sa(pair, StepContext(generator=torch.Generator().manual_seed(2)))
+    host_out = ijepa(pair, StepContext(generator=torch.Generator().manual_seed(2)))
     idx = host_out.student_idx
     assert torch.equal(out.student_idx, idx)
     with torch.no_grad():
@@ -144,7 +145,7 @@ def test_teacher_full_image_gathers_from_the_whole_hr_encoding(ijepa, pair):
         subset = SpatialAffinity(host=ijepa).teacher_tokens(pair["hr"], idx, (8, 8), 2)
     assert torch.allclose(t, expected, atol=1e-5)
     assert not torch.allclose(t, subset, atol=1e-3)  # attention over all HR patches changes the tokens
-    out = sa(pair, torch.Generator().manual_seed(0))
+    out = sa(pair, StepContext(generator=torch.Generator().manual_seed(0)))
     assert torch.isfinite(out.loss)
 
 
@@ -154,7 +155,7 @@ def test_linear_projection_is_trained_with_the_student(ijepa, pair):
     apply_schedules(opt, 1e-2, 0.0)
     assert any(p is sa.downsampler.proj.weight for g in opt.param_groups for p in g["params"])
     before = sa.downsampler.proj.weight.detach().clone()
-    out = sa(pair, torch.Generator().manual_seed(0))
+    out = sa(pair, StepContext(generator=torch.Generator().manual_seed(0)))
     out.loss.backward()
     grad = sa.downsampler.proj.weight.grad
     assert grad is not None and grad.abs().sum() > 0
@@ -165,7 +166,7 @@ def test_linear_projection_is_trained_with_the_student(ijepa, pair):
 
 def test_block_sampler_gives_sa_its_own_patches(ijepa, pair):
     sa = SpatialAffinity(host=ijepa, sampler=BlockSampler())
-    out = sa(pair, torch.Generator().manual_seed(0))
+    out = sa(pair, StepContext(generator=torch.Generator().manual_seed(0)))
     gen = torch.Generator().manual_seed(0)
     ijepa.sampler.sample(3, (8, 8), gen)  # the host draws its masks first, from the same generator
     expected = BlockSampler().sample(3, (8, 8), gen)["visible"]
@@ -176,6 +177,6 @@ def test_block_sampler_gives_sa_its_own_patches(ijepa, pair):
 
 def test_corrected_mode_host_trains(pair):
     host = _ijepa("corrected")
-    out = host(pair, torch.Generator().manual_seed(0))
+    out = host(pair, StepContext(generator=torch.Generator().manual_seed(0)))
     out.loss.backward()
     assert torch.isfinite(out.loss)

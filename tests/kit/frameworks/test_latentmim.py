@@ -1,10 +1,11 @@
 import torch
+from kit.frameworks.context import StepContext
 
 from kit.losses import PatchInfoNCE
 
 
 def test_forward_backward_shapes_and_no_grad_to_targets(host, batch):
-    out = host(batch, torch.Generator().manual_seed(0))
+    out = host(batch, StepContext(generator=torch.Generator().manual_seed(0)))
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)
     assert out.student_idx.shape == (3, 4) and out.student_tokens.shape == (3, 4, 32)
     assert out.grid == (4, 4)
@@ -14,9 +15,9 @@ def test_forward_backward_shapes_and_no_grad_to_targets(host, batch):
 
 
 def test_same_generator_same_loss(host, batch):
-    a = host(batch, torch.Generator().manual_seed(5)).loss
-    b = host(batch, torch.Generator().manual_seed(5)).loss
-    c = host(batch, torch.Generator().manual_seed(6)).loss
+    a = host(batch, StepContext(generator=torch.Generator().manual_seed(5))).loss
+    b = host(batch, StepContext(generator=torch.Generator().manual_seed(5))).loss
+    c = host(batch, StepContext(generator=torch.Generator().manual_seed(6))).loss
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 

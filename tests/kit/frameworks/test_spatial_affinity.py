@@ -1,5 +1,6 @@
 import pytest
 import torch
+from kit.frameworks.context import StepContext
 
 import kernels
 from kit.downsamplers import BlockMean, GridInterpolate
@@ -20,8 +21,8 @@ def test_teacher_starts_as_the_student_and_follows_by_ema(host, batch):
 
 def test_total_is_host_plus_weighted_gram_on_hr_patches_under_student(host, batch):
     sa = SpatialAffinity(host=host, weight=0.5, downsampler=BlockMean())
-    out = sa(batch, torch.Generator().manual_seed(3))
-    host_out = host(batch, torch.Generator().manual_seed(3))
+    out = sa(batch, StepContext(generator=torch.Generator().manual_seed(3)))
+    host_out = host(batch, StepContext(generator=torch.Generator().manual_seed(3)))
     idx = host_out.student_idx
     assert torch.equal(out.student_idx, idx)
     with torch.no_grad():
@@ -47,14 +48,14 @@ def test_grid_downsampler_encodes_the_full_hr_image(host, batch):
 
 def test_own_sampler_runs_an_extra_student_pass(host, batch):
     sa = SpatialAffinity(host=host, sampler=RandomSplit(6))
-    out = sa(batch, torch.Generator().manual_seed(0))
+    out = sa(batch, StepContext(generator=torch.Generator().manual_seed(0)))
     assert out.student_idx.shape == (3, 6) and out.student_tokens.shape == (3, 6, 32)
 
 
 def test_bad_pairs_and_hosts_are_refused(host, batch):
     sa = SpatialAffinity(host=host)
     with pytest.raises(ValueError, match="exact integer multiple"):
-        sa({"mr": batch["mr"], "hr": torch.randn(3, 4, 48, 64)}, torch.Generator().manual_seed(0))
+        sa({"mr": batch["mr"], "hr": torch.randn(3, 4, 48, 64)}, StepContext(generator=torch.Generator().manual_seed(0)))
     host.view = "hr"
     with pytest.raises(ValueError, match="MR image"):
         SpatialAffinity(host=host)
@@ -71,13 +72,13 @@ def test_shared_teacher_is_the_host_target_and_matches_a_separate_copy(host, bat
     opt_b = torch.optim.SGD([p for p in separate.parameters() if p.requires_grad], lr=0.1)
     for step in range(3):
         for fw, opt in ((shared, opt_a), (separate, opt_b)):
-            out = fw(batch, torch.Generator().manual_seed(step))
+            out = fw(batch, StepContext(step=step, generator=torch.Generator().manual_seed(step)))
             out.loss.backward()
             opt.step()
             opt.zero_grad()
             fw.ema_update(0.9)
         assert torch.allclose(
-            shared(batch, torch.Generator().manual_seed(9)).loss, separate(batch, torch.Generator().manual_seed(9)).loss
+            shared(batch, StepContext(generator=torch.Generator().manual_seed(9))).loss, separate(batch, StepContext(generator=torch.Generator().manual_seed(9))).loss
         )
     for (n, p), (_, q) in zip(shared.teacher.named_parameters(), separate.teacher.named_parameters()):
         assert torch.allclose(p, q, atol=1e-6), n
