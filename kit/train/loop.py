@@ -205,7 +205,9 @@ def train(
     t_last = time.perf_counter()
     try:
         for step in range(start_step, stop):
-            batch = _to_device(next(it), info.device)
+            raw = next(it)
+            # the data object finishes the batch on the device when it can (crop/resize/normalise there)
+            batch = data.to_device(raw, info.device) if hasattr(data, "to_device") else _to_device(raw, info.device)
             lr_now = lr(step, horizon) * lr_scale
             wd_now = wd_fn(step, horizon)
             apply_schedules(optimizer, lr_now, wd_now)
