@@ -36,7 +36,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     import numpy as np
 
-    from kit.data.writer import BANDS
+    from kit.io import BANDS
     from kit.encoders.export import load_exported_encoder
     from kit.eval import cluster
     from kit.eval.rows import write_json

@@ -37,7 +37,7 @@ import torch
 from kit.data.errors import DataError
 from kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache
 from kit.data.transforms import FALSE_HR_MODES, PairedRandomResizedCrop, SensorNormalize, false_hr_from_mr
-from kit.data.writer import BANDS
+from kit.io import BANDS
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-BANDS = ("blue", "green", "red", "nir")
+from kit.io import BANDS, write_json_atomic
+
 FORMAT = "crossscale-pairs/1"
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -200,11 +201,3 @@ class PairShardWriter:
             self.close()
         else:
             self.abort()
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)

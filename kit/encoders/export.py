@@ -21,7 +21,7 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from kit.data.writer import write_json_atomic
+from kit.io import write_json_atomic
 
 
 def export_encoder(encoder, out_dir: str | os.PathLike, **meta: Any) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.data.writer import BANDS
+from kit.io import BANDS
 
 
 def load_image(path: str | os.PathLike, *, key: str | None = None, index: int = 0, bands=BANDS,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kit.data.writer import BANDS
+from kit.io import BANDS
 
 # kit band name -> GEO-Bench Sentinel-2 band dataset name
 BAND_NAMES = {

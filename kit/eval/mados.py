@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kit.data.writer import BANDS
+from kit.io import BANDS
 
 WAVELENGTHS = {"blue": 492, "green": 560, "red": 665, "nir": 833, "rededge1": 704, "rededge2": 740, "rededge3": 783}
 NUM_CLASSES = 15

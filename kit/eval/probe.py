@@ -170,7 +170,7 @@ def run_probe(
         ``(rows, summary)``: one row per seed (encoder, recipe, label, dataset, seed, val/test mIoU in
         [0, 1], per-class IoU, settings) and ``{"test_miou_mean", "test_miou_std", ...}``.
     """
-    from kit.data.writer import BANDS
+    from kit.io import BANDS
     from kit.encoders.export import load_exported_encoder
     from kit.eval.datasets import build_dataset
     from kit.eval.features import cached_features, encoder_hash

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from kit.data.writer import write_json_atomic
+from kit.io import write_json_atomic
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from kit.data.writer import BANDS  # noqa: E402
+from kit.io import BANDS  # noqa: E402
 
 S2_MEAN = [443.89, 715.68, 813.27, 2603.59]
 S2_STD = [283.97, 389.34, 651.25, 811.83]

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from kit.data.sources.sen2venus import nodata_fraction, remove_stale_shards, to_int16
-from kit.data.writer import BANDS, PairShardWriter, write_json_atomic
+from kit.data.writer import PairShardWriter
+from kit.io import BANDS, write_json_atomic
 
 ALIASES = {
     "blue": ("blue", "b2", "band2"), "green": ("green", "b3", "band3"), "red": ("red", "b4", "band4"),

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.data.writer import BANDS, PairShardWriter, write_json_atomic
+from kit.data.writer import PairShardWriter
+from kit.io import BANDS, write_json_atomic
 
 V1_BAND_ORDER = ("blue", "green", "red", "nir")  # B2 B3 B4 B8
 BAND_ALIASES = {"b2": "blue", "b02": "blue", "b3": "green", "b03": "green", "b4": "red", "b04": "red",
