@@ -9,45 +9,35 @@
 """
 from __future__ import annotations
 
-import argparse
+import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kit.train.config import GinConfigError, parse  # noqa: E402
+from kit.train.config import parse  # noqa: E402
+from tools._cli import main_guard, parser  # noqa: E402
+
+log = logging.getLogger("train")
 
 
+@main_guard
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--gin", action="append", required=True, help="gin recipe file (repeatable; later files override)")
     ap.add_argument("--gin_param", action="append", default=[], help="a gin binding, e.g. 'train.seed = 1' (repeatable)")
     ap.add_argument("--workdir", default=None, help="run folder (default: runs/<recipe name>)")
     ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --workdir")
     ap.add_argument("--max_steps", type=int, default=None, help="stop after N steps; schedules keep the recipe's length")
-    ap.add_argument("--traceback", action="store_true", help="show the full Python traceback of a configuration error")
     args = ap.parse_args(argv)
 
-    try:
-        parse(args.gin, args.gin_param)
-    except (GinConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    parse(args.gin, args.gin_param)
     from kit.train.loop import train
-    from kit.train.preflight import ConfigError
 
     workdir = args.workdir or str(Path("runs") / Path(args.gin[0]).stem)
-    try:
-        result = train(workdir=workdir, resume=args.resume, max_steps=args.max_steps, recipe=args.gin)
-    except (ConfigError, ValueError, TypeError) as exc:
-        # configuration problems (bad sizes, bad data, bad bindings) are reported without a traceback;
-        # their messages name the fix. --traceback shows where they came from.
-        if args.traceback:
-            raise
-        print(f"error: {exc}\n(run with --traceback for the full trace)", file=sys.stderr)
-        return 2
+    result = train(workdir=workdir, resume=args.resume, max_steps=args.max_steps, recipe=args.gin)
     if "export" in result:
-        print(f"done: {result['steps']}/{result['total_steps']} steps; encoder exported to {result['export']}")
+        log.info("done: %d/%d steps; encoder exported to %s", result["steps"], result["total_steps"], result["export"])
     return 0
 
 

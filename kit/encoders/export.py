@@ -32,7 +32,9 @@ def export_encoder(encoder, out_dir: str | os.PathLike, **meta: Any) -> Path:
         out_dir: folder to write (created).
         **meta: extra fields (bands, normalization, gsd, recipe, step ...).
     """
-    return write_export(encoder.vit.state_dict(), encoder.timm_name, encoder.timm_kwargs, out_dir, **meta)
+    spec = encoder.export_spec()
+    state = encoder.get_submodule(spec["module"]).state_dict()
+    return write_export(state, spec["timm_name"], spec["timm_kwargs"], out_dir, **meta)
 
 
 def write_export(state: dict, timm_name: str, timm_kwargs: dict, out_dir: str | os.PathLike, **meta: Any) -> Path:

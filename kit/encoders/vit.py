@@ -99,6 +99,15 @@ class ViTEncoder(nn.Module):
     def timm_name(self) -> str:
         return f"{self.arch}_patch16_224"
 
+    def export_spec(self) -> dict:
+        """How this encoder is exported: ``{"timm_name", "timm_kwargs", "module"}``.
+
+        ``timm.create_model(timm_name, **timm_kwargs)`` rebuilds it as a plain timm model, and the state
+        dict of the submodule named ``module`` (relative to this encoder) loads strictly into that model.
+        Only strings, numbers and plain containers, so a checkpoint can carry it.
+        """
+        return {"timm_name": self.timm_name, "timm_kwargs": dict(self.timm_kwargs), "module": "vit"}
+
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         """Patch grid ``(H/p, W/p)`` of an input, with a clear error if it does not tile."""
         p = self.patch_size

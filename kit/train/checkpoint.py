@@ -6,6 +6,7 @@ mid-save leaves the previous checkpoints loadable. The newest ``keep`` checkpoin
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
 
@@ -77,5 +80,5 @@ def load_latest(workdir: str | os.PathLike, map_location="cpu") -> tuple[dict[st
         try:
             return torch.load(path, map_location=map_location, weights_only=False), path
         except Exception as exc:  # truncated or corrupt: try an older one
-            print(f"warning: checkpoint {path} could not be read ({exc}); trying an older one")
+            log.warning("checkpoint %s could not be read (%s); trying an older one", path, exc)
     return None

@@ -8,7 +8,9 @@ names. Include paths are resolved against the repository root, so recipes can ``
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
+import pkgutil
 import re
 from pathlib import Path
 
@@ -21,27 +23,57 @@ class GinConfigError(ValueError):
     """A gin file or binding names something that does not exist."""
 
 
-def register_all() -> None:
-    """Import every module that registers configurables."""
-    import kit.data  # noqa: F401
-    import kit.downsamplers  # noqa: F401
-    import kit.ema  # noqa: F401
-    import kit.encoders  # noqa: F401
-    import kit.frameworks  # noqa: F401
-    import kit.losses  # noqa: F401
-    import kit.predictors  # noqa: F401
-    import kit.samplers  # noqa: F401
-    import kit.train.loop  # noqa: F401
+# packages that hold no gin components (heavy optional imports): not walked
+_NOT_COMPONENTS = ("kit.eval",)
+_CONFIGURABLES: list[str] | None = None
 
 
-def _registered_names() -> list[str]:
-    from gin import config as gc
+def register_all() -> list[str]:
+    """Import every module under ``kit`` so each component registers itself where it is defined.
 
-    names = set()
-    for key, _ in gc._REGISTRY.items():  # selectors like "kit.frameworks.SpatialAffinity"
-        sel = key if isinstance(key, str) else ".".join(k for k in key if k)
-        names.add(sel.split(".")[-1])
-    return sorted(names)
+    A component needs nothing but ``@gin.register`` (or ``@gin.configurable``) in its own module: no
+    ``__init__`` or central list to edit. Returns the names of the registered configurables (gin's
+    public :func:`gin.get_configurable` decides what counts), which the error messages suggest from.
+    """
+    global _CONFIGURABLES
+    if _CONFIGURABLES is None:
+        import kit
+
+        names = set()
+        for mod_info in pkgutil.walk_packages(kit.__path__, "kit.", onerror=lambda name: None):
+            if mod_info.name.startswith(_NOT_COMPONENTS):
+                continue
+            module = importlib.import_module(mod_info.name)
+            names.update(_configurables_of(module))
+        _CONFIGURABLES = sorted(names)
+    return _CONFIGURABLES
+
+
+def _configurables_of(module) -> list[str]:
+    """Names defined in ``module`` that gin knows as configurables."""
+    found = []
+    for attr, obj in vars(module).items():
+        if attr.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+            continue
+        try:
+            gin.get_configurable(f"{module.__name__}.{attr}")
+        except ValueError:
+            continue
+        found.append(attr)
+    return found
+
+
+def _parameters_of(selector: str) -> list[str]:
+    """Parameter names of a configurable (empty when gin does not know it)."""
+    try:
+        target = gin.get_configurable(selector.split("/")[-1])
+    except ValueError:
+        return []
+    target = target.__init__ if inspect.isclass(target) else target
+    try:
+        return [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+    except (TypeError, ValueError):
+        return []
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -55,20 +87,12 @@ def _explain(exc: Exception, source: str) -> GinConfigError:
     if m:
         name = m.group(1).split("/")[-1].split(".")[-1]
         return GinConfigError(
-            f"{source}: unknown configurable {m.group(1)!r}.{_suggest(name, _registered_names())} "
+            f"{source}: unknown configurable {m.group(1)!r}.{_suggest(name, register_all())} "
             "Fix the name in the gin file or binding."
         )
     m = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", msg)
     if m:
-        from gin import config as gc
-
-        params: list[str] = []
-        try:
-            fn = gc._REGISTRY.get_match(m.group(1)).wrapped
-            target = fn.__init__ if inspect.isclass(fn) else fn
-            params = [p for p in inspect.signature(target).parameters if p != "self"]
-        except Exception:
-            pass
+        params = _parameters_of(m.group(1))
         return GinConfigError(
             f"{source}: {m.group(1)!r} has no parameter {m.group(2)!r}.{_suggest(m.group(2), params)} "
             f"Valid parameters: {', '.join(params) if params else 'see its docstring'}."

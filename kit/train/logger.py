@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class MetricsLogger:
@@ -40,7 +43,7 @@ class MetricsLogger:
 
                 self._tb = SummaryWriter(str(self.dir / "tb"), purge_step=(resume_step + 1) if resume_step is not None else None)
             except Exception as exc:  # tensorboard missing: keep the text logs
-                print(f"warning: TensorBoard logging disabled ({exc})")
+                log.warning("TensorBoard logging disabled (%s)", exc)
 
     @staticmethod
     def read(path: str | os.PathLike) -> list[dict]:

@@ -1,0 +1,121 @@
+"""Build a run from the gin-built pieces, or resume it from its newest checkpoint."""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from kit.frameworks.base import Framework
+from kit.train import checkpoint as ckpt
+from kit.train.distributed import DistInfo
+from kit.train.logger import MetricsLogger
+from kit.train.optim import build_adamw
+from kit.train.preflight import preflight
+from kit.train.state import Run, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def build_framework(framework: Framework | Callable[[], Framework], seed: int) -> Framework:
+    """The framework object; a recipe binds the class, which is built after seeding so the initial
+    weights depend on ``seed`` alone."""
+    if not isinstance(framework, nn.Module):
+        torch.manual_seed(seed)
+        framework = framework()
+    if not isinstance(framework, Framework):
+        raise TypeError(f"train.framework must build a kit Framework, got {type(framework).__name__}.")
+    return framework
+
+
+def rank_data(data: Any, cfg: TrainConfig, info: DistInfo) -> Any:
+    """A copy of the gin-built data object that yields this rank's share of the global batch.
+
+    The gin-built object itself is left as configured.
+    """
+    if cfg.batch_size % info.world_size:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is not divisible by the {info.world_size} ranks; "
+            "pick a multiple of the world size."
+        )
+    local = copy.copy(data)
+    local.batch_size = cfg.batch_size // info.world_size
+    return local
+
+
+def export_description(model: Framework, data: Any, data_info: dict, horizon: int, recipe: list[str]) -> dict:
+    """What ``tools/export.py`` needs to write the student encoder from a checkpoint alone.
+
+    ``{"prefix", "timm_name", "timm_kwargs", "meta"}``: the student's timm weights are the model state
+    entries under ``prefix``; the encoder describes itself through ``export_spec()``.
+    """
+    encoder = model.student_encoder
+    spec = encoder.export_spec()
+    name = next(n for n, m in model.named_modules() if m is encoder)
+    prefix = ".".join(p for p in (name, spec["module"]) if p) + "."
+    norm = getattr(data, "normalize", None)
+    view = getattr(model, "view", "mr")
+    meta = {
+        "bands": list(data_info.get("band_names", ("blue", "green", "red", "nir"))),
+        "normalization": norm.describe(view) if hasattr(norm, "describe") else None,
+        "gsd": data_info.get(f"{view}_gsd"),
+        "view": view,
+        "recipe": list(recipe),
+        "framework": type(model).__name__,
+        "total_steps": horizon,
+    }
+    return {"prefix": prefix, "timm_name": spec["timm_name"], "timm_kwargs": spec["timm_kwargs"], "meta": meta}
+
+
+def restore(run: Run, state: dict, path: Path) -> dict | None:
+    """Load a checkpoint's weights, optimizer, step and RNG into ``run``; return this rank's data state.
+
+    The data position is exact only for the world size that wrote it; with another world size the data
+    order restarts (weights, optimizer and schedules still resume exactly).
+    """
+    info = run.info
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.start_step = int(state["step"])
+    same_world = len(state["data"]) == info.world_size
+    if not same_world and info.is_main:
+        log.warning("checkpoint was written by %d ranks, not %d: the data order restarts (weights, optimizer "
+                    "and schedules resume exactly)", len(state["data"]), info.world_size)
+    ckpt.restore_rng(state["rng"][info.rank] if same_world else state["rng"][0])
+    if info.is_main:
+        log.info("resumed from %s at step %d", path, run.start_step)
+    return state["data"][info.rank] if same_world else None
+
+
+def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, *, resume: bool,
+              max_steps: int | None, recipe: list[str]) -> Run:
+    """Build (or resume) everything a run needs; nothing is written before preflight has passed."""
+    if cfg.precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be 'bf16' or 'fp32', got {cfg.precision!r}.")
+    data = rank_data(data, cfg, info)
+    framework = build_framework(framework, cfg.seed)
+    data_info = preflight(framework, data, batch_size=cfg.batch_size, world_size=info.world_size)
+    horizon = cfg.horizon(data_info["num_samples"])
+    model = framework.to(info.device)
+    model.train()
+    if info.is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+    run = Run(cfg=cfg, info=info, workdir=workdir, model=model, ddp_model=model,
+              optimizer=build_adamw(model, betas=cfg.betas), data=data, stream=None, logger=None,
+              horizon=horizon, start_step=0, stop=horizon, data_info=data_info,
+              export=export_description(model, data, data_info, horizon, recipe))
+    data_state = None
+    loaded = ckpt.load_latest(workdir, map_location=info.device) if resume else None
+    if loaded is not None:
+        data_state = restore(run, *loaded)
+    if info.enabled:
+        run.ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    run.stop = horizon if max_steps is None else min(horizon, run.start_step + int(max_steps))
+    run.logger = MetricsLogger(workdir, resume_step=run.start_step if resume else None, enabled=info.is_main,
+                               tensorboard=cfg.tensorboard)
+    run.stream = data.stream(seed=cfg.seed, rank=info.rank, world_size=info.world_size, state=data_state)
+    return run
