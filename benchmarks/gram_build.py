@@ -1,6 +1,6 @@
 """Build report of the Triton gram kernels for a GPU target, on any machine (no GPU needed).
 
-Compiles every GPU launch configuration of :data:`kernels.gram.GPU_CONFIGS` (and the inverse-norm
+Compiles every GPU launch configuration of :data:`kernels.gram.configs.GPU_CONFIGS` (and the inverse-norm
 kernel) for ``sm_90a`` (H100/H200) with Triton's own ``ptxas``, for each input dtype and each
 specialisation the launchers use (gradient or not, ``remove_neg``), and reads off the machine code:
 registers per thread, spilled bytes (local-memory stack), shared memory, and whether the dots became
@@ -38,10 +38,11 @@ from triton.compiler import ASTSource  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels import gram  # noqa: E402
+from kernels.gram import jit_dxd, jit_nxn, jit_rows  # noqa: E402
+from kernels.gram.configs import GPU_CONFIGS, REG_CHUNKS  # noqa: E402
+from kernels.reference import EPS  # noqa: E402
 
 SMEM_LIMIT = {90: 227 * 1024}  # usable shared memory per block, bytes
-_TL = {"bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}
 
 
 def _bin(name: str) -> str:
@@ -64,7 +65,7 @@ def builds(defaults_only: bool = False) -> list[dict]:
         prec = "tf32x3" if dt == "fp32" else "tf32"
 
         def cfgs(kind, cls=cls):
-            c = gram.GPU_CONFIGS[(kind, cls)]
+            c = GPU_CONFIGS[(kind, cls)]
             return c[:1] if defaults_only else c
 
         for cfg in cfgs("nxn"):
@@ -74,43 +75,43 @@ def builds(defaults_only: bool = False) -> list[dict]:
                 variants.append((True, False, True))  # precision="ieee"/"tf32x3": E split in hi + lo
             for grad, remove_neg, split in variants:
                 out.append(dict(
-                    kernel="nxn", fn=gram._gram_nxn_kernel, dtype=dt, cfg=cfg,
+                    kernel="nxn", fn=jit_nxn.gram_nxn_kernel, dtype=dt, cfg=cfg,
                     flags=f"grad={int(grad)} remove_neg={int(remove_neg)}" + (" split=1" if split else ""),
                     types=dict(S=f"tensordesc<{dt}[1,{bm},{bk}]>", T=f"tensordesc<{dt}[1,{bm},{bk}]>",
                                SX=f"*{dt}", RS="*fp32", RT="*fp32", G="*fp32", OUT=f"*{dt}", LOSS="*fp32", grad_scale="fp32"),
-                    consts=dict(EPS_=gram.EPS, REMOVE_NEG=remove_neg, COMPUTE_GRAD=grad, FOLD_R=dt != "fp16",
+                    consts=dict(EPS_=EPS, REMOVE_NEG=remove_neg, COMPUTE_GRAD=grad, FOLD_R=dt != "fp16",
                                 SPLIT=split, PREC=prec, BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk),
                 ))
-        for cfg in (cfgs("nxn_reg") if ("nxn_reg", cls) in gram.GPU_CONFIGS else []):
+        for cfg in (cfgs("nxn_reg") if ("nxn_reg", cls) in GPU_CONFIGS else []):
             bm, bk, bc = cfg["BLOCK_M"], cfg["BLOCK_K"], cfg["BLOCK_C"]
             for remove_neg in (False, True):  # four chunks: the most registers it can need
                 out.append(dict(
-                    kernel="nxn_reg", fn=gram._gram_nxn_reg_kernel, dtype=dt, cfg=cfg,
-                    flags=f"grad=1 remove_neg={int(remove_neg)} chunks={gram._REG_CHUNKS}",
+                    kernel="nxn_reg", fn=jit_nxn.gram_nxn_reg_kernel, dtype=dt, cfg=cfg,
+                    flags=f"grad=1 remove_neg={int(remove_neg)} chunks={REG_CHUNKS}",
                     types=dict(S=f"tensordesc<{dt}[1,{bm},{bk}]>", SC=f"tensordesc<{dt}[1,{bm},{bc}]>",
                                T=f"tensordesc<{dt}[1,{bm},{bk}]>", RS="*fp32", RT="*fp32",
                                OUT=f"tensordesc<{dt}[1,{bm},{bc}]>", LOSS="*fp32", grad_scale="fp32"),
-                    consts=dict(EPS_=gram.EPS, REMOVE_NEG=remove_neg, FOLD_R=dt != "fp16", SPLIT=False, PREC=prec,
-                                D_CHUNKS=gram._REG_CHUNKS, BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk, BLOCK_C=bc),
+                    consts=dict(EPS_=EPS, REMOVE_NEG=remove_neg, FOLD_R=dt != "fp16", SPLIT=False, PREC=prec,
+                                D_CHUNKS=REG_CHUNKS, BLOCK_M=bm, BLOCK_N=bm, BLOCK_K=bk, BLOCK_C=bc),
                 ))
         for cfg in cfgs("dxd_grams"):
             out.append(dict(
-                kernel="dxd_grams", fn=gram._gram_dxd_grams_kernel, dtype=dt, cfg=cfg, flags="",
+                kernel="dxd_grams", fn=jit_dxd.gram_dxd_grams_kernel, dtype=dt, cfg=cfg, flags="",
                 types=dict(S=f"*{dt}", T=f"*{dt}", RS="*fp32", RT="*fp32", P="*fp32", C="*fp32", Q="*fp32"),
                 consts=dict(PREC=prec, BLOCK_I=cfg["BLOCK_I"], BLOCK_J=cfg["BLOCK_I"], BLOCK_N=cfg["BLOCK_N"]),
             ))
         for cfg in cfgs("dxd_apply"):
             out.append(dict(
-                kernel="dxd_apply", fn=gram._gram_dxd_apply_kernel, dtype=dt, cfg=cfg, flags="",
+                kernel="dxd_apply", fn=jit_dxd.gram_dxd_apply_kernel, dtype=dt, cfg=cfg, flags="",
                 types=dict(S=f"*{dt}", T=f"*{dt}", RS="*fp32", RT="*fp32", P="*fp32", C="*fp32", Q="*fp32",
                            G="*fp32", OUT=f"*{dt}", grad_scale="fp32"),
-                consts=dict(EPS_=gram.EPS, PREC=prec, BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"]),
+                consts=dict(EPS_=EPS, PREC=prec, BLOCK_M=cfg["BLOCK_M"], BLOCK_D=cfg["BLOCK_D"]),
             ))
         for cfg in cfgs("inv_norm"):
             out.append(dict(
-                kernel="inv_norm", fn=gram._inv_norm_kernel, dtype=dt, cfg=cfg, flags="",
+                kernel="inv_norm", fn=jit_rows.inv_norm_kernel, dtype=dt, cfg=cfg, flags="",
                 types=dict(X=f"*{dt}", R="*fp32"),
-                consts=dict(EPS_=gram.EPS, BLOCK_N=cfg["BLOCK_N"], BLOCK_D=cfg["BLOCK_D"]), wgmma=False,
+                consts=dict(EPS_=EPS, BLOCK_N=cfg["BLOCK_N"], BLOCK_D=cfg["BLOCK_D"]), wgmma=False,
             ))
     return out
 

@@ -189,11 +189,11 @@ def test_small_mismatch_stays_accurate(backend, form, rho):
 def test_both_nxn_gradient_kernels_match_the_oracle(in_registers, dtype, remove_neg, shape):
     """The register-accumulator kernel (default for D <= 512 on the GPU) and the general one with its
     fp32 gradient buffer (larger D, the split mode) compute the same thing."""
-    from kernels.gram import _launch_nxn
+    from kernels.gram.launch import launch_nxn
 
     s, t = _pair(shape, dtype, dt=shape[-1] if remove_neg else None, seed=10)
     ref_loss, ref_grad = _oracle(s, t, remove_neg=remove_neg, reduction="none")
-    loss, grad = _launch_nxn(s, t, remove_neg, "auto", True, grad_in_registers=in_registers)
+    loss, grad = launch_nxn(s, t, remove_neg, "auto", True, grad_in_registers=in_registers)
     _assert_close(loss, grad, ref_loss, ref_grad, dtype, f"in_registers={in_registers}", s=s)
 
 
@@ -208,17 +208,17 @@ def test_fp16_split_mode_matches_the_oracle(precision):
 
 @needs_triton
 def test_forcing_the_register_kernel_where_it_cannot_run_is_refused():
-    from kernels.gram import _launch_nxn
+    from kernels.gram.launch import launch_nxn
 
     s, t = _pair((1, 5, 8), torch.float16, seed=12)
     with pytest.raises(ValueError, match="register-gradient kernel"):
-        _launch_nxn(s, t, False, "ieee", True, grad_in_registers=True)
+        launch_nxn(s, t, False, "ieee", True, grad_in_registers=True)
 
 
 def test_scratch_plan_meets_the_memory_goal_of_the_large_n_case():
     """B = 64, N = 4096, D = 384 in bf16 (the d x d form): temporaries <= 0.2x the gradient, so with the
     gradient itself the peak extra memory stays <= 1.2x; eager would hold B x N x N grams (~13 GB)."""
-    from kernels.gram import SCRATCH_FRACTION, scratch_plan
+    from kernels.gram.plan import SCRATCH_FRACTION, scratch_plan
 
     plan = scratch_plan("dxd", (64, 4096, 384), 384, torch.bfloat16, "auto", True, num_sms=132, interpret=False)
     assert plan["launch_bytes"] <= SCRATCH_FRACTION * plan["grad_bytes"]
@@ -229,7 +229,7 @@ def test_scratch_plan_meets_the_memory_goal_of_the_large_n_case():
 
 
 def test_scratch_plan_keeps_every_sm_busy():
-    from kernels.gram import scratch_plan
+    from kernels.gram.plan import scratch_plan
 
     # a tiny memory budget would allow one image; the 36 (D/64)^2 programs per image need 4 to fill 132 SMs
     plan = scratch_plan("dxd", (64, 4096, 384), 384, torch.float16, "auto", True, num_sms=132, interpret=False)
@@ -239,11 +239,11 @@ def test_scratch_plan_keeps_every_sm_busy():
 @needs_triton
 @pytest.mark.parametrize("form", ["nxn", "dxd"])
 def test_launching_images_in_groups_gives_the_same_bits(form, monkeypatch):
-    import kernels.gram as gram
+    import kernels.gram.plan as plan
 
     s, t = _pair((5, 23, 12), torch.float32, seed=13)
     whole = _run(s, t, backend="triton", form=form)
-    monkeypatch.setattr(gram, "SCRATCH_FRACTION", 1e-9)  # one image per launch
-    assert gram.scratch_plan(form, (5, 23, 12), 12, torch.float32, "auto", True, num_sms=1)["images"] == 1
+    monkeypatch.setattr(plan, "SCRATCH_FRACTION", 1e-9)  # one image per launch
+    assert plan.scratch_plan(form, (5, 23, 12), 12, torch.float32, "auto", True, num_sms=1)["images"] == 1
     grouped = _run(s, t, backend="triton", form=form)
     assert torch.equal(whole[0], grouped[0]) and torch.equal(whole[1], grouped[1])
