@@ -1,4 +1,4 @@
-"""Shared plumbing of the benchmarks: environment row, CSV append, table print, robust timing."""
+"""Shared plumbing of the benchmarks: environment row, CSV append, table print, timing with the library timers."""
 from __future__ import annotations
 
 import csv
@@ -53,7 +53,10 @@ def env_info(device: str | None = None) -> dict[str, str]:
 
 
 def append_csv(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
-    """Append rows to a CSV (header written when the file is new or its columns changed)."""
+    """Append rows to a CSV; a new column widens the header (the file is rewritten, old rows get blanks).
+
+    One file per benchmark however its columns grow; columns a row lacks are left empty.
+    """
     rows = list(rows)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,18 +65,25 @@ def append_csv(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     fields = list(rows[0].keys())
     for r in rows[1:]:
         fields += [k for k in r if k not in fields]
-    new = not path.exists()
-    if not new:
+    old: list[dict] = []
+    header: list[str] = []
+    if path.exists():
         with open(path, newline="") as f:
-            header = next(csv.reader(f), [])
-        if header != fields:
-            path = path.with_name(f"{path.stem}-{abs(hash(tuple(fields))) % 10**6}{path.suffix}")
-            new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            w.writeheader()
-        w.writerows(rows)
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            if not set(fields) <= set(header):
+                old = list(reader)
+    if header and set(fields) <= set(header):  # the common case: plain append under the existing header
+        with open(path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=header, restval="").writerows(rows)
+        return path
+    header += [k for k in fields if k not in header]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header, restval="", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(old + rows)
+    os.replace(tmp, path)
     return path
 
 
@@ -97,19 +107,66 @@ def print_table(rows: list[dict], columns: list[str] | None = None) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
+def _quantile(sorted_times: list[float], p: float) -> float:
+    return sorted_times[min(len(sorted_times) - 1, int(p * (len(sorted_times) - 1) + 0.5))]
+
+
+def measure(fn: Callable[[], object], *, device: str = "cpu", warmup_ms: float = 25.0, rep_ms: float = 100.0) -> dict:
+    """Time ``fn`` with the library timer of the device: median, p20 and p80 ms per call.
+
+    CUDA: ``triton.testing.do_bench`` -- CUDA events around every call, the L2 cache flushed before each,
+    ``warmup_ms`` of warm-up and about ``rep_ms`` of timed calls. CPU: ``torch.utils.benchmark.Timer``
+    (at the current torch thread count; the Timer's default is one thread) with ``adaptive_autorange``:
+    blocks of calls long enough to hide the timer's overhead, repeated until at least ``rep_ms`` has run
+    and the spread is small, at most ten times that. A function slower than the budget gets one timed
+    call after the Timer's own sizing call.
+
+    Args:
+        fn: the call to time (no arguments); every call must be a full, self-contained case.
+        device: ``"cuda"`` (any ``cuda:<i>``) or ``"cpu"``.
+        warmup_ms: CUDA warm-up budget (do_bench's ``warmup``).
+        rep_ms: the timed budget (do_bench's ``rep``; the Timer's ``min_run_time`` in ms).
+
+    Returns:
+        ``{"median_ms", "p20_ms", "p80_ms", "runs", "timer"}``.
+    """
+    if str(device).startswith("cuda"):
+        from triton.testing import do_bench
+
+        times = sorted(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="all"))
+        timer = "triton.testing.do_bench"
+    else:
+        import torch
+        from torch.utils.benchmark import Timer
+
+        m = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).adaptive_autorange(
+            threshold=0.1, min_run_time=rep_ms / 1e3, max_run_time=10 * rep_ms / 1e3)
+        times = sorted(t * 1e3 for t in m.times)
+        timer = "torch.utils.benchmark.Timer"
+    return {"median_ms": statistics.median(times), "p20_ms": _quantile(times, 0.2), "p80_ms": _quantile(times, 0.8),
+            "runs": len(times), "timer": timer}
+
+
 def time_fn(fn: Callable[[], object], *, warmup: int = 2, repeat: int = 10, sync: Callable[[], None] | None = None) -> dict:
-    """Median, p20 and p80 wall time in ms of ``fn`` over ``repeat`` runs after ``warmup``."""
+    """Exactly ``warmup`` untimed and ``repeat`` timed calls of ``fn``: median, p20 and p80 ms per call.
+
+    For comparisons that interleave variants one call at a time (``benchmarks/train_step.py``), where a
+    sample must be exactly one call: :func:`measure`'s library timers run calls in blocks, after warm-ups
+    of their own. Each call is bracketed by ``torch.utils.benchmark.timer``, the Timer's own clock, which
+    synchronises the accelerator before reading the time; ``sync``, if given, also runs after each call.
+    """
+    from torch.utils.benchmark import timer
+
     for _ in range(warmup):
         fn()
     if sync:
         sync()
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = timer()
         fn()
         if sync:
             sync()
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((timer() - t0) * 1e3)
     times.sort()
-    q = lambda p: times[min(len(times) - 1, int(p * (len(times) - 1) + 0.5))]  # noqa: E731
-    return {"median_ms": statistics.median(times), "p20_ms": q(0.2), "p80_ms": q(0.8)}
+    return {"median_ms": statistics.median(times), "p20_ms": _quantile(times, 0.2), "p80_ms": _quantile(times, 0.8)}

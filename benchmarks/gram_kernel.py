@@ -23,16 +23,19 @@ Modes: ``forward`` (under ``torch.no_grad``; ours then skips the gradient), ``ba
 call alone, graph retained; ours computed dL/dS in its forward, so its backward is one scale),
 ``full`` (forward + backward, what a training step pays).
 
-Columns: median ms (p20, p80); effective TFLOP/s counting the minimal flop of the form the provider
+Timing (``benchmarks._common.measure``): ``triton.testing.do_bench`` on CUDA (CUDA events, L2 flushed
+before every call; ``--warmup-ms``, ``--rep-ms``), ``torch.utils.benchmark.Timer`` on CPU.
+
+Columns: median ms (p20, p80) per call; effective TFLOP/s counting the minimal flop of the form the provider
 runs (N x N: 2 N^2 D forward -- the grams are symmetric -- + 2 N^2 D backward per image; d x d:
 6 N D^2 + 4 N D^2; what the provider actually executes may be more: eager builds whole grams, our
 N x N gradient pass recomputes the lower triangle, 6 N^2 D in all); ``roofline`` =
 max(flop / peak, minimal bytes / HBM bandwidth) / measured time on H100/H200 (bf16 peak 989 TFLOP/s,
 fp32 against the TF32 peak 495, HBM 3.35 / 4.8 TB/s), ``n/a`` elsewhere; peak extra memory over the
-inputs (``torch.cuda.max_memory_allocated``; ``n/a`` on CPU, where torch's allocator is not traced);
+inputs over one call, measured apart from the timing (``torch.cuda.max_memory_allocated``; ``n/a`` on CPU, where torch's allocator is not traced);
 relative error of the loss and of the gradient against float64 on the same inputs; ``grad_mb``, the
 gradient's own size, for the memory goal (peak extra <= 1.2x of it: the gradient plus <= 0.2x of
-temporaries, :data:`kernels.gram.SCRATCH_FRACTION`).
+temporaries, :data:`kernels.gram.plan.SCRATCH_FRACTION`).
 Rows are printed and appended to ``benchmarks/results/gram_kernel.csv`` with device, versions and commit.
 """
 from __future__ import annotations
@@ -49,7 +52,7 @@ if "--interpret" in sys.argv and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # before kernels is imported: the Triton kernels on the CPU
 
 import kernels  # noqa: E402
-from benchmarks._common import RESULTS, append_csv, env_info, print_table, time_fn  # noqa: E402
+from benchmarks._common import RESULTS, append_csv, env_info, measure, print_table  # noqa: E402
 from kernels import gram_loss_dxd, gram_loss_reference  # noqa: E402
 
 FULL_SHAPES = [(b, n, d) for b in (64, 256) for n in (196, 576, 1024, 4096) for d in (384, 768, 1024)]
@@ -102,7 +105,7 @@ def _oracle(s: torch.Tensor, t: torch.Tensor):
     return loss.item(), x.grad
 
 
-def _bench_case(fn, tf32: bool, s, t, mode: str, sync, repeat: int, warmup: int) -> dict:
+def _bench_case(fn, tf32: bool, s, t, mode: str, warmup_ms: float, rep_ms: float) -> dict:
     _set_tf32(tf32)
     x = s.detach().clone().requires_grad_()
     if mode == "forward":
@@ -125,14 +128,19 @@ def _bench_case(fn, tf32: bool, s, t, mode: str, sync, repeat: int, warmup: int)
             x.grad = None
             holder["loss"].backward(retain_graph=True)
     cuda = x.device.type == "cuda"
-    if cuda:  # peak memory over what the case holds anyway: inputs, the student copy, a retained graph
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
     try:
-        res = time_fn(run, warmup=warmup, repeat=repeat, sync=sync)
-        res["peak_extra_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else "n/a"
+        peak = "n/a"
+        if cuda:  # peak memory of one call over what the case holds anyway: inputs, student copy, retained graph
+            run()  # (measured apart from the timing: do_bench's L2-flush buffer would count as ours)
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            run()
+            torch.cuda.synchronize()
+            peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        res = measure(run, device=x.device.type, warmup_ms=warmup_ms, rep_ms=rep_ms)
+        res["peak_extra_mb"] = peak
         return res
     finally:
         _set_tf32(False)
@@ -151,71 +159,87 @@ def _errors(fn, tf32: bool, s, t, ref_loss: float, ref_grad: torch.Tensor) -> tu
         _set_tf32(False)
 
 
-def run_grid(args) -> list[dict]:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    env = env_info(device)
-    sync = torch.cuda.synchronize if device == "cuda" else None
-    shapes = args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES)
-    dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
+def _timed_row(row: dict, tm: dict, s, mode: str, fused: bool, peaks) -> dict:
+    """``row`` with the timing, effective TFLOP/s and roofline columns of one measured mode."""
+    b, n, d = s.shape
+    ms = tm["median_ms"]
+    fl = _flops(b, n, d, row["form"], mode)
+    row.update(median_ms=ms, p20_ms=tm["p20_ms"], p80_ms=tm["p80_ms"], tflops=fl / ms / 1e9)
+    if fused and mode == "backward":
+        fl = 0.0  # dL/dS was computed in the forward pass; the backward only scales it
+        row["tflops"] = "n/a"
+    if peaks is not None:
+        peak = (peaks[0] if s.dtype in (torch.bfloat16, torch.float16) else peaks[1]) * 1e12
+        nbytes = s.element_size() * b * n * d * (3 if mode != "forward" else 2)
+        roof_ms = max(fl / peak, nbytes / (peaks[2] * 1e12)) * 1e3  # fl = 0: bandwidth bound
+        row["roofline"] = roof_ms / ms
+    else:
+        row["roofline"] = "n/a"
+    row["peak_extra_mb"] = tm["peak_extra_mb"]
+    row["grad_mb"] = s.element_size() * b * n * d / 2**20
+    return row
+
+
+def _run_case(args, env: dict, device: str, b: int, n: int, d: int, dtype) -> list[dict]:
+    """Every provider and mode on one ``(B, N, D)`` case and dtype."""
+    torch._dynamo.reset()  # a fresh compile per case: past its recompile limit dynamo would fall back to eager
     provs = _providers(device, args.compile, args.interpret)
     peaks = _peaks(env["device"])
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(b, n, d, generator=g)
+    t = (s + args.rho * torch.randn(b, n, d, generator=g)).to(device, dtype)
+    s = s.to(device, dtype)
+    try:
+        ref_loss, ref_grad = _oracle(s, t)
+    except torch.OutOfMemoryError:
+        ref_loss, ref_grad = None, None
+    rows = []
+    for name, (fn, tf32, form) in provs.items():
+        algo = kernels.choose_form(n, d, backend="triton" if device == "cuda" else "torch") if form == "auto" else form
+        errs = ("n/a", "n/a")
+        if ref_loss is not None:
+            try:
+                errs = _errors(fn, tf32, s, t, ref_loss, ref_grad)
+            except torch.OutOfMemoryError:
+                pass
+            except Exception as exc:
+                errs = (f"error: {type(exc).__name__}", "n/a")
+        fused = name in ("ours_nxn", "ours_dxd") or (name == "ours" and (device == "cuda" or algo == "dxd"))
+        for mode in args.modes.split(","):
+            row = {**env, "provider": name, "dtype": str(dtype).replace("torch.", ""), "B": b, "N": n, "D": d,
+                   "form": algo, "mode": mode}
+            try:
+                tm = _bench_case(fn, tf32, s, t, mode, args.warmup_ms, args.rep_ms)
+            except torch.OutOfMemoryError:
+                rows.append({**row, "median_ms": "oom"})
+                torch.cuda.empty_cache()
+                continue
+            except Exception as exc:  # one broken case must not lose the rest of a GPU session
+                msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+                rows.append({**row, "median_ms": "error", "error": msg})
+                print(f"  {name:10s} B={b} N={n} D={d} {mode:8s} ERROR {msg}", flush=True)
+                continue
+            row = _timed_row(row, tm, s, mode, fused, peaks)
+            row["err_loss"], row["err_grad"] = errs
+            rows.append(row)
+            print(f"  {name:10s} {row['dtype']:8s} B={b} N={n} D={d} {mode:8s} {row['median_ms']:9.2f} ms", flush=True)
+    return rows
+
+
+def run_grid(args) -> list[dict]:
+    """Every case of the grid (or ``--shapes``); each case's rows are appended to the CSV as it finishes,
+    so a run stopped by a time limit keeps what it measured."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    env = env_info(device)
+    shapes = args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES)
     rows = []
     for (b, n, d) in shapes:
-        for dtype in dtypes:
+        for dtype in [getattr(torch, name) for name in args.dtypes.split(",")]:
             if args.quick and dtype != torch.float32 and n > 1024:
                 continue  # quick CPU: bf16 on the small shapes only (the references upcast anyway)
-            g = torch.Generator().manual_seed(0)
-            s = torch.randn(b, n, d, generator=g)
-            t = (s + args.rho * torch.randn(b, n, d, generator=g)).to(device, dtype)
-            s = s.to(device, dtype)
-            try:
-                ref_loss, ref_grad = _oracle(s, t)
-            except torch.OutOfMemoryError:
-                ref_loss, ref_grad = None, None
-            for name, (fn, tf32, form) in provs.items():
-                algo = kernels.choose_form(n, d, backend="triton" if device == "cuda" else "torch") \
-                    if form == "auto" else form
-                errs = ("n/a", "n/a")
-                if ref_loss is not None:
-                    try:
-                        errs = _errors(fn, tf32, s, t, ref_loss, ref_grad)
-                    except torch.OutOfMemoryError:
-                        pass
-                    except Exception as exc:
-                        errs = (f"error: {type(exc).__name__}", "n/a")
-                for mode in args.modes.split(","):
-                    row = {**env, "provider": name, "dtype": str(dtype).replace("torch.", ""), "B": b, "N": n,
-                           "D": d, "form": algo, "mode": mode}
-                    try:
-                        tm = _bench_case(fn, tf32, s, t, mode, sync, args.repeat, args.warmup)
-                    except torch.OutOfMemoryError:
-                        rows.append({**row, "median_ms": "oom"})
-                        torch.cuda.empty_cache()
-                        continue
-                    except Exception as exc:  # one broken case must not lose the rest of a GPU session
-                        msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
-                        rows.append({**row, "median_ms": "error", "error": msg})
-                        print(f"  {name:10s} B={b} N={n} D={d} {mode:8s} ERROR {msg}", flush=True)
-                        continue
-                    ms = tm["median_ms"]
-                    fl = _flops(b, n, d, algo, mode)
-                    row.update(median_ms=ms, p20_ms=tm["p20_ms"], p80_ms=tm["p80_ms"], tflops=fl / ms / 1e9)
-                    fused = name in ("ours_nxn", "ours_dxd") or (name == "ours" and (device == "cuda" or algo == "dxd"))
-                    if fused and mode == "backward":
-                        fl = 0.0  # dL/dS was computed in the forward pass; the backward only scales it
-                        row["tflops"] = "n/a"
-                    if peaks is not None:
-                        peak = (peaks[0] if dtype in (torch.bfloat16, torch.float16) else peaks[1]) * 1e12
-                        nbytes = s.element_size() * b * n * d * (3 if mode != "forward" else 2)
-                        roof_ms = max(fl / peak, nbytes / (peaks[2] * 1e12)) * 1e3  # fl = 0: bandwidth bound
-                        row["roofline"] = roof_ms / ms
-                    else:
-                        row["roofline"] = "n/a"
-                    row["peak_extra_mb"] = tm["peak_extra_mb"]
-                    row["grad_mb"] = s.element_size() * b * n * d / 2**20
-                    row["err_loss"], row["err_grad"] = errs
-                    rows.append(row)
-                    print(f"  {name:10s} {row['dtype']:8s} B={b} N={n} D={d} {mode:8s} {ms:9.2f} ms", flush=True)
+            case = _run_case(args, env, device, b, n, d, dtype)
+            append_csv(args.out, case)
+            rows += case
     return rows
 
 
@@ -223,7 +247,6 @@ def run_crossover(args) -> list[dict]:
     """Time the two forms over N/D to locate the switch point (``kernels.NXN_MAX_RATIO``)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     env = env_info(device)
-    sync = torch.cuda.synchronize if device == "cuda" else None
     backend = "triton" if device == "cuda" else "torch"
     dims = (384, 768) if device == "cuda" else (384,)
     b = 64 if device == "cuda" else 2
@@ -237,10 +260,11 @@ def run_crossover(args) -> list[dict]:
             res = {}
             for form in ("nxn", "dxd"):
                 fn = lambda x, y, f=form: kernels.gram_loss(x, y, backend=backend, form=f)  # noqa: E731
-                res[form] = _bench_case(fn, False, s, t, "full", sync, args.repeat, args.warmup)["median_ms"]
+                res[form] = _bench_case(fn, False, s, t, "full", args.warmup_ms, args.rep_ms)["median_ms"]
             rows.append({**env, "provider": f"crossover_{backend}", "dtype": str(dtype).replace("torch.", ""),
                          "B": b, "N": n, "D": d, "N_over_D": ratio, "nxn_ms": res["nxn"], "dxd_ms": res["dxd"],
                          "faster": "nxn" if res["nxn"] <= res["dxd"] else "dxd"})
+            append_csv(args.out, rows[-1:])  # as it goes: a run stopped by a time limit keeps what it measured
     return rows
 
 
@@ -268,8 +292,9 @@ def main(argv=None) -> None:
                         "the interpreter has no bf16 dots) -- a smoke test of the GPU benchmark's code path")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--rho", type=float, default=0.1, help="teacher = student + rho * noise")
-    p.add_argument("--repeat", type=int, default=None)
-    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--rep-ms", type=float, default=100.0,
+                   help="timed budget per case, ms (do_bench's rep on CUDA, torch Timer's min_run_time on CPU)")
+    p.add_argument("--warmup-ms", type=float, default=25.0, help="CUDA warm-up per case, ms (do_bench's warmup)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 on CPU)")
     p.add_argument("--out", default=None,
                    help="CSV (default results/gram_kernel.csv; results/gram_kernel_crossover.csv with --crossover)")
@@ -281,8 +306,6 @@ def main(argv=None) -> None:
         args.quick = not args.full
     else:
         args.compile = True
-    args.repeat = args.repeat or (20 if cuda else 3)
-    args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
     if args.crossover:
         rows = run_crossover(args)
         print_table(rows, ["dtype", "B", "N", "D", "N_over_D", "nxn_ms", "dxd_ms", "faster"])
@@ -291,8 +314,7 @@ def main(argv=None) -> None:
         print_table(rows, ["provider", "dtype", "B", "N", "D", "form", "mode", "median_ms", "p20_ms", "p80_ms",
                            "tflops", "roofline", "peak_extra_mb", "grad_mb", "err_loss", "err_grad"])
         _speedup_summary(rows)
-    path = append_csv(args.out, rows)
-    print(f"wrote {len(rows)} rows to {path}")
+    print(f"wrote {len(rows)} rows to {args.out}")
 
 
 def _speedup_summary(rows: list[dict]) -> None:

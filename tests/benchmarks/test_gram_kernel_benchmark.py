@@ -18,7 +18,7 @@ def test_benchmark_runs_the_triton_providers_and_writes_rows(tmp_path):
     out = tmp_path / "gram.csv"
     proc = subprocess.run(
         [sys.executable, "benchmarks/gram_kernel.py", "--interpret", "--shapes", "2x23x12", "--dtypes", "float32",
-         "--modes", "forward,full", "--repeat", "1", "--warmup", "0", "--out", str(out)],
+         "--modes", "forward,full", "--rep-ms", "1", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
