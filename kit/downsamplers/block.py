@@ -4,8 +4,9 @@ from __future__ import annotations
 import gin
 import torch
 import torch.nn.functional as F
+from einops import rearrange, reduce
 
-from kit.downsamplers.base import Downsampler
+from kit.downsamplers.base import Downsampler, check_blocks
 
 
 @gin.register
@@ -17,8 +18,8 @@ class BlockMean(Downsampler):
     """
 
     def forward(self, tokens: torch.Tensor, scale: int | None = None) -> torch.Tensor:
-        _check_blocks(tokens)
-        return tokens.mean(dim=(2, 3))
+        check_blocks(tokens)
+        return reduce(tokens, "b k i j d -> b k d", "mean")
 
 
 @gin.register
@@ -37,13 +38,7 @@ class BlockInterpolate(Downsampler):
         self.mode = mode
 
     def forward(self, tokens: torch.Tensor, scale: int | None = None) -> torch.Tensor:
-        _check_blocks(tokens)
-        b, k, s, _, d = tokens.shape
-        x = tokens.permute(0, 1, 4, 2, 3).reshape(b * k, d, s, s)
+        check_blocks(tokens)
+        x = rearrange(tokens, "b k i j d -> (b k) d i j")
         y = F.interpolate(x.float(), size=(1, 1), mode=self.mode, align_corners=False)
-        return y.reshape(b, k, d).to(tokens.dtype)
-
-
-def _check_blocks(tokens: torch.Tensor) -> None:
-    if tokens.dim() != 5 or tokens.shape[2] != tokens.shape[3]:
-        raise ValueError(f"block downsamplers take (B, K, s, s, D) tokens, got {tuple(tokens.shape)}.")
+        return rearrange(y, "(b k) d 1 1 -> b k d", b=tokens.shape[0]).to(tokens.dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gin
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from kit.downsamplers.base import Downsampler
 
@@ -30,7 +31,7 @@ class GridInterpolate(Downsampler):
             raise ValueError(f"grid downsamplers take (B, s*H, s*W, D) tokens, got {tuple(tokens.shape)}.")
         if scale is None or tokens.shape[1] % scale or tokens.shape[2] % scale:
             raise ValueError(f"HR grid {tuple(tokens.shape[1:3])} is not divisible by scale {scale}.")
-        b, hh, ww, d = tokens.shape
-        x = tokens.permute(0, 3, 1, 2).float()
+        hh, ww = tokens.shape[1:3]
+        x = rearrange(tokens, "b h w d -> b d h w").float()
         y = F.interpolate(x, size=(hh // scale, ww // scale), mode=self.mode, align_corners=False, antialias=False)
-        return y.permute(0, 2, 3, 1).to(tokens.dtype)
+        return rearrange(y, "b d h w -> b h w d").to(tokens.dtype)

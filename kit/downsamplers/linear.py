@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import gin
 import torch
+from einops import rearrange
 from torch import nn
 
-from kit.downsamplers.base import Downsampler
+from kit.downsamplers.base import Downsampler, check_blocks
 
 
 @gin.register
@@ -28,6 +29,8 @@ class LinearProjection(Downsampler):
         ``forward(tokens (B, K, s, s, D)) -> (B, K, D)``.
     """
 
+    learnable = True
+
     def __init__(self, dim: int, scale: int = 2, init: str = "mean", bias: bool = True) -> None:
         super().__init__()
         if int(dim) < 1:
@@ -46,12 +49,11 @@ class LinearProjection(Downsampler):
                     self.proj.bias.zero_()
 
     def forward(self, tokens: torch.Tensor, scale: int | None = None) -> torch.Tensor:
-        if tokens.dim() != 5 or tokens.shape[2] != tokens.shape[3]:
-            raise ValueError(f"block downsamplers take (B, K, s, s, D) tokens, got {tuple(tokens.shape)}.")
-        b, k, s, _, d = tokens.shape
+        check_blocks(tokens)
+        s, d = tokens.shape[2], tokens.shape[4]
         if s != self.scale or d != self.dim:
             raise ValueError(
                 f"LinearProjection was built for s = {self.scale}, D = {self.dim} but got blocks {tuple(tokens.shape)}; "
                 "set LinearProjection.scale to the HR/MR ratio and LinearProjection.dim to the encoder width."
             )
-        return self.proj(tokens.reshape(b, k, s * s * d))
+        return self.proj(rearrange(tokens, "b k i j d -> b k (i j d)"))

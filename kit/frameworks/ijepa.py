@@ -5,13 +5,12 @@ import gin
 import torch
 from torch import nn
 
-from kit.ema.ema import make_ema
 from kit.ema.schedules import Linear
 from kit.frameworks.base import Framework, HostOutput
 from kit.frameworks.context import StepContext
 from kit.losses.smooth_l1 import SmoothL1Latent
 from kit.predictors.ijepa_predictor import IJEPAPredictor
-from kit.samplers.base import PatchSampler
+from kit.samplers.base import MultiBlockMasks, PatchSampler
 from kit.samplers.multiblock import MultiBlock
 
 
@@ -27,7 +26,7 @@ class IJEPA(Framework):
     Args:
         encoder: the context ``ViTEncoder`` (the exported student).
         predictor: ``IJEPAPredictor`` (None builds width 384, depth 12, 6 heads).
-        sampler: a sampler returning ``"context"`` ``(B, Kc)`` and ``"targets"`` ``(B, M, Kt)``
+        sampler: a sampler returning ``MultiBlockMasks`` (context ``(B, Kc)``, targets ``(B, M, Kt)``)
             (None: ``MultiBlock()`` with I-JEPA's released settings, faithful mode).
         loss: ``SmoothL1Latent(beta=1)`` by default.
         ema_momentum: momentum schedule ``f(step, total)``; I-JEPA: linear 0.996 -> 1.
@@ -48,44 +47,21 @@ class IJEPA(Framework):
         view: str = "mr",
     ) -> None:
         super().__init__()
-        self._init_host(encoder, view)
+        self._init_host(encoder, view, ema_momentum if ema_momentum is not None else Linear(0.996, 1.0))
         self.predictor = predictor if predictor is not None else IJEPAPredictor(encoder.embed_dim)
         self.sampler = sampler if sampler is not None else MultiBlock()
         self.loss_fn = loss if loss is not None else SmoothL1Latent()
-        self.ema_momentum = ema_momentum if ema_momentum is not None else Linear(0.996, 1.0)
-        self.target_encoder = make_ema(self.encoder)
-
-    # -- role ------------------------------------------------------------------------------------
-    @property
-    def student_encoder(self) -> nn.Module:
-        return self.encoder
-
-    def ema_feature_modules(self) -> nn.ModuleDict:
-        return nn.ModuleDict({"encoder": self.target_encoder})
-
-    def ema_pairs(self):
-        return [(self.encoder, self.target_encoder)]
-
-    def momentum(self, step: int, total_steps: int) -> float:
-        return self.ema_momentum(step, total_steps)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.target_encoder.eval()
-        return self
+        self.add_ema(self.encoder, "target_encoder")
 
     # -- objective -------------------------------------------------------------------------------
     def forward(self, batch: dict, ctx: StepContext | None = None) -> HostOutput:
         x = batch[self.view]
         grid = self.encoder.grid_size(x.shape[-2], x.shape[-1])
         masks = self.sample_patches(self.sampler, x.shape[0], grid, ctx)  # global-batch consistent under DDP
-        if "context" not in masks or "targets" not in masks:
-            raise ValueError(
-                f"IJEPA needs a sampler returning 'context' and 'targets' (e.g. MultiBlock), got keys {sorted(masks)}."
-            )
-        ctx, tgt = masks["context"].to(x.device), masks["targets"].to(x.device)
-        if tgt.dim() == 2:
-            tgt = tgt[:, None]
+        if not isinstance(masks, MultiBlockMasks):
+            raise TypeError(f"IJEPA needs a sampler returning MultiBlockMasks (e.g. MultiBlock), got {type(masks).__name__}.")
+        masks = masks.to(x.device, non_blocking=True)
+        ctx, tgt = masks.context, masks.targets
         with torch.no_grad():
             full = self.target_encoder(x, None)  # (B, N, D)
         z = self.encoder(x, ctx)  # (B, Kc, D)

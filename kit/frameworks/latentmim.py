@@ -5,7 +5,6 @@ import gin
 import torch
 from torch import nn
 
-from kit.ema.ema import make_ema
 from kit.ema.schedules import Cosine
 from kit.encoders.projection_head import ProjectionHead
 from kit.frameworks.base import Framework, HostOutput
@@ -49,48 +48,21 @@ class LatentMIM(Framework):
         view: str = "mr",
     ) -> None:
         super().__init__()
-        self._init_host(encoder, view)
+        self._init_host(encoder, view, ema_momentum if ema_momentum is not None else Cosine(0.99, 1.0))
         d = encoder.embed_dim
         self.head = head if head is not None else ProjectionHead(d)
         self.decoder = decoder if decoder is not None else CrossAttentionDecoder(d)
         self.sampler = sampler if sampler is not None else RandomSplit(20)
         self.loss_fn = loss if loss is not None else PatchInfoNCE()
-        self.ema_momentum = ema_momentum if ema_momentum is not None else Cosine(0.99, 1.0)
-        self.target_encoder = make_ema(self.encoder)
-        self.target_head = make_ema(self.head)
-
-    # -- role ------------------------------------------------------------------------------------
-    @property
-    def student_encoder(self) -> nn.Module:
-        return self.encoder
-
-    def feature_modules(self) -> nn.ModuleDict:
-        return nn.ModuleDict({"encoder": self.encoder, "head": self.head})
-
-    def ema_feature_modules(self) -> nn.ModuleDict:
-        return nn.ModuleDict({"encoder": self.target_encoder, "head": self.target_head})
-
-    def student_features(self, image: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(image, idx))
-
-    def ema_pairs(self):
-        return [(self.encoder, self.target_encoder), (self.head, self.target_head)]
-
-    def momentum(self, step: int, total_steps: int) -> float:
-        return self.ema_momentum(step, total_steps)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.target_encoder.eval()
-        self.target_head.eval()
-        return self
+        self.add_ema(self.encoder, "target_encoder")
+        self.add_ema(self.head, "target_head")
 
     # -- objective -------------------------------------------------------------------------------
     def forward(self, batch: dict, ctx: StepContext | None = None) -> HostOutput:
         x = batch[self.view]
         grid = self.encoder.grid_size(x.shape[-2], x.shape[-1])
-        masks = self.sample_patches(self.sampler, x.shape[0], grid, ctx)
-        vis, tgt = masks["visible"].to(x.device), masks["target"].to(x.device)
+        masks = self.sample_patches(self.sampler, x.shape[0], grid, ctx).to(x.device, non_blocking=True)
+        vis, tgt = masks.visible, masks.targets
         z = self.student_features(x, vis)  # (B, K, D)
         pred = self.decoder(z, vis, tgt, grid)  # (B, M, D)
         with torch.no_grad():

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import gin
 import torch
+from einops import rearrange
 from torch import nn
 
 from kit.downsamplers.base import Downsampler
 from kit.downsamplers.block import BlockMean
-from kit.ema.ema import make_ema
 from kit.frameworks.base import Framework, HostOutput
 from kit.frameworks.context import StepContext
 from kit.losses.gram import GramLoss
@@ -48,7 +48,7 @@ class SpatialAffinity(Framework):
         weight: gram-loss weight (paper: 1).
         downsampler: block downsampler (default ``BlockMean``, the authors' "bilinear") or a grid one
             (``GridInterpolate``), which makes the teacher encode the full HR image.
-        sampler: None uses the host's student patches; a ``PatchSampler`` returning ``"visible"`` draws
+        sampler: None uses the host's student patches; a ``PatchSampler`` (its result's ``visible``) draws
             the SA patches itself (block-sampling ablation) and costs one extra student pass.
         teacher_full_image: the teacher encodes the whole HR image (attention over all HR patches) and
             the blocks under the chosen patches are gathered afterwards.
@@ -87,16 +87,17 @@ class SpatialAffinity(Framework):
         self.sampler = sampler
         self.teacher_full_image = bool(teacher_full_image) or self.downsampler.full_grid
         self.gram = gram if gram is not None else GramLoss()
+        self.ema_momentum = host.ema_momentum  # the teacher follows the host's schedule
         shared = host.ema_feature_modules() if share_host_ema else None
-        self.own_teacher = None if shared is not None else make_ema(host.feature_modules())
+        if shared is None:
+            self.add_ema(host.feature_modules(), "own_teacher")
+        else:
+            self.own_teacher = None
 
-    # -- role ------------------------------------------------------------------------------------
+    # -- role: the add-on exports and compares the host's student ----------------------------------
     @property
     def student_encoder(self) -> nn.Module:
         return self.host.student_encoder
-
-    def student_features(self, image, idx):
-        return self.host.student_features(image, idx)
 
     def feature_modules(self) -> nn.ModuleDict:
         return self.host.feature_modules()
@@ -106,37 +107,30 @@ class SpatialAffinity(Framework):
         """The HR teacher's feature modules (``"encoder"``, and ``"head"`` for hosts with one)."""
         return self.own_teacher if self.own_teacher is not None else self.host.ema_feature_modules()
 
-    def ema_pairs(self):
-        if self.own_teacher is None:
-            return self.host.ema_pairs()
-        return self.host.ema_pairs() + [(self.host.feature_modules(), self.own_teacher)]
-
-    def momentum(self, step: int, total_steps: int) -> float:
-        return self.host.momentum(step, total_steps)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.own_teacher is not None:
-            self.own_teacher.eval()
-        return self
-
     # -- objective -------------------------------------------------------------------------------
-    @torch.no_grad()
     def teacher_tokens(self, hr: torch.Tensor, idx: torch.Tensor, mr_grid: tuple[int, int], scale: int) -> torch.Tensor:
-        """Downsampled HR-teacher tokens ``(B, K, D)`` for MR patches ``idx`` ``(B, K)``."""
-        b, k = idx.shape
+        """Downsampled HR-teacher tokens ``(B, K, D)`` for MR patches ``idx`` ``(B, K)``.
+
+        The teacher encodes without gradient; the downsampler runs with gradients enabled, so a learned
+        one (``learnable``) is trained in both the block and the whole-grid path.
+        """
+        gh, gw = mr_grid
+        with torch.no_grad():
+            if self.downsampler.full_grid:
+                tokens = Framework.features_from_modules(self.teacher, hr, None)  # (B, sH*sW, D)
+            else:
+                hr_idx = mr_to_hr_indices(idx, mr_grid, scale)  # (B, K*s*s)
+                if self.teacher_full_image:
+                    full = Framework.features_from_modules(self.teacher, hr, None)
+                    tokens = torch.gather(full, 1, hr_idx[..., None].expand(-1, -1, full.shape[-1]))
+                else:
+                    tokens = Framework.features_from_modules(self.teacher, hr, hr_idx)
         if self.downsampler.full_grid:
-            tokens = Framework.features_from_modules(self.teacher, hr, None)  # (B, sH*sW, D)
-            grid = tokens.reshape(b, mr_grid[0] * scale, mr_grid[1] * scale, -1)
-            low = self.downsampler(grid, scale).reshape(b, mr_grid[0] * mr_grid[1], -1)
+            grid = rearrange(tokens, "b (h w) d -> b h w d", h=gh * scale, w=gw * scale)
+            low = rearrange(self.downsampler(grid, scale), "b h w d -> b (h w) d")  # (B, H*W, D)
             return torch.gather(low, 1, idx[..., None].expand(-1, -1, low.shape[-1]))
-        hr_idx = mr_to_hr_indices(idx, mr_grid, scale)  # (B, K*s*s)
-        if self.teacher_full_image:
-            full = Framework.features_from_modules(self.teacher, hr, None)
-            tokens = torch.gather(full, 1, hr_idx[..., None].expand(-1, -1, full.shape[-1]))
-        else:
-            tokens = Framework.features_from_modules(self.teacher, hr, hr_idx)
-        return tokens.reshape(b, k, scale, scale, -1)
+        blocks = rearrange(tokens, "b (k i j) d -> b k i j d", i=scale, j=scale)  # (B, K, s, s, D)
+        return self.downsampler(blocks, scale)
 
     def forward(self, batch: dict, ctx: StepContext | None = None) -> HostOutput:
         out = self.host(batch, ctx)
@@ -148,12 +142,9 @@ class SpatialAffinity(Framework):
                 raise ValueError(f"{type(self.host).__name__} returned no student patches; give SpatialAffinity a sampler.")
             idx, student = out.student_idx, out.student_tokens
         else:
-            idx = self.sample_patches(self.sampler, mr.shape[0], grid, ctx)["visible"].to(mr.device)
+            idx = self.sample_patches(self.sampler, mr.shape[0], grid, ctx).visible.to(mr.device, non_blocking=True)
             student = self.host.student_features(mr, idx)
         teacher = self.teacher_tokens(hr, idx, grid, scale)
-        if not self.downsampler.full_grid:
-            # block downsamplers may be learned (linear projection): run them with grad enabled
-            teacher = self.downsampler(teacher, scale)
         gram = self.gram(student, teacher)
         loss = out.loss + self.weight * gram
         logs = dict(out.logs)

@@ -6,7 +6,7 @@ import math
 import gin
 import torch
 
-from kit.samplers.base import PatchSampler
+from kit.samplers.base import BlockMasks, PatchSampler
 
 
 @gin.register
@@ -28,7 +28,8 @@ class BlockSampler(PatchSampler):
         min_keep: least number of patches per image (a block of fewer patches is redrawn; ValueError
             if the largest block cannot reach it).
 
-    Returns from ``sample``: ``{"visible": (B, K)}`` long, row-major over the grid, each row sorted.
+    Returns from ``sample``: :class:`BlockMasks` with ``visible`` ``(B, K)`` long, row-major over the grid,
+    each row sorted.
     """
 
     def __init__(self, side: tuple[float, float] = (0.4, 0.7), aspect: tuple[float, float] = (0.5, 2.0), min_keep: int = 1) -> None:
@@ -62,8 +63,8 @@ class BlockSampler(PatchSampler):
         aspects = torch.linspace(self.aspect[0], self.aspect[1], steps).tolist()
         return max(h * w for h, w in (self.block_shape(s, a, grid) for s in sides for a in aspects))
 
-    def sample(self, batch_size: int, grid: tuple[int, int], generator: torch.Generator | None = None) -> dict:
-        """Draw one block per image: ``{"visible": (B, K)}``."""
+    def sample(self, batch_size: int, grid: tuple[int, int], generator: torch.Generator | None = None) -> BlockMasks:
+        """Draw one block per image: ``BlockMasks(visible (B, K))``."""
         gh, gw = int(grid[0]), int(grid[1])
         if batch_size < 1 or gh < 1 or gw < 1:
             raise ValueError(f"BlockSampler needs batch_size >= 1 and a non-empty grid, got {batch_size}, {grid}.")
@@ -89,4 +90,4 @@ class BlockSampler(PatchSampler):
         k = int(masks.sum(dim=1).min())
         key = torch.where(masks, torch.arange(gh * gw).expand_as(masks), torch.full_like(masks, gh * gw, dtype=torch.long))
         visible = key.sort(dim=1).values[:, :k]
-        return {"visible": visible}
+        return BlockMasks(visible, num_patches=gh * gw)

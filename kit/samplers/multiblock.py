@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gin
 import torch
 
-from kit.samplers.base import PatchSampler
+from kit.samplers.base import MultiBlockMasks, PatchSampler
 
 MODES = ("faithful", "corrected")
 
@@ -73,9 +73,9 @@ class MultiBlock(PatchSampler):
         mode: ``"faithful"`` or ``"corrected"``.
         max_tries: placements per relaxation step (faithful; released: 20) or per target draw (corrected).
 
-    Returns from ``sample``: ``{"context": (B, Kc), "visible": (B, Kc), "targets": (B, num_targets, Kt)}``
-    long, row-major over the grid, each row sorted; ``"visible"`` is the context (what the student
-    encodes, for the spatial-affinity add-on). ``"targets"`` is one stacked tensor rather than a list:
+    Returns from ``sample``: :class:`MultiBlockMasks` with ``context`` ``(B, Kc)`` and ``targets``
+    ``(B, num_targets, Kt)`` long, row-major over the grid, each row sorted; its ``visible`` is the context
+    (what the student encodes, for the spatial-affinity add-on). ``targets`` is one stacked tensor, not a list:
     every target block of a batch has the same shape, so ``Kt = h * w`` with no truncation needed.
     """
 
@@ -204,7 +204,7 @@ class MultiBlock(PatchSampler):
             "lower min_keep, num_targets or target_scale."
         )
 
-    def sample(self, batch_size: int, grid: tuple[int, int], generator: torch.Generator | None = None) -> dict:
+    def sample(self, batch_size: int, grid: tuple[int, int], generator: torch.Generator | None = None) -> MultiBlockMasks:
         """Draw the masks of a batch.
 
         Args:
@@ -213,7 +213,7 @@ class MultiBlock(PatchSampler):
             generator: CPU generator for every draw.
 
         Returns:
-            ``{"context": (B, Kc), "visible": (B, Kc), "targets": (B, num_targets, Kt)}`` long indices.
+            ``MultiBlockMasks(context (B, Kc), targets (B, num_targets, Kt))`` long indices.
         """
         gh, gw = int(grid[0]), int(grid[1])
         if gh < 1 or gw < 1 or batch_size < 1:
@@ -237,7 +237,7 @@ class MultiBlock(PatchSampler):
         k_tgt = int(tgt_masks.sum(dim=2).min())  # every target block has h * w patches
         context = self._truncate(ctx_masks, k_ctx, generator)
         targets = self._truncate(tgt_masks.flatten(0, 1), k_tgt, generator).reshape(batch_size, self.num_targets, k_tgt)
-        return {"context": context, "visible": context, "targets": targets}
+        return MultiBlockMasks(context, targets, num_patches=gh * gw)
 
     def _truncate(self, masks: torch.Tensor, k: int, generator) -> torch.Tensor:
         """``(R, N)`` bool masks -> ``(R, k)`` sorted indices: the first ``k`` (faithful) or ``k`` random ones."""

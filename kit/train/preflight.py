@@ -55,6 +55,7 @@ def preflight(framework, data, *, batch_size: int, world_size: int = 1) -> dict:
         }
         was_training = framework.training
         try:
+            framework.eval()  # a shape check, not a step: learned parts may refuse no_grad in training mode
             with torch.no_grad():
                 framework(batch, StepContext.single(b, seed=0))
         except (ValueError, IndexError, TypeError, RuntimeError) as exc:

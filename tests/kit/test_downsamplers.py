@@ -53,3 +53,14 @@ def test_linear_projection_refuses_mismatched_blocks():
         LinearProjection(0)
     with pytest.raises(ValueError, match="init"):
         LinearProjection(4, init="zeros")
+
+
+def test_learned_downsampler_declares_it_and_refuses_no_grad_in_training():
+    assert LinearProjection(4).learnable and not BlockMean().learnable and not GridInterpolate().learnable
+    proj = LinearProjection(4).train()
+    x = torch.randn(2, 3, 2, 2, 4)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="no_grad"):
+        proj(x)
+    assert torch.allclose(proj(x), BlockMean()(x), atol=1e-6)  # "mean" init, with grad
+    with torch.no_grad():
+        BlockMean()(x)  # fixed ones run anywhere

@@ -11,7 +11,7 @@ from kit.samplers import BlockSampler
 @given(gh=st.integers(3, 16), gw=st.integers(3, 16), batch=st.integers(1, 6), seed=st.integers(0, 2**31 - 1))
 def test_blocks_are_contiguous_in_range_and_truncated_to_the_batch_minimum(gh, gw, batch, seed):
     sampler = BlockSampler()
-    vis = sampler.sample(batch, (gh, gw), torch.Generator().manual_seed(seed))["visible"]
+    vis = sampler.sample(batch, (gh, gw), torch.Generator().manual_seed(seed)).visible
     assert vis.dtype == torch.long and vis.shape[0] == batch and vis.shape[1] >= 1
     assert int(vis.min()) >= 0 and int(vis.max()) < gh * gw
     assert bool((vis[:, 1:] > vis[:, :-1]).all())
@@ -37,7 +37,7 @@ def test_shape_formula_and_last_row_reachable():
     hits = torch.zeros(64)
     g = torch.Generator().manual_seed(0)
     for _ in range(30):
-        v = s.sample(4, (8, 8), g)["visible"]
+        v = s.sample(4, (8, 8), g).visible
         hits.index_add_(0, v.flatten(), torch.ones(v.numel()))
     assert hits.reshape(8, 8)[-1].sum() > 0 and hits.reshape(8, 8)[:, -1].sum() > 0
 

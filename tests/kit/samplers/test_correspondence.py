@@ -56,12 +56,12 @@ def test_random_split_is_disjoint_complete_and_seeded(gh, gw, b, seed, data):
     k = data.draw(st.integers(1, n - 1))
     sampler = RandomSplit(k)
     out = sampler.sample(b, (gh, gw), torch.Generator().manual_seed(seed))
-    vis, tgt = out["visible"], out["target"]
+    vis, tgt = out.visible, out.targets
     assert vis.shape == (b, k) and tgt.shape == (b, n - k)
     for i in range(b):
         assert torch.equal(torch.cat([vis[i], tgt[i]]).sort().values, torch.arange(n))
     again = sampler.sample(b, (gh, gw), torch.Generator().manual_seed(seed))
-    assert torch.equal(again["visible"], vis)
+    assert torch.equal(again.visible, vis)
 
 
 def test_random_split_is_uniform():
@@ -69,7 +69,7 @@ def test_random_split_is_uniform():
     sampler = RandomSplit(4)
     g = torch.Generator().manual_seed(0)
     for _ in range(200):
-        counts += torch.bincount(sampler.sample(8, (4, 4), g)["visible"].reshape(-1), minlength=16)
+        counts += torch.bincount(sampler.sample(8, (4, 4), g).visible.reshape(-1), minlength=16)
     expected = 200 * 8 * 4 / 16
     assert ((counts - expected).abs() / expected).max() < 0.15
 

@@ -33,8 +33,8 @@ def test_masks_are_valid(mode, gh, gw, batch, min_keep, seed):
         return
     sizes = sampler.draw_sizes((gh, gw), torch.Generator().manual_seed(seed))
     out = sampler.sample(batch, (gh, gw), torch.Generator().manual_seed(seed))
-    ctx, tgt = out["context"], out["targets"]
-    assert out["visible"] is ctx
+    ctx, tgt = out.context, out.targets
+    assert out.visible is ctx
     # equal lengths, stacked; every index inside the grid; sorted, no repeats
     assert ctx.dtype == torch.long and ctx.dim() == 2 and ctx.shape[0] == batch
     assert tgt.dim() == 3 and tgt.shape[:2] == (batch, 4)
@@ -96,7 +96,7 @@ def test_last_row_and_column_coverage(mode):
     hits = torch.zeros(gh * gw)
     for _ in range(60):
         out = sampler.sample(8, (gh, gw), g)
-        for t in (out["context"], out["targets"].flatten(1)):
+        for t in (out.context, out.targets.flatten(1)):
             hits.index_add_(0, t.flatten(), torch.ones(t.numel()))
     grid = hits.reshape(gh, gw)
     edge = grid[-1, :].sum() + grid[:, -1].sum()
@@ -110,7 +110,7 @@ def test_same_generator_same_masks_and_relaxation_tracked():
     sampler = MultiBlock(mode="faithful", min_keep=0)
     a = sampler.sample(6, (4, 4), torch.Generator().manual_seed(3))
     b = sampler.sample(6, (4, 4), torch.Generator().manual_seed(3))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(a.context, b.context) and torch.equal(a.targets, b.targets)
     assert sampler.last_relaxed.shape == (6,)
 
 
@@ -118,7 +118,7 @@ def test_faithful_truncation_keeps_the_first_patches_corrected_a_random_subset()
     for mode in ("faithful", "corrected"):
         sampler = MultiBlock(mode=mode, min_keep=2)
         out = sampler.sample(16, (10, 10), torch.Generator().manual_seed(1))
-        assert out["context"].shape[1] >= 2
+        assert out.context.shape[1] >= 2
     masks = torch.zeros(2, 10, dtype=torch.bool)
     masks[0, [1, 3, 5, 7]] = True
     masks[1, [0, 2, 4]] = True
