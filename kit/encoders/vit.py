@@ -12,6 +12,8 @@ from __future__ import annotations
 import gin
 import timm
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from kit.encoders.pos_embed import sincos_2d
@@ -124,27 +126,43 @@ class ViTEncoder(nn.Module):
             self._pos_cache[key] = sincos_2d(gh, gw, self.embed_dim).to(device)
         return self._pos_cache[key]
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch embedding plus positions: ``(B, C, H, W) -> (B, N, D)`` before the blocks."""
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixel patches ``(B, C, H, W) -> (B, N, C*p*p)``, row-major over the grid, ``(c, i, j)`` inside a
+        patch: the layout of the patch-embedding weights (and of MAE's pixel targets)."""
+        p = self.patch_size
+        self.grid_size(x.shape[-2], x.shape[-1])
+        return rearrange(x, "b c (h i) (w j) -> b (h w) (c i j)", i=p, j=p)
+
+    def embed(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Patch embedding plus positions, before the blocks: ``(B, C, H, W) -> (B, N, D)``, or ``(B, K, D)``
+        for the patches ``idx`` ``(B, K)``.
+
+        With ``idx`` only the chosen pixel patches are embedded: they are gathered first and the
+        patch-embedding convolution (kernel = stride = p) is applied as the equal linear map to them, so
+        an encoder that sees K of N patches does K/N of the embedding work (the HR teacher of spatial
+        affinity sees 4 per MR patch). Indices are checked where they are drawn (the samplers); a
+        device read here would stall the GPU every step.
+        """
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(
                 f"encoder expects (B, {self.in_chans}, H, W) images, got {tuple(x.shape)}; check the band selection."
             )
         gh, gw = self.grid_size(x.shape[-2], x.shape[-1])
-        tokens = self.vit.patch_embed(x)  # (B, gh, gw, D) with dynamic_img_size
-        tokens = tokens.reshape(x.shape[0], gh * gw, -1)
-        return tokens + self.pos_embed(gh, gw, x.device).to(tokens.dtype)
+        pos = self.pos_embed(gh, gw, x.device)
+        patch_embed = self.vit.patch_embed
+        if idx is None:
+            tokens = rearrange(patch_embed(x), "b h w d -> b (h w) d")  # NHWC out with dynamic_img_size
+            return tokens + pos.to(tokens.dtype)
+        if idx.dim() != 2 or idx.shape[0] != x.shape[0]:
+            raise ValueError(f"idx must be (B, K) with B = {x.shape[0]}, got {tuple(idx.shape)}.")
+        patches = self.patchify(x)
+        patches = torch.gather(patches, 1, idx[..., None].expand(-1, -1, patches.shape[-1]))  # (B, K, C*p*p)
+        proj = patch_embed.proj
+        tokens = patch_embed.norm(F.linear(patches, proj.weight.flatten(1), proj.bias))
+        return tokens + pos[idx].to(tokens.dtype)
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        tokens = self.embed(x)
-        if idx is not None:
-            n = tokens.shape[1]
-            if idx.dim() != 2 or idx.shape[0] != tokens.shape[0]:
-                raise ValueError(f"idx must be (B, K) with B = {tokens.shape[0]}, got {tuple(idx.shape)}.")
-            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-                raise IndexError(f"patch indices must lie in [0, {n}) for this {n}-patch grid.")
-            tokens = torch.gather(tokens, 1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-        return self.encode_tokens(tokens)
+        return self.encode_tokens(self.embed(x, idx))
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Run the transformer blocks and final norm on already embedded tokens ``(B, K, D)``."""

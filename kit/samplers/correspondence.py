@@ -7,13 +7,15 @@ reshape to ``(B, K, s, s, D)``.
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 
 
 def mr_to_hr_indices(idx: torch.Tensor, mr_grid: tuple[int, int], scale: int) -> torch.Tensor:
     """HR patch indices under MR patch indices.
 
     Args:
-        idx: ``(B, K)`` long, row-major over ``mr_grid`` ``(H, W)``.
+        idx: ``(B, K)`` long, row-major over ``mr_grid`` ``(H, W)``, in ``[0, H*W)`` (checked where drawn,
+            by the samplers; an index outside the grid fails in the lookup, never a device read here).
         mr_grid: MR patch grid ``(H, W)``.
         scale: integer ``s >= 1``.
 
@@ -24,12 +26,8 @@ def mr_to_hr_indices(idx: torch.Tensor, mr_grid: tuple[int, int], scale: int) ->
     if int(scale) != scale or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}.")
     h, w = mr_grid
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= h * w):
-        raise IndexError(f"MR patch indices must lie in [0, {h * w}) for grid {h}x{w}.")
-    u = torch.div(idx, w, rounding_mode="floor")
-    v = idx % w
-    off = torch.arange(scale, device=idx.device)
-    rows = (scale * u)[..., None, None] + off[:, None]  # (B, K, s, 1)
-    cols = (scale * v)[..., None, None] + off[None, :]  # (B, K, 1, s)
-    hr = rows * (scale * w) + cols  # (B, K, s, s)
-    return hr.reshape(idx.shape[0], -1)
+    # the HR grid's indices, cut into s x s blocks: row (u*W + v) of `blocks` lists the HR patches of MR
+    # patch (u, v) in (i, j) row-major order
+    hr_grid = torch.arange(h * scale * w * scale, device=idx.device)
+    blocks = rearrange(hr_grid, "(h i w j) -> (h w) (i j)", h=h, i=scale, w=w, j=scale)
+    return rearrange(blocks[idx], "b k n -> b (k n)")

@@ -41,8 +41,10 @@ def test_bad_inputs_name_the_fix():
         enc(torch.randn(1, 4, 30, 32))
     with pytest.raises(ValueError, match="band"):
         enc(torch.randn(1, 3, 32, 32))
-    with pytest.raises(IndexError):
+    with pytest.raises(RuntimeError, match="out of bounds"):  # no device read: the gather itself refuses (CPU)
         enc(torch.randn(1, 4, 32, 32), torch.tensor([[16]]))
+    with pytest.raises(ValueError, match=r"\(B, K\)"):
+        enc(torch.randn(2, 4, 32, 32), torch.tensor([[1]]))
 
 
 def test_export_loads_strictly_into_timm_vit_small_and_matches(tmp_path):
@@ -70,3 +72,26 @@ def test_export_loads_strictly_into_timm_vit_small_and_matches(tmp_path):
 def test_missing_export_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="encoder.safetensors"):
         load_exported_encoder(tmp_path)
+
+
+def test_patchify_only_the_chosen_patches_equals_the_full_embedding():
+    """The linear map on gathered pixel patches is the patch-embed convolution (fp32 tolerance), grads too."""
+    torch.manual_seed(3)
+    enc = tiny()
+    with torch.no_grad():
+        enc.vit.patch_embed.proj.bias.normal_()
+    x = torch.randn(3, 4, 64, 48)  # an HR-sized, non-square input: 8 x 6 grid
+    idx = torch.stack([torch.randperm(48)[:11] for _ in range(3)])
+    sub = enc.embed(x, idx)
+    full = enc.embed(x)
+    ref = torch.gather(full, 1, idx[..., None].expand(-1, -1, 32))
+    assert sub.shape == (3, 11, 32)
+    assert torch.allclose(sub, ref, atol=1e-5, rtol=1e-5)
+    w = enc.vit.patch_embed.proj.weight
+    g_sub = torch.autograd.grad(sub.square().sum(), w)[0]
+    g_ref = torch.autograd.grad(ref.square().sum(), w)[0]
+    assert torch.allclose(g_sub, g_ref, atol=1e-4, rtol=1e-4)
+    # pixel patches are (c, i, j) inside a patch, row-major over the grid
+    p = enc.patchify(x)
+    assert p.shape == (3, 48, 4 * 8 * 8)
+    assert torch.equal(p[1, 7].reshape(4, 8, 8), x[1, :, 8:16, 8:16])  # patch (1, 1) of a 6-wide grid
