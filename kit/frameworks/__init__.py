@@ -2,6 +2,7 @@
 from kit.frameworks.base import Framework, HostOutput
 from kit.frameworks.ijepa import IJEPA
 from kit.frameworks.latentmim import LatentMIM
+from kit.frameworks.mae import MAE
 from kit.frameworks.spatial_affinity import SpatialAffinity
 
-__all__ = ["Framework", "HostOutput", "IJEPA", "LatentMIM", "SpatialAffinity"]
+__all__ = ["Framework", "HostOutput", "IJEPA", "LatentMIM", "MAE", "SpatialAffinity"]
