@@ -155,8 +155,11 @@ class ViTEncoder(nn.Module):
             return tokens + pos.to(tokens.dtype)
         if idx.dim() != 2 or idx.shape[0] != x.shape[0]:
             raise ValueError(f"idx must be (B, K) with B = {x.shape[0]}, got {tuple(idx.shape)}.")
-        patches = self.patchify(x)
-        patches = torch.gather(patches, 1, idx[..., None].expand(-1, -1, patches.shape[-1]))  # (B, K, C*p*p)
+        p = self.patch_size
+        grid = rearrange(x, "b c (h i) (w j) -> b h w c i j", i=p, j=p)  # a view: nothing copied yet
+        rows = torch.arange(x.shape[0], device=x.device)[:, None]
+        patches = grid[rows, torch.div(idx, gw, rounding_mode="floor"), idx % gw]  # (B, K, C, p, p): chosen only
+        patches = rearrange(patches, "b k c i j -> b k (c i j)")
         proj = patch_embed.proj
         tokens = patch_embed.norm(F.linear(patches, proj.weight.flatten(1), proj.bias))
         return tokens + pos[idx].to(tokens.dtype)
