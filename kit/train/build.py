@@ -13,9 +13,11 @@ from kit.frameworks.base import Framework
 from kit.train import checkpoint as ckpt
 from kit.train.distributed import DistInfo
 from kit.train.logger import MetricsLogger
+from kit.train.compile import compile_framework
 from kit.train.optim import build_adamw
 from kit.train.preflight import preflight
 from kit.train.state import Run, TrainConfig
+from kit.train.step import TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,8 @@ def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, 
     """Build (or resume) everything a run needs; nothing is written before preflight has passed."""
     if cfg.precision not in ("bf16", "fp32"):
         raise ValueError(f"precision must be 'bf16' or 'fp32', got {cfg.precision!r}.")
+    if int(cfg.accum_steps) != cfg.accum_steps or cfg.accum_steps < 1:
+        raise ValueError(f"train.accum_steps must be a positive integer, got {cfg.accum_steps!r}.")
     data = rank_data(data, cfg, info)
     framework = build_framework(framework, cfg.seed)
     data_info = preflight(framework, data, batch_size=cfg.batch_size, world_size=info.world_size)
@@ -104,16 +108,20 @@ def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, 
     if info.is_main:
         workdir.mkdir(parents=True, exist_ok=True)
     run = Run(cfg=cfg, info=info, workdir=workdir, model=model, ddp_model=model,
-              optimizer=build_adamw(model, betas=cfg.betas), data=data, stream=None, logger=None,
+              optimizer=build_adamw(model, betas=cfg.betas, no_decay=cfg.no_decay), data=data, stream=None, logger=None,
               horizon=horizon, start_step=0, stop=horizon, data_info=data_info,
               export=export_description(model, data, data_info, horizon, recipe))
     data_state = None
     loaded = ckpt.load_latest(workdir, map_location=info.device) if resume else None
     if loaded is not None:
         data_state = restore(run, *loaded)
+    if cfg.compile:
+        compile_framework(model, **({} if cfg.compile is True else {"backend": cfg.compile}))
     if info.enabled:
         run.ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    run.stepper = TrainStep(model, run.optimizer, forward=run.ddp_model, accum_steps=cfg.accum_steps,
+                            grad_clip=cfg.grad_clip, autocast_dtype=torch.bfloat16 if run.use_bf16 else None)
     run.stop = horizon if max_steps is None else min(horizon, run.start_step + int(max_steps))
     run.logger = MetricsLogger(workdir, resume_step=run.start_step if resume else None, enabled=info.is_main,
                                tensorboard=cfg.tensorboard)

@@ -6,9 +6,9 @@ functions with one job each::
 
     build_run (kit.train.build)  ->  run_steps: train_step (kit.train.step), log_step, save  ->  finish
 
-Every random draw of a step is seeded from ``(seed, step, rank)`` and the schedules are pure functions
-of the step; together with the data stream's exact position a resumed run continues as if it had never
-stopped.
+Every random draw of a step is seeded from ``(seed, step, micro-batch, rank)`` and the schedules are
+pure functions of the optimizer step; together with the data stream's exact position a resumed run
+continues as if it had never stopped.
 """
 from __future__ import annotations
 
@@ -48,13 +48,16 @@ def train(
     framework: Framework | Callable[[], Framework] = gin.REQUIRED,
     data=gin.REQUIRED,
     batch_size: int = 128,
+    accum_steps: int = 1,
     epochs: float = 300,
     total_steps: int | None = None,
     lr: Callable[[int, int], float] = gin.REQUIRED,
     lr_batch_ref: int | None = None,
     weight_decay: Callable[[int, int], float] | float = 0.05,
+    no_decay: Callable | None = None,
     betas: tuple[float, float] = (0.9, 0.95),
     grad_clip: float | None = None,
+    compile: bool | str = False,
     seed: int = 0,
     device: str = "auto",
     precision: str = "bf16",
@@ -111,17 +114,20 @@ def run_steps(run: Run) -> int:
         for step in range(run.start_step, run.stop):
             result = train_step(run, step)
             done = step + 1
-            count_nonfinite(run, result, step)
-            if done % run.cfg.log_every == 0 or done == run.stop or step == run.start_step or not result.finite:
+            log_now = done % run.cfg.log_every == 0 or done == run.stop or step == run.start_step
+            ckpt_now = done % run.cfg.ckpt_every == 0 and done != run.stop
+            # the only host reads of a step happen at log and checkpoint steps
+            longest = read_nonfinite(run, done) if log_now or ckpt_now else 0
+            if log_now:
                 log_step(run, step, result)
                 bar.set_postfix(loss=f"{run.last_logs['loss/total']:.4f}")
             bar.update(1)
-            if run.nonfinite >= run.cfg.max_nonfinite:
+            if longest >= run.cfg.max_nonfinite:
                 raise NonFiniteError(
-                    f"{run.nonfinite} consecutive non-finite steps (last at step {done}); stopping. The last good "
+                    f"{longest} consecutive non-finite steps (read at step {done}); stopping. The last good "
                     f"checkpoint in {ckpt.checkpoint_dir(run.workdir)} is intact: lower the learning rate, "
                     "enable grad_clip, or check the data for NaN tiles.")
-            if result.finite and done % run.cfg.ckpt_every == 0 and done != run.stop:
+            if ckpt_now and run.nonfinite == 0:
                 save(run, done)
         save(run, run.stop)
     finally:
@@ -139,22 +145,31 @@ def announce(run: Run) -> None:
              run.stop, run.horizon, run.cfg.batch_size, run.info.world_size, run.info.device)
 
 
-def count_nonfinite(run: Run, result: StepResult, step: int) -> None:
-    """Track consecutive skipped (non-finite) steps."""
-    if result.finite:
-        run.nonfinite = 0
-        return
-    run.nonfinite += 1
-    if run.info.is_main:
-        log.warning("step %d: non-finite loss or gradient norm; step skipped, EMA untouched", step)
+def read_nonfinite(run: Run, done: int) -> int:
+    """Read the device's count of skipped steps; return the longest run of them since the last read.
+
+    A step with a non-finite loss or gradient on any rank is skipped on the device (no update, EMA
+    untouched). The count is read at log and checkpoint steps only; see
+    :class:`kit.train.step.NonFiniteGuard` for what "consecutive" means between two reads.
+    """
+    current, longest, skipped = run.stepper.guard.read()
+    run.nonfinite, run.skipped_since_log = current, run.skipped_since_log + skipped
+    if skipped and run.info.is_main:
+        log.warning("%d step(s) up to step %d had a non-finite loss or gradient: skipped, EMA untouched",
+                    skipped, done)
+    return longest
 
 
 def log_step(run: Run, step: int, result: StepResult) -> None:
     """Average the step's logs over ranks and write them (rank 0) as the row of step ``step + 1``."""
-    logs = distr.mean_over_ranks({**result.logs, "loss/total": result.loss}, run.info)
+    values = {**result.logs, "loss/total": result.loss}
+    if result.grad_norm is not None:  # computed only when grad_clip is set
+        values["grad_norm"] = result.grad_norm
+    logs = distr.mean_over_ranks(values, run.info)
     logs["data/skipped"] = float(sum(run.stream.stats.values()))
     logs.update({"lr": result.lr, "wd": result.wd, "momentum": result.momentum,
-                 "grad_norm": float(result.grad_norm), "skipped": float(not result.finite)})
+                 "skipped": float(run.skipped_since_log)})
+    run.skipped_since_log = 0
     now = time.perf_counter()
     logs["sec_per_step"] = (now - run.t_last) / (run.cfg.log_every if step != run.start_step else 1)
     run.t_last = now

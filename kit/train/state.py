@@ -19,12 +19,22 @@ class TrainConfig:
     """The schedule, cadence and numerics bindings of ``train`` (``train.<name> = ...`` in a recipe).
 
     Args:
-        batch_size: global batch (split evenly across ``torchrun`` ranks).
-        epochs / total_steps: run length in passes over the data, or in steps (the schedules' horizon).
+        batch_size: global batch of one micro-batch (split evenly across ``torchrun`` ranks).
+        accum_steps: micro-batches per optimizer step (gradient accumulation): one optimizer step, one
+            EMA update and one schedule step per ``batch_size * accum_steps`` images. Steps, logs and
+            schedules count optimizer steps (LatentMIM as released: 4 x 128).
+        epochs / total_steps: run length in passes over the data, or in optimizer steps (the schedules'
+            horizon).
         lr: learning-rate schedule ``f(step, total_steps)``; ``lr_batch_ref``: if set, its values are
-            scaled by ``batch_size / lr_batch_ref`` (LatentMIM: ``base_lr * batch / 256``).
-        weight_decay: schedule or constant (biases, norms, tokens are never decayed).
-        betas: AdamW betas. grad_clip: max gradient norm (None: no clipping).
+            scaled by the effective batch ``batch_size * accum_steps / lr_batch_ref`` (LatentMIM:
+            ``base_lr * effective batch / 256``).
+        weight_decay: schedule or constant, applied to the parameters ``no_decay`` leaves decayed.
+        no_decay: rule ``(name, param) -> bool`` of undecayed parameters; None: the host's released rule
+            (:func:`kit.train.optim.released_no_decay`).
+        betas: AdamW betas. grad_clip: max gradient norm (None: no clipping and no norm computed).
+        compile: ``torch.compile`` the framework's networks and losses
+            (:func:`kit.train.compile.compile_framework`): True for torch's default backend (inductor),
+            or a backend name (e.g. ``"aot_eager"``: graph capture without code generation).
         seed: seeds the initial weights, the data order, the crops and every per-step random draw.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``. precision: ``"bf16"`` autocast on CUDA (gram maths stay
             float32), ``"fp32"``. Ignored (fp32) on CPU.
@@ -34,13 +44,16 @@ class TrainConfig:
     """
 
     batch_size: int = 128
+    accum_steps: int = 1
     epochs: float = 300
     total_steps: int | None = None
     lr: Callable[[int, int], float] | None = None
     lr_batch_ref: int | None = None
     weight_decay: Callable[[int, int], float] | float = 0.05
+    no_decay: Callable[[str, torch.Tensor], bool] | None = None
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float | None = None
+    compile: bool | str = False
     seed: int = 0
     device: str = "auto"
     precision: str = "bf16"
@@ -51,10 +64,10 @@ class TrainConfig:
     tensorboard: bool = True
 
     def horizon(self, num_samples: int) -> int:
-        """Run length in steps: ``total_steps``, else ``epochs`` passes over ``num_samples`` pairs."""
+        """Run length in optimizer steps: ``total_steps``, else ``epochs`` passes over ``num_samples`` pairs."""
         if self.total_steps is not None:
             return int(self.total_steps)
-        steps_per_epoch = max(1, num_samples // self.batch_size)
+        steps_per_epoch = max(1, num_samples // (self.batch_size * self.accum_steps))
         return max(1, int(math.ceil(self.epochs * steps_per_epoch)))
 
 
@@ -68,7 +81,8 @@ class Run:
         optimizer: AdamW over the model's trainable parameters.
         data: this run's copy of the data object (its ``batch_size`` is the per-rank batch).
         stream: the resumable batch stream; ``batches`` its iterator.
-        logger: metrics on rank 0. horizon: the schedules' length in steps.
+        logger: metrics on rank 0. horizon: the schedules' length in optimizer steps.
+        stepper: the :class:`kit.train.step.TrainStep` that makes every optimizer step.
         start_step / stop: the steps this invocation runs, ``range(start_step, stop)``.
         export: the export description stored in every checkpoint (prefix, timm name and kwargs, meta).
         data_info: the data summary of preflight.
@@ -88,8 +102,10 @@ class Run:
     stop: int
     export: dict
     data_info: dict
+    stepper: Any = None
     batches: Iterator[dict] | None = None
     nonfinite: int = 0
+    skipped_since_log: int = 0
     last_logs: dict = field(default_factory=dict)
     t_last: float = 0.0
 
@@ -100,8 +116,10 @@ class Run:
 
     @property
     def lr_scale(self) -> float:
-        """``batch_size / lr_batch_ref`` when the recipe scales lr with the batch, else 1."""
-        return self.cfg.batch_size / self.cfg.lr_batch_ref if self.cfg.lr_batch_ref else 1.0
+        """``batch_size * accum_steps / lr_batch_ref`` (the effective batch) when the recipe scales lr
+        with the batch, else 1."""
+        effective = self.cfg.batch_size * self.cfg.accum_steps
+        return effective / self.cfg.lr_batch_ref if self.cfg.lr_batch_ref else 1.0
 
     @property
     def use_bf16(self) -> bool:

@@ -1,52 +1,194 @@
-"""One optimisation step, and the seeds that make every step reproducible.
+"""One optimizer step, and the seeds that make every step reproducible.
 
-A step is::
+:class:`TrainStep` is the one place that knows how a step is made (the loop and
+``benchmarks/train_step.py`` both run it)::
 
-    batch -> framework(batch, ctx) -> loss -> backward -> (grad clip) -> AdamW step -> EMA update
+    for each of the accum_steps micro-batches:            (DDP: gradients synced on the last one only)
+        out = model(batch, ctx); (out.loss / accum_steps).backward()
+    found_inf = loss or a gradient not finite              (on the device; all-reduced under DDP)
+    grad_clip set: clip_grad_norm_ (its norm doubles as the finite check); unset: no norm pass at all
+    AdamW step, skipped on the device when found_inf       (fused AdamW's found_inf input)
+    EMA update weighted by (1 - found_inf)                 (untouched when the step was skipped)
 
-with the learning rate, weight decay and EMA momentum read off pure step schedules and every random
-draw (patch masks, drop-path) seeded from ``(seed, step, rank)``. :func:`train_step` is the one place
-that knows how a step is made: gradient accumulation and compilation belong here.
+with the learning rate, weight decay and EMA momentum of the optimizer step read off pure schedules and
+every random draw seeded from ``(seed, step, micro-batch, rank)``. Nothing in a step reads a device
+value on the host, so a GPU never waits for Python between steps: the skipped steps are counted on the
+device (:class:`NonFiniteGuard`) and the loop reads the count when it logs or checkpoints. Only an
+optimizer without fused kernels for its device (CPU and CUDA have them) reads the flag once per step.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
 
+from kit.ema.ema import ema_update
+from kit.frameworks.base import Framework
 from kit.frameworks.context import StepContext
-from kit.train import distributed as distr
 from kit.train.optim import apply_schedules
 from kit.train.state import Run
 
 GLOBAL = 2**31  # the "rank" of draws shared by all ranks (patch masks of the global batch)
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """A 63-bit seed that depends only on ``(seed, step, rank)``."""
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+def step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
+    """A 63-bit seed that depends only on ``(seed, step, rank, micro)`` (micro-batch 0: ``(seed, step, rank)``)."""
+    entropy = [seed, step, rank] + ([micro] if micro else [])
+    return int(np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def micro_context(seed: int, step: int, micro: int, *, rank: int, local_batch: int, world_size: int) -> StepContext:
+    """Seed micro-batch ``micro`` of optimizer step ``step`` and describe it to the framework.
+
+    Patch masks come from a generator seeded by ``(seed, step, micro)``, the same on every rank, drawn
+    for the micro-batch's global batch (each rank keeps its rows): the micro-batches of a step get
+    different masks, N ranks draw what one process would, and a resumed run redraws them exactly.
+    Module randomness (drop-path) is seeded per rank by ``(seed, step, rank, micro)``.
+    """
+    gen = torch.Generator().manual_seed(step_seed(seed, step, GLOBAL, micro))
+    torch.manual_seed(step_seed(seed, step, rank, micro))
+    return StepContext(step=step, generator=gen, global_batch=local_batch * world_size,
+                       rows=slice(rank * local_batch, (rank + 1) * local_batch))
 
 
 @dataclass
 class StepResult:
-    """What one step produced.
+    """What one optimizer step produced: device tensors nobody has read on the host yet.
 
     Attributes:
-        loss: scalar loss tensor (detached).
-        logs: the framework's logs (floats or 0-d tensors), this rank's values.
-        grad_norm: total gradient norm before clipping (0-d tensor).
-        finite: loss and gradient norm were finite on every rank (else the update was skipped).
+        loss: mean of the micro-batches' losses (0-d, detached).
+        logs: the framework's logs averaged over the micro-batches (floats or 0-d tensors), this rank's.
+        found_inf: 0-d float, 1 when the step was skipped (non-finite loss or gradient on some rank).
+        grad_norm: total gradient norm before clipping when ``grad_clip`` is set, else None (not computed).
         lr, wd, momentum: the schedule values this step used.
     """
 
     loss: torch.Tensor
-    logs: dict
-    grad_norm: torch.Tensor
-    finite: bool
-    lr: float
-    wd: float
-    momentum: float
+    logs: dict = field(default_factory=dict)
+    found_inf: torch.Tensor | None = None
+    grad_norm: torch.Tensor | None = None
+    lr: float = 0.0
+    wd: float = 0.0
+    momentum: float = 0.0
+
+
+class NonFiniteGuard:
+    """Counts skipped (non-finite) optimizer steps on the device; the host reads it at log steps.
+
+    "Consecutive" means optimizer steps in a row, each with a non-finite loss or gradient, with no
+    finite step between them. The device keeps the length of the current run and the longest run that
+    touched the steps since the last read; :meth:`read` returns it (a run that spans a read keeps
+    counting across it, so it is reported at its full length). The loop reads at every log step and
+    checkpoint step, so a run of ``max_nonfinite`` bad steps stops training at most ``log_every - 1``
+    steps after it reached the limit; those steps are skipped as well if they are non-finite, so the
+    weights and the EMA never take a non-finite update.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        # [current run, longest run since the last read, skipped steps since the last read]
+        self.state = torch.zeros(3, device=device)
+
+    def update(self, found_inf: torch.Tensor) -> None:
+        run = (self.state[0] + found_inf) * found_inf
+        self.state = torch.stack([run, torch.maximum(self.state[1], run), self.state[2] + found_inf])
+
+    def read(self) -> tuple[int, int, int]:
+        """``(current run, longest run, skipped steps)`` since the previous read (one host read)."""
+        run, longest, skipped = (int(v) for v in self.state.tolist())
+        self.state = torch.stack([self.state[0], self.state[0], torch.zeros_like(self.state[0])])
+        return run, longest, skipped
+
+
+class TrainStep:
+    """The optimizer step over ``accum_steps`` micro-batches (see the module docstring).
+
+    Args:
+        model: the framework (parameters on their device).
+        optimizer: AdamW from :func:`kit.train.optim.build_adamw` (fused: the skip happens on the device).
+        forward: what to call for the loss (the DDP wrapper under ``torchrun``); default ``model``.
+        accum_steps: micro-batches per optimizer step; each micro-batch's loss is scaled by ``1 / accum_steps``.
+        grad_clip: max total gradient norm, or None (no norm computed).
+        autocast_dtype: e.g. ``torch.bfloat16`` to run the forward under autocast, or None.
+    """
+
+    def __init__(self, model: Framework, optimizer: torch.optim.Optimizer, *, forward: nn.Module | None = None,
+                 accum_steps: int = 1, grad_clip: float | None = None, autocast_dtype: torch.dtype | None = None) -> None:
+        if int(accum_steps) != accum_steps or accum_steps < 1:
+            raise ValueError(f"accum_steps must be a positive integer, got {accum_steps!r}.")
+        if grad_clip is not None and not grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip!r}.")
+        self.model, self.optimizer = model, optimizer
+        self.forward = forward if forward is not None else model
+        self.accum_steps, self.grad_clip, self.autocast_dtype = int(accum_steps), grad_clip, autocast_dtype
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.device = self.params[0].device
+        self.fused = bool(optimizer.defaults.get("fused"))
+        self.guard = NonFiniteGuard(self.device)
+
+    def _micro(self, batch: dict, ctx: StepContext, last: bool) -> tuple[torch.Tensor, dict]:
+        ddp = isinstance(self.forward, nn.parallel.DistributedDataParallel)
+        no_sync = self.forward.no_sync() if ddp and not last else contextlib.nullcontext()
+        with no_sync:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                                enabled=self.autocast_dtype is not None):
+                out = self.forward(batch, ctx)
+            (out.loss / self.accum_steps).backward()
+        return out.loss.detach(), out.logs
+
+    def _found_inf(self, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        found = (~torch.isfinite(loss)).to(torch.float32).reshape(())
+        with_grad = [p for p in self.params if p.grad is not None]
+        norm = None
+        if self.grad_clip is not None:
+            norm = nn.utils.clip_grad_norm_(with_grad, self.grad_clip, foreach=True)
+            found = torch.maximum(found, (~torch.isfinite(norm)).to(torch.float32))
+        elif with_grad:
+            # sets found to 1 if a gradient holds inf/NaN: one fused read (times 1.0), no norm, no host read
+            torch._amp_foreach_non_finite_check_and_unscale_([p.grad for p in with_grad], found,
+                                                             torch.ones((), device=self.device))
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(found, op=dist.ReduceOp.MAX)  # every rank skips the same steps
+        return found, norm
+
+    def _optimizer_step(self, found: torch.Tensor) -> None:
+        if self.fused:
+            self.optimizer.found_inf = found  # fused AdamW skips on the device: no update, no step count
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
+        elif not bool(found):  # an optimizer without fused kernels: one host read
+            self.optimizer.step()
+
+    def __call__(self, micro_batches: Iterable[tuple[dict, StepContext]], *, lr: float, weight_decay: float,
+                 momentum: float) -> StepResult:
+        """One optimizer step over ``accum_steps`` ``(batch, ctx)`` pairs (consumed one at a time, so a
+        lazy iterable holds one micro-batch in memory and seeds each right before its forward)."""
+        apply_schedules(self.optimizer, lr, weight_decay)
+        loss_sum, logs, n = None, {}, 0
+        for n, (batch, ctx) in enumerate(micro_batches, start=1):
+            if n > self.accum_steps:
+                break
+            loss, out_logs = self._micro(batch, ctx, last=n == self.accum_steps)
+            loss_sum = loss if loss_sum is None else loss_sum + loss
+            for k, v in out_logs.items():
+                logs[k] = logs.get(k, 0.0) + v / self.accum_steps
+        if n != self.accum_steps:
+            self.optimizer.zero_grad(set_to_none=True)
+            raise ValueError(f"TrainStep got {n} micro-batches, expected accum_steps={self.accum_steps}.")
+        loss = loss_sum / self.accum_steps
+        found, norm = self._found_inf(loss)
+        self._optimizer_step(found)
+        ema_update(self.model.ema_pairs(), momentum, skip=found)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.guard.update(found)
+        return StepResult(loss=loss, logs=logs, found_inf=found, grad_norm=norm, lr=lr, wd=weight_decay,
+                          momentum=momentum)
 
 
 def next_batch(run: Run) -> dict:
@@ -57,43 +199,15 @@ def next_batch(run: Run) -> dict:
     return {k: (v.to(run.info.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in raw.items()}
 
 
-def step_context(run: Run, step: int) -> StepContext:
-    """Seed this step's draws and describe it to the framework.
-
-    Patch masks come from one generator for the global batch, the same on every rank (each rank keeps
-    its rows); drop-path and other module randomness from the per-rank torch seed.
-    """
-    gen = torch.Generator().manual_seed(step_seed(run.cfg.seed, step, GLOBAL))
-    torch.manual_seed(step_seed(run.cfg.seed, step, run.info.rank))
-    local = run.local_batch
-    rows = slice(run.info.rank * local, (run.info.rank + 1) * local)
-    return StepContext(step=step, generator=gen, global_batch=run.cfg.batch_size, rows=rows)
+def step_context(run: Run, step: int, micro: int = 0) -> StepContext:
+    """The context of micro-batch ``micro`` of step ``step`` of ``run`` (see :func:`micro_context`)."""
+    return micro_context(run.cfg.seed, step, micro, rank=run.info.rank, local_batch=run.local_batch,
+                         world_size=run.info.world_size)
 
 
 def train_step(run: Run, step: int) -> StepResult:
-    """Run step ``step``: fetch, forward, backward, clip, update, EMA.
-
-    A step whose loss or gradient norm is non-finite on any rank changes nothing (no optimizer step, EMA
-    untouched); the caller counts such steps.
-    """
-    model, optimizer, horizon = run.model, run.optimizer, run.horizon
-    batch = next_batch(run)
-    lr_now = run.cfg.lr(step, horizon) * run.lr_scale
-    wd_now = run.weight_decay(step, horizon)
-    apply_schedules(optimizer, lr_now, wd_now)
-    ctx = step_context(run, step)
-    with torch.autocast(device_type=run.info.device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
-        out = run.ddp_model(batch, ctx)
-    out.loss.backward()
-    clip = run.cfg.grad_clip if run.cfg.grad_clip else float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip)
-    loss = out.loss.detach()
-    finite = bool(torch.isfinite(loss) and torch.isfinite(grad_norm))
-    finite = not distr.broadcast_flag(not finite, run.info)
-    momentum = model.momentum(step, horizon)
-    if finite:
-        optimizer.step()
-        model.ema_update(momentum)
-    optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss=loss, logs=out.logs, grad_norm=grad_norm, finite=finite, lr=lr_now, wd=wd_now,
-                      momentum=momentum)
+    """Run optimizer step ``step`` of ``run``: its ``accum_steps`` micro-batches, the update and the EMA."""
+    horizon = run.horizon
+    micro = ((next_batch(run), step_context(run, step, i)) for i in range(run.cfg.accum_steps))
+    return run.stepper(micro, lr=run.cfg.lr(step, horizon) * run.lr_scale, weight_decay=run.weight_decay(step, horizon),
+                       momentum=run.model.momentum(step, horizon))
