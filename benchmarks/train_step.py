@@ -2,7 +2,7 @@
 """Training-step time of each host alone and with the spatial-affinity add-on, eager and compiled.
 
     python benchmarks/train_step.py                          # tiny config, eager
-    python benchmarks/train_step.py --compile                # + torch.compile'd variants
+    python benchmarks/train_step.py --compile                # + torch.compile'd variants (inductor)
     python benchmarks/train_step.py --paper-shapes --batch 2 # ViT-S/16 (LatentMIM), ViT-S/14 (I-JEPA), 224 px
     python benchmarks/train_step.py --paper-shapes --compile --bf16   # on CUDA
 
@@ -183,7 +183,9 @@ def _count_syncs(fw, step) -> dict:
 def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--paper-shapes", action="store_true", help="the paper's ViT-S shapes (default: the tiny config)")
-    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd step (kit.train.step.compile_framework)")
+    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd step (kit.train.compile.compile_framework)")
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="torch.compile backend of the compiled variants (aot_eager: capture without code generation)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast, as the loop runs on CUDA (CUDA only)")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     ap.add_argument("--hosts", default="latentmim,ijepa", help="comma-separated: latentmim, ijepa")
@@ -225,7 +227,7 @@ def _bench_host(name: str, args, cfg: dict, env: dict) -> list[dict]:
             fw = build_host(name, cfg)
             fw = SpatialAffinity(host=fw) if v == "host+SA" else fw
             if mode == "compiled":
-                compile_framework(fw)
+                compile_framework(fw, backend=args.compile_backend)
             step = make_step(fw, batch, device, args.bf16)
             if cuda:
                 torch.cuda.synchronize(device)
@@ -247,7 +249,8 @@ def _bench_host(name: str, args, cfg: dict, env: dict) -> list[dict]:
         host_t = stats[("host", mode)]["median_ms"]
         eager_t = stats[(v, "eager")]["median_ms"]
         rows.append({
-            "host": name, "variant": v, "mode": mode, "config": "paper" if args.paper_shapes else "tiny",
+            "host": name, "variant": v, "mode": mode if mode == "eager" else f"compiled:{args.compile_backend}",
+            "config": "paper" if args.paper_shapes else "tiny",
             "batch": batch_size, "img_mr": img, "patch": cfg[name]["patch"],
             "precision": "bf16-autocast" if args.bf16 else ("tf32" if cuda else "fp32"),
             "trainable_M": round(sum(p.numel() for p in fw.parameters() if p.requires_grad) / 1e6, 2),
