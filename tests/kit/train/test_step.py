@@ -46,11 +46,12 @@ def _sgd(model):
     return torch.optim.SGD(param_groups(model), lr=0.0, fused=True)
 
 
-@pytest.mark.parametrize("optim, atol", [(_sgd, 1e-7), (lambda m: build_adamw(m, eps=1e-6), 1e-4)])
+@pytest.mark.parametrize("optim, atol", [(_sgd, 1e-7), (lambda m: build_adamw(m, eps=1e-4), 1e-6)])
 def test_two_by_two_micro_batches_equal_one_by_four(optim, atol):
     """Same weights and EMA after 3 optimizer steps. Adam divides by the gradient's running RMS, so on
     parameters whose true gradient is zero (biases the loss is invariant to: the InfoNCE standardises its
-    predictions) it turns fp32 rounding noise into steps of ~lr; SGD pins the accumulation itself."""
+    predictions) it turns fp32 rounding noise into steps of ~lr; an eps of 1e-4 keeps that noise below
+    1e-7 while real gradients (1e-3 and up) are still normalised. SGD pins the accumulation itself."""
     a, b = _sa_latentmim(), _sa_latentmim()
     one = TrainStep(a, optim(a), accum_steps=1)
     two = TrainStep(b, optim(b), accum_steps=2)
