@@ -25,3 +25,14 @@ def sincos_2d(grid_h: int, grid_w: int, dim: int, *, temperature: float = 10000.
     # MAE puts the width (column) half first: emb_h uses grid[0] which is w in their meshgrid.
     emb = torch.cat([out_c.sin(), out_c.cos(), out_r.sin(), out_r.cos()], dim=1)
     return emb.float()
+
+
+_TABLES: dict[tuple[int, int, int, torch.device], torch.Tensor] = {}
+
+
+def sincos_2d_on(grid_h: int, grid_w: int, dim: int, device: torch.device) -> torch.Tensor:
+    """:func:`sincos_2d` on ``device``, computed once per grid, width and device (a constant: never trained)."""
+    key = (grid_h, grid_w, dim, torch.device(device))
+    if key not in _TABLES:
+        _TABLES[key] = sincos_2d(grid_h, grid_w, dim).to(device)
+    return _TABLES[key]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from kit.encoders.pos_embed import sincos_2d
+from kit.encoders.pos_embed import sincos_2d, sincos_2d_on
 
 # timm architecture names -> (embed_dim, depth, num_heads)
 ARCHS = {
@@ -95,7 +95,6 @@ class ViTEncoder(nn.Module):
         with torch.no_grad():
             self.vit.pos_embed.copy_(sincos_2d(grid, grid, self.embed_dim)[None])
         self.vit.pos_embed.requires_grad_(False)
-        self._pos_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
     @property
     def timm_name(self) -> str:
@@ -121,10 +120,7 @@ class ViTEncoder(nn.Module):
 
     def pos_embed(self, gh: int, gw: int, device: torch.device) -> torch.Tensor:
         """``(gh*gw, D)`` fixed sin-cos table for a grid, cached per grid and device."""
-        key = (gh, gw, device)
-        if key not in self._pos_cache:
-            self._pos_cache[key] = sincos_2d(gh, gw, self.embed_dim).to(device)
-        return self._pos_cache[key]
+        return sincos_2d_on(gh, gw, self.embed_dim, device)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel patches ``(B, C, H, W) -> (B, N, C*p*p)``, row-major over the grid, ``(c, i, j)`` inside a

@@ -8,7 +8,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from kit.encoders.pos_embed import sincos_2d
+from kit.encoders.pos_embed import sincos_2d_on
 
 
 @gin.register
@@ -57,15 +57,8 @@ class MAEDecoder(nn.Module):
         self.blocks = nn.ModuleList(Block(width, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth))
         self.norm = norm(width)
         self.pred = nn.Linear(width, self.out_dim)
-        self._pos: dict[tuple[int, int, torch.device], torch.Tensor] = {}
         self.apply(_init)
         nn.init.normal_(self.mask_token, std=0.02)
-
-    def _pos_table(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
-        key = (grid[0], grid[1], device)
-        if key not in self._pos:
-            self._pos[key] = sincos_2d(grid[0], grid[1], self.width).to(device)
-        return self._pos[key]
 
     def forward(
         self, visible: torch.Tensor, visible_idx: torch.Tensor, target_idx: torch.Tensor, grid: tuple[int, int]
@@ -79,7 +72,7 @@ class MAEDecoder(nn.Module):
         emb = self.embed(visible)  # (B, K, W)
         tokens = self.mask_token.to(emb.dtype).expand(b, n, -1)
         tokens = tokens.scatter(1, visible_idx[..., None].expand(-1, -1, self.width), emb)  # (B, N, W)
-        tokens = tokens + self._pos_table(grid, emb.device).to(emb.dtype)
+        tokens = tokens + sincos_2d_on(grid[0], grid[1], self.width, emb.device).to(emb.dtype)
         for blk in self.blocks:
             tokens = blk(tokens)
         out = torch.gather(tokens, 1, target_idx[..., None].expand(-1, -1, self.width))  # (B, M, W)
