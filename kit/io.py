@@ -30,3 +30,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`write_text_atomic`)."""
     write_text_atomic(path, json.dumps(obj, indent=2))
+
+
+class CorruptSampleError(ValueError):
+    """A sample file exists but cannot be read as its format promises (readers count or raise it)."""

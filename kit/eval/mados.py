@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kit.io import BANDS
+from kit.io import BANDS, CorruptSampleError
 
 WAVELENGTHS = {"blue": 492, "green": 560, "red": 665, "nir": 833, "rededge1": 704, "rededge2": 740, "rededge3": 783}
 NUM_CLASSES = 15
@@ -34,10 +34,6 @@ CLASS_NAMES = [
     "oil_platform", "jellyfish", "sea_snot",
 ]
 _BAND_RE = re.compile(r"_L2R_rhorc_(\d+)_(\w+)\.tif$")
-
-
-class CorruptSampleError(ValueError):
-    """A MADOS file exists but cannot be read as a GeoTIFF."""
 
 
 def _read_tif(path: Path) -> np.ndarray:

@@ -34,7 +34,7 @@ def geobench_root(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("geobench")
     make_geobench.make(root, "m-cashew-plant", seed=0)
-    make_geobench.make(root, "m-SA-crop-type", n_train=12, seed=1)
+    make_geobench.make(root, "m-SA-crop-type", seed=1)
     return root
 
 

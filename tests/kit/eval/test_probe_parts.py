@@ -30,7 +30,7 @@ def test_feature_cache_is_reused(tiny_encoder, geobench_root, tmp_path):
     ds = GeoBenchSegmentation(geobench_root / "m-cashew-plant", "test")
     key = {"encoder": encoder_hash(tiny_encoder), "dataset": "m-cashew-plant", "split": "test", "img_size": 32}
     f1, l1, grid = cached_features(model, ds, tmp_path, key=key, img_size=32, progress=False)
-    assert f1.shape == (len(ds), 16, 64) and grid == (4, 4) and l1.shape == (len(ds), 16, 16)
+    assert f1.shape == (len(ds), 16, 64) and grid == (4, 4) and l1.shape == (len(ds), 64, 64)
     # second call: served from disk without touching the model
     f2, l2, grid2 = cached_features(None, ds, tmp_path, key=key, img_size=32, progress=False)
     np.testing.assert_array_equal(np.asarray(f1), np.asarray(f2))
