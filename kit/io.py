@@ -1,4 +1,4 @@
-"""Small I/O pieces shared by data, encoders and eval: band names and atomic file writes.
+"""Small I/O pieces shared by data, encoders and eval: band names, atomic writes, band statistics, units check.
 
 Every package that writes a file another process may read (shard indexes, export meta, probe rows)
 writes it through a temporary file in the same folder and ``os.replace``, so a reader sees the old
@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 #: band names of the 4-band stacks the kit trains on, in storage order (Sentinel-2 B2 B3 B4 B8)
 BANDS = ("blue", "green", "red", "nir")
@@ -34,3 +36,92 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 class CorruptSampleError(ValueError):
     """A sample file exists but cannot be read as its format promises (readers count or raise it)."""
+
+
+class BandStatistics:
+    """Running per-band statistics of written tiles (for the shard index and the units check).
+
+    Args:
+        bands: band names, in storage order.
+
+    ``update(tile (C, h, w), nodata)`` adds the valid pixels of one tile; ``summary()`` gives
+    ``{band: {"mean", "std", "min", "max", "count"}}`` in the stored units.
+    """
+
+    def __init__(self, bands) -> None:
+        self.bands = list(bands)
+        c = len(self.bands)
+        self.n, self.s, self.s2 = np.zeros(c), np.zeros(c), np.zeros(c)
+        self.lo, self.hi = np.full(c, np.inf), np.full(c, -np.inf)
+
+    def update(self, tile: np.ndarray, nodata: float | None = None) -> None:
+        for b in range(len(self.bands)):
+            v = np.asarray(tile[b], np.float64).ravel()
+            v = v[np.isfinite(v) & ((v != nodata) if nodata is not None else True)]
+            if v.size:
+                self.n[b] += v.size
+                self.s[b] += v.sum()
+                self.s2[b] += (v * v).sum()
+                self.lo[b], self.hi[b] = min(self.lo[b], v.min()), max(self.hi[b], v.max())
+
+    def summary(self) -> dict:
+        out = {}
+        for b, name in enumerate(self.bands):
+            if not self.n[b]:
+                continue
+            mean = self.s[b] / self.n[b]
+            std = float(np.sqrt(max(self.s2[b] / self.n[b] - mean * mean, 0.0)))
+            out[name] = {"mean": float(mean), "std": std, "min": float(self.lo[b]), "max": float(self.hi[b]),
+                         "count": int(self.n[b])}
+        return out
+
+
+def add_to_index(root: str | os.PathLike, **fields: Any) -> dict:
+    """Add ``fields`` to the ``index.json`` of a shard folder (atomically) and return the new index."""
+    path = Path(root) / "index.json"
+    index = json.loads(path.read_text())
+    index.update(fields)
+    write_json_atomic(path, index)
+    return index
+
+
+def units_warning(band_stats: dict, mean, std, bands=BANDS) -> str | None:
+    """A warning when stored band values are far from the units a normalisation expects, else None.
+
+    Args:
+        band_stats: ``{band: {"mean", "std", "min", "max"}}`` of the stored values (the shard index's
+            ``band_stats``).
+        mean, std: the normalisation the recipe applies, per band in ``bands`` order (e.g. the authors'
+            Sentinel-2 DN statistics, reflectance x 10000).
+
+    The data counts as far off when a band's mean lies more than 4 of the recipe's standard deviations from
+    the recipe's mean, or its whole range fits in 0..255 or 0..1 while the recipe expects values in the
+    thousands: the usual signs of uint8 images or of 0-1 reflectance fed to a model normalised for DN.
+    """
+    notes = []
+    for b, m, s in zip(bands, mean, std):
+        st = band_stats.get(b)
+        if not st:
+            continue
+        z = abs(st["mean"] - m) / max(s, 1e-12)
+        if m > 100 and st["max"] <= 1.5:
+            notes.append(f"{b}: values within [{st['min']:.3g}, {st['max']:.3g}] look like 0-1 reflectance")
+        elif m > 300 and 0 <= st["min"] and st["max"] <= 255:
+            notes.append(f"{b}: values within [{st['min']:.3g}, {st['max']:.3g}] look like 8-bit (uint8) data")
+        elif z > 4:
+            notes.append(f"{b}: mean {st['mean']:.4g} is {z:.1f} std from the normalisation mean {m:.4g}")
+    if not notes:
+        return None
+    return ("the data's range is far from the normalisation the recipe uses (mean " + ", ".join(f"{m:g}" for m in mean)
+            + "; reflectance x 10000 expected): " + "; ".join(notes)
+            + ". Rescale the data (make_shards.py geotiff --reflectance-scale) or set the recipe's normalisation.")
+
+
+def shard_units_warning(root: str | os.PathLike, mean, std, bands=BANDS) -> str | None:
+    """:func:`units_warning` for the ``band_stats`` in a shard folder's ``index.json`` (None without them)."""
+    path = Path(root) / "index.json"
+    try:
+        stats = json.loads(path.read_text()).get("band_stats")
+    except (OSError, ValueError):
+        return None
+    return units_warning(stats, mean, std, bands) if stats else None

@@ -19,6 +19,52 @@ import json  # noqa: E402
 
 from kit.data.sources import SOURCES  # noqa: E402
 
+BANDS = ("blue", "green", "red", "nir")
+
+
+def _sen2venus_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", type=Path, help="folder of v1 site folders (<site>/index.csv) and/or v2 <SITE>.zip files")
+    p.add_argument("--out", type=Path, required=True, help="output shard folder")
+    p.add_argument("--release", choices=("auto", "v1", "v2"), default="auto")
+    p.add_argument("--sites", nargs="+", default=None, help="sites to include (default all)")
+    p.add_argument("--holdout-sites", nargs="+", default=[], help="sites to leave out (e.g. for validation)")
+    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="keep site/file order")
+    p.add_argument("--seed", type=int, default=0, help="seed of the cross-site shuffle")
+    p.add_argument("--bands", nargs="+", default=list(BANDS), help="kit band names (or B2 B3 B4 B8) to keep, in order")
+    p.add_argument("--max-nodata", type=float, default=0.0, help="largest nodata fraction of a kept pair")
+    p.add_argument("--nodata", type=float, default=-10000.0, help="nodata value (v2 files' own nodata wins)")
+    p.add_argument("--limit", type=int, default=None, help="stop after this many written pairs")
+    p.add_argument("--prefix", default="pairs", help="shard file-name prefix")
+    p.add_argument("--v1-mr-column", default="tensor_10m_b2b3b4b8")
+    p.add_argument("--v1-hr-column", default="tensor_05m_b2b3b4b8")
+    p.add_argument("--v2-mr-column", default="b2b3b4b8_10m")
+    p.add_argument("--v2-hr-column", default="b2b3b4b8_05m")
+
+
+def _geotiff_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hr", type=Path, required=True, help="high-resolution GeoTIFF")
+    p.add_argument("--mr", type=Path, required=True, help="mid-resolution GeoTIFF (its grid and CRS are kept)")
+    p.add_argument("--out", type=Path, required=True, help="output shard folder")
+    p.add_argument("--tile", type=int, default=64, help="MR tile side in px (HR tiles are s times larger)")
+    p.add_argument("--bands", nargs="+", default=list(BANDS), help="kit band names to write, in order")
+    p.add_argument("--mr-bands", default=None, help="MR band mapping, e.g. blue=2,green=3,red=4,nir=8 or B2,B3,B4,B8")
+    p.add_argument("--hr-bands", default=None, help="HR band mapping (same syntax)")
+    p.add_argument("--max-nodata", type=float, default=0.0, help="largest nodata fraction of a kept tile pair")
+    p.add_argument("--nodata", type=float, default=None, help="nodata value for both rasters (default: their own)")
+    p.add_argument("--scale", type=int, default=None, help="force the integer GSD ratio s")
+    p.add_argument("--ratio-tol", type=float, default=0.02, help="relative tolerance of s when the CRSs differ")
+    p.add_argument("--resampling", default="bilinear", help="rasterio Resampling name used when HR must be warped")
+    p.add_argument("--mr-gsd", type=float, default=None, help="MR GSD in metres (default: pixel size of a projected CRS)")
+    p.add_argument("--reflectance-scale", type=float, default=None,
+                   help="multiply values by this before int16 (default: 10000 for 0-1 float reflectance, else 1)")
+    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--prefix", default="pairs")
+
+
+# sources whose options are typed (an ``Options`` dataclass); their flags are defined here, in the tool
+ARGUMENTS = {"sen2venus": _sen2venus_arguments, "geotiff": _geotiff_arguments}
+
 
 def _load(name: str):
     try:
@@ -40,9 +86,17 @@ def main(argv: list[str] | None = None) -> dict:
     for name in SOURCES:
         p = sub.add_parser(name, help=f"pairs from {name}")
         if name == chosen:
-            _load(name).add_arguments(p)
+            (ARGUMENTS.get(name) or _load(name).add_arguments)(p)
     args = parser.parse_args(argv)
-    summary = _load(args.source).run(args)
+    module = _load(args.source)
+    try:
+        if hasattr(module, "Options"):
+            summary = module.run(module.Options(**{k: v for k, v in vars(args).items() if k != "source"}))
+        else:
+            summary = module.run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"make_shards.py {args.source}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(json.dumps(summary, indent=2, default=str))
     return summary
 

@@ -34,9 +34,9 @@ def load_image(path: str | os.PathLike, *, key: str | None = None, index: int = 
         raise FileNotFoundError(f"image {p} does not exist; pass a GeoTIFF, a .npy (C, H, W) or a pair shard .tar.")
     suffix = p.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        from kit.data.sources.geotiff import _open, band_indexes
+        from kit.data.sources.geotiff import band_indexes, open_raster
 
-        with _open(str(p)) as ds:
+        with open_raster(p) as ds:
             img = ds.read(band_indexes(ds, tuple(bands), band_spec, "--image-bands")).astype(np.float32)
     elif suffix == ".npy":
         img = np.load(p).astype(np.float32)

@@ -1,9 +1,12 @@
 """Checks that run before step 1 and report every problem at once."""
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from kit.frameworks.context import StepContext
+from kit.io import BANDS, shard_units_warning
 
 
 class ConfigError(ValueError):
@@ -32,6 +35,12 @@ def preflight(framework, data, *, batch_size: int, world_size: int = 1) -> dict:
         info = data.check()
     except (ValueError, FileNotFoundError, OSError) as exc:
         problems.append(f"data: {exc}")
+    norm = getattr(data, "normalize", None)
+    if info.get("root") and hasattr(norm, "describe"):  # stored units far from the recipe's normalisation: say so
+        stats = norm.describe("mr")
+        note = shard_units_warning(info["root"], stats["mean"], stats["std"], info.get("band_names") or BANDS)
+        if note:
+            logging.getLogger(__name__).warning("data: %s", note)
     per_rank = batch_size // max(world_size, 1)
     if per_rank < 1:
         problems.append(f"batch: batch_size {batch_size} gives {per_rank} images per rank on {world_size} ranks; raise it.")

@@ -33,14 +33,9 @@ def test_cluster_map_from_npy_and_shard(tiny_encoder, geotiff_pair, tmp_path):
                     "--names", "A", "--k", "4"])
     assert info["A"]["clusters_present"] > 1 and (tmp_path / "a.png").stat().st_size > 1000
     # a sample of a pair shard written by the geotiff source
-    import argparse
-
     from kit.data.sources import geotiff
 
-    p = argparse.ArgumentParser()
-    geotiff.add_arguments(p)
-    geotiff.run(p.parse_args(["--mr", str(geotiff_pair["mr"]), "--hr", str(geotiff_pair["hr_utm32"]), "--out",
-                              str(tmp_path / "shards"), "--tile", "32"]))
+    geotiff.run(geotiff.GeoTiffOptions(mr=geotiff_pair["mr"], hr=geotiff_pair["hr_utm32"], out=tmp_path / "shards", tile=32))
     shard = sorted((tmp_path / "shards").glob("*.tar"))[0]
     info = cm.main(["--image", str(shard), "--index", "0", "--encoder", str(tiny_encoder), "--out", str(tmp_path / "b.png")])
     assert next(iter(info.values()))["grid"] == [4, 4]

@@ -1,7 +1,8 @@
 """Sources that ``tools/make_shards.py`` turns into pair shards, one module per sub-command.
 
-Each module defines ``add_arguments(parser: argparse.ArgumentParser) -> None`` and
-``run(args: argparse.Namespace) -> dict`` (a summary: written, skipped by reason, output folder).
+A typed source defines an ``Options`` dataclass and ``run(options: Options) -> dict`` (a summary: written,
+skipped by reason, output folder); its command-line flags live in ``tools/make_shards.py``, which builds
+the options from them. An untyped source defines ``add_arguments(parser)`` and ``run(args)``.
 """
 SOURCES = {
     "synthetic": "kit.data.sources.synthetic",

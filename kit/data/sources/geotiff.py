@@ -12,28 +12,38 @@ The two rasters may differ in CRS, GSD and extent; their GSD ratio ``s`` must be
    (``--resampling``, default bilinear). Both rasters are read by window, one row of tiles at a time.
 4. Tiles of ``T x T`` MR px and ``sT x sT`` HR px; a tile pair with a non-finite value or more than
    ``--max-nodata`` nodata pixels (either side) is skipped and counted.
-5. Bands are mapped to the kit's order (``--bands``, default blue green red nir) from band descriptions
-   (``B2``/``B02``/``blue`` ...), or from ``--mr-bands``/``--hr-bands`` (``blue=2,green=3,red=4,nir=8`` with
-   1-based indices or descriptions, or a plain list in ``--bands`` order). A raster without descriptions
-   and exactly ``len(bands)`` bands is taken to be in the kit's order. A band that cannot be found is an
-   error. Values are multiplied by ``--reflectance-scale`` (use 10000 for 0-1 reflectance) and stored as
-   int16.
+5. Bands are mapped to the kit's order (``--bands``, default blue green red nir) from
+   ``--mr-bands``/``--hr-bands`` when given (``blue=2,green=3,red=4,nir=8`` with 1-based indices or
+   descriptions, or a plain list in ``--bands`` order), else from band descriptions (``B2``/``B02``/``blue``
+   ...), else from the colour interpretation (red, green, blue, nir). A raster with none of these and
+   exactly ``len(bands)`` bands is taken to be in the kit's order, with a loud notice that prints the
+   assumed mapping and the flag that sets it. A band that cannot be found is an error.
+6. Units: the kit stores reflectance x 10000 as int16. Float rasters whose values lie within 0..1.5 are
+   0-1 reflectance and are multiplied by 10000 (``--reflectance-scale`` default); an explicit scale that
+   would round such data to zero in int16 is refused. Per-band statistics of the written MR tiles go into
+   ``index.json`` (``band_stats``), and a warning says when they are far from the authors' Sentinel-2
+   normalisation (uint8 data, 0-1 reflectance).
 """
 from __future__ import annotations
 
-import argparse
-import json
+import logging
 import math
 import re
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kit.data.sources.sen2venus import nodata_fraction, remove_stale_shards, to_int16
 from kit.data.writer import PairShardWriter
-from kit.io import BANDS, write_json_atomic
+from kit.io import BANDS, BandStatistics, add_to_index, units_warning, write_json_atomic
+
+log = logging.getLogger(__name__)
+# the authors' Sentinel-2 statistics (reflectance x 10000, B2 B3 B4 B8): what the recipes normalise with
+S2_MEAN = (443.89, 715.68, 813.27, 2603.59)
+S2_STD = (283.97, 389.34, 651.25, 811.83)
 
 ALIASES = {
     "blue": ("blue", "b2", "band2"), "green": ("green", "b3", "band3"), "red": ("red", "b4", "band4"),
@@ -41,32 +51,50 @@ ALIASES = {
 }
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hr", required=True, help="high-resolution GeoTIFF")
-    p.add_argument("--mr", required=True, help="mid-resolution GeoTIFF (its grid and CRS are kept)")
-    p.add_argument("--out", required=True, help="output shard folder")
-    p.add_argument("--tile", type=int, default=64, help="MR tile side in px (HR tiles are s times larger)")
-    p.add_argument("--bands", nargs="+", default=list(BANDS), help="kit band names to write, in order")
-    p.add_argument("--mr-bands", default=None, help="MR band mapping, e.g. blue=2,green=3,red=4,nir=8 or B2,B3,B4,B8")
-    p.add_argument("--hr-bands", default=None, help="HR band mapping (same syntax)")
-    p.add_argument("--max-nodata", type=float, default=0.0, help="largest nodata fraction of a kept tile pair")
-    p.add_argument("--nodata", type=float, default=None, help="nodata value for both rasters (default: their own)")
-    p.add_argument("--scale", type=int, default=None, help="force the integer GSD ratio s")
-    p.add_argument("--ratio-tol", type=float, default=0.02, help="relative tolerance of s when the CRSs differ")
-    p.add_argument("--resampling", default="bilinear", help="rasterio Resampling name used when HR must be warped")
-    p.add_argument("--mr-gsd", type=float, default=None, help="MR GSD in metres (default: pixel size of a projected CRS)")
-    p.add_argument("--reflectance-scale", type=float, default=1.0, help="multiply values by this before int16")
-    p.add_argument("--shard-size", type=int, default=256)
-    p.add_argument("--prefix", default="pairs")
+@dataclass
+class GeoTiffOptions:
+    """What ``make_shards.py geotiff`` writes (see the module docstring for each step).
+
+    Args:
+        hr, mr: the two rasters (MR's grid and CRS are kept). out: output shard folder.
+        tile: MR tile side in px. bands: kit band names to write, in order.
+        mr_bands, hr_bands: band mappings like ``blue=2,green=3,red=4,nir=8`` (None: from the file).
+        max_nodata: largest nodata fraction of a kept tile pair. nodata: for both rasters (None: their own).
+        scale: force the integer GSD ratio. ratio_tol: tolerance of the ratio when the CRSs differ.
+        resampling: rasterio Resampling name used when HR must be warped.
+        mr_gsd: MR GSD in metres (None: the pixel size of a projected CRS).
+        reflectance_scale: multiply values by this before int16 (None: 10000 for 0-1 floats, else 1).
+        shard_size, prefix: shard layout.
+    """
+
+    hr: Path
+    mr: Path
+    out: Path
+    tile: int = 64
+    bands: tuple[str, ...] = BANDS
+    mr_bands: str | None = None
+    hr_bands: str | None = None
+    max_nodata: float = 0.0
+    nodata: float | None = None
+    scale: int | None = None
+    ratio_tol: float = 0.02
+    resampling: str = "bilinear"
+    mr_gsd: float | None = None
+    reflectance_scale: float | None = None
+    shard_size: int = 256
+    prefix: str = "pairs"
 
 
-def _open(path: str):
+Options = GeoTiffOptions  # the name tools/make_shards.py looks for
+
+
+def open_raster(path: str | Path):
     import rasterio
     from rasterio.errors import RasterioIOError
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"raster {p} does not exist; check the --hr/--mr path.")
+        raise FileNotFoundError(f"raster {p} does not exist; check the path.")
     try:
         return rasterio.open(p)
     except RasterioIOError as e:
@@ -111,13 +139,43 @@ def band_indexes(ds, bands: tuple[str, ...], spec: str | None, flag: str) -> lis
         found.append(hits[0] if hits else None)
     if all(f is not None for f in found):
         return found
+    interp = [c.name.lower() for c in ds.colorinterp]
+    if all(b in interp for b in bands):
+        return [interp.index(b) + 1 for b in bands]
     if not any(desc) and ds.count == len(bands):
+        assumed = ",".join(f"{b}={i + 1}" for i, b in enumerate(bands))
+        msg = (f"{name} has no band descriptions or colour interpretation naming its bands; ASSUMING {assumed}. "
+               f"If that is wrong, pass {flag} " + ",".join(f"{b}=<i>" for b in bands) + " with the file's band numbers.")
+        log.warning(msg)
+        warnings.warn(msg, UserWarning, stacklevel=2)
         return list(range(1, len(bands) + 1))
     missing = [b for b, f in zip(bands, found) if f is None]
     raise ValueError(
         f"{name} has no band for {missing} (descriptions {ds.descriptions}, {ds.count} bands); "
         f"map them with {flag} blue=<i>,green=<i>,red=<i>,nir=<i>."
     )
+
+
+def reflectance_scale(ds, indexes: list[int], given: float | None, nodata, flag: str = "--reflectance-scale") -> float:
+    """The factor that brings a raster to reflectance x 10000 (the int16 units of the shards).
+
+    Float data within 0..1.5 is 0-1 reflectance: ``None`` picks 10000 for it (1 otherwise); a given factor
+    that would round more than 1 % of its non-zero values to zero in int16 is refused.
+    """
+    h, w = min(ds.height, 512), min(ds.width, 512)
+    sample = ds.read(indexes, out_shape=(len(indexes), h, w)).astype(np.float64)
+    valid = sample[np.isfinite(sample) & ((sample != nodata) if nodata is not None else True)]
+    unit = np.dtype(ds.dtypes[indexes[0] - 1]).kind == "f" and valid.size > 0 and np.abs(valid).max() <= 1.5
+    name = Path(ds.name).name
+    if given is None:
+        if unit:
+            log.warning("%s holds 0-1 float reflectance; multiplying by 10000 for int16 shards.", name)
+        return 10000.0 if unit else 1.0
+    nonzero = valid[valid != 0]
+    if nonzero.size and np.mean(np.rint(nonzero * given) == 0) > 0.01:
+        raise ValueError(f"{name}: values within [{valid.min():.3g}, {valid.max():.3g}] times {flag} {given:g} round "
+                         "to zero in int16 shards; pass --reflectance-scale 10000 for 0-1 reflectance.")
+    return float(given)
 
 
 def _fill(dtype: str, nodata):
@@ -188,7 +246,7 @@ def plan(mr, hr, *, tile: int, scale: int | None = None, ratio_tol: float = 0.02
             "footprint": (x0, y0 - ny * tile * mr_res, x0 + nx * tile * mr_res, y0), "mr_res": mr_res}
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: GeoTiffOptions) -> dict:
     """Write the tile pairs; return ``{"source", "out", "written", "skipped": {reason: n}, "scale", ...}``."""
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
@@ -204,8 +262,8 @@ def run(args: argparse.Namespace) -> dict:
         resampling = Resampling[args.resampling]
     except KeyError as e:
         raise ValueError(f"--resampling {args.resampling!r} is not a rasterio Resampling name (e.g. bilinear, nearest).") from e
-    mr = _open(args.mr)
-    hr = _open(args.hr)
+    mr = open_raster(args.mr)
+    hr = open_raster(args.hr)
     with mr, hr:
         mi = band_indexes(mr, bands, args.mr_bands, "--mr-bands")
         hi = band_indexes(hr, bands, args.hr_bands, "--hr-bands")
@@ -213,6 +271,8 @@ def run(args: argparse.Namespace) -> dict:
         s, T = g["scale"], args.tile
         mr_nod = args.nodata if args.nodata is not None else mr.nodata
         hr_nod = args.nodata if args.nodata is not None else hr.nodata
+        mr_scale = reflectance_scale(mr, mi, args.reflectance_scale, mr_nod)
+        hr_scale = reflectance_scale(hr, hi, args.reflectance_scale, hr_nod)
         if g["direct"] is not None:
             src, (hc0, hr0) = hr, g["direct"]
         else:
@@ -229,6 +289,7 @@ def run(args: argparse.Namespace) -> dict:
         c0, r0, w, h = g["mr_window"]
         ny, nx = g["tiles"]
         skipped: Counter = Counter()
+        stats = BandStatistics(bands)
         out = Path(args.out)
         try:
             with PairShardWriter(out, args.shard_size, bands=bands, mr_gsd=mr_gsd, hr_gsd=mr_gsd / s,
@@ -251,14 +312,20 @@ def run(args: argparse.Namespace) -> dict:
                         meta = {"source": "geotiff", "mr_file": Path(args.mr).name, "hr_file": Path(args.hr).name,
                                 "crs": mr.crs.to_string(), "mr_col": col, "mr_row": row,
                                 "bounds": [x0, y1 - T * g["mr_res"], x0 + T * g["mr_res"], y1]}
-                        wr.write(f"gt-r{row:06d}-c{col:06d}", to_int16(m * args.reflectance_scale),
-                                 to_int16(hh * args.reflectance_scale), meta)
+                        mr_tile = to_int16(m * mr_scale)
+                        wr.write(f"gt-r{row:06d}-c{col:06d}", mr_tile, to_int16(hh * hr_scale), meta)
+                        stats.update(mr_tile)
                 written = wr.num_samples
         finally:
             if src is not hr:
                 src.close()
-    index = json.loads((out / "index.json").read_text())
+    index = add_to_index(out, band_stats=stats.summary())
     remove_stale_shards(out, args.prefix, index)
+    units = units_warning(index["band_stats"], *zip(*[(S2_MEAN[BANDS.index(b)], S2_STD[BANDS.index(b)]) for b in bands]),
+                          bands=bands) if written else None
+    if units:
+        log.warning(units)
+        warnings.warn(units, UserWarning, stacklevel=2)
     summary = {
         "source": "geotiff",
         "out": str(out),
@@ -271,6 +338,8 @@ def run(args: argparse.Namespace) -> dict:
         "footprint": list(g["footprint"]),
         "mr_bands": mi,
         "hr_bands": hi,
+        "reflectance_scale": {"mr": mr_scale, "hr": hr_scale},
+        "units_warning": units,
         "shards": len(index["shards"]),
     }
     write_json_atomic(out / "summary-geotiff.json", summary)

@@ -6,98 +6,121 @@ names* (relative to the site folder) of ``.pt`` stacks ``[N, 4, 128, 128]`` (10 
 (5 m), band order B2 B3 B4 B8, reflectance x 10000; ``nb_patches`` holds N. Names on disk can differ from
 the column names, so only the cell values are used.
 
-v2 (assumed layout, not verified against a download; every name is configurable):
-``ROOT/<site>.zip`` holds one GeoTIFF per patch and resolution, members ``<anything>/<id>_10m.tif`` and
-``<anything>/<id>_05m.tif`` (``--v2-mr-pattern`` / ``--v2-hr-pattern``, ``{id}`` marks the patch id),
-4 bands B2 B3 B4 B8 (or band descriptions naming them), nodata -10000. Members are read through
-rasterio's ``/vsizip/`` driver, never extracted.
+v2 (release 2.0.0): ``ROOT/<SITE>.zip`` holds ``<SITE>/index.csv`` and one inner zip per acquisition, band
+group and resolution (``<SITE>/<SITE>_<date>_<tile>_b2b3b4b8_10m.zip`` ...). index.csv is TAB-separated,
+the patch id first, then ``b2b3b4b8_10m``, ``b2b3b4b8_05m``, ``b5b6b7b8a_20m``, ``b5b6b7b8a_05m``,
+``b11b12_20m``; each cell is ``<inner>.zip/<member>.tif`` relative to the site folder, one 4-band int16
+GeoTIFF patch (B2 B3 B4 B8 for ``b2b3b4b8``), nodata -10000. A pair is one index row: its 10 m and 5 m
+cells, which sit in different inner zips. The members are read in place through GDAL's nested
+``/vsizip/{/vsizip/SITE.zip/SITE/inner.zip}/member.tif`` paths: nothing is extracted or copied. An outer
+zip that was extracted (``ROOT/<SITE>/index.csv`` beside the inner zips) is read the same way.
 
 A pair is skipped and counted when a file is missing or unreadable, the shapes are not an s = 2 pair, a
-value is not finite, or more than ``--max-nodata`` of its pixels are nodata. Shards are written through
-:class:`kit.data.writer.PairShardWriter`; shards of an earlier run in the same folder that the new index
-does not list are removed, so re-running into one folder is safe.
+value is not finite, or more than ``max_nodata`` of its pixels are nodata (-10000, or the file's own
+nodata). Shards are written through :class:`kit.data.writer.PairShardWriter`; shards of an earlier run in
+the same folder that the new index does not list are removed, so re-running into one folder is safe.
 """
 from __future__ import annotations
 
-import argparse
 import csv
+import io
 import re
 import warnings
 import zipfile
 from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from kit.data.writer import PairShardWriter
-from kit.io import BANDS, write_json_atomic
+from kit.io import BANDS, BandStatistics, add_to_index, write_json_atomic
 
 V1_BAND_ORDER = ("blue", "green", "red", "nir")  # B2 B3 B4 B8
 BAND_ALIASES = {"b2": "blue", "b02": "blue", "b3": "green", "b03": "green", "b4": "red", "b04": "red",
                 "b8": "nir", "b08": "nir", "blue": "blue", "green": "green", "red": "red", "nir": "nir"}
+V2_COLUMNS = ("b2b3b4b8_10m", "b2b3b4b8_05m")
 
 
-# ---------------------------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("root", help="folder of extracted v1 site folders (<site>/index.csv) and/or v2 <site>.zip files")
-    p.add_argument("--out", required=True, help="output shard folder")
-    p.add_argument("--release", choices=("auto", "v1", "v2"), default="auto")
-    p.add_argument("--sites", nargs="+", default=None, help="sites to include (default all)")
-    p.add_argument("--holdout-sites", nargs="+", default=[], help="sites to leave out (e.g. for validation)")
-    p.add_argument("--shard-size", type=int, default=256)
-    p.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="keep site/file order")
-    p.add_argument("--seed", type=int, default=0, help="seed of the cross-site shuffle")
-    p.add_argument("--bands", nargs="+", default=list(BANDS), help="kit band names (or B2 B3 B4 B8) to keep, in order")
-    p.add_argument("--max-nodata", type=float, default=0.0, help="largest nodata fraction of a kept pair")
-    p.add_argument("--nodata", type=float, default=-10000.0, help="nodata value (v2 files' own nodata wins)")
-    p.add_argument("--limit", type=int, default=None, help="stop after this many written pairs")
-    p.add_argument("--prefix", default="pairs", help="shard file-name prefix")
-    p.add_argument("--v1-mr-column", default="tensor_10m_b2b3b4b8")
-    p.add_argument("--v1-hr-column", default="tensor_05m_b2b3b4b8")
-    p.add_argument("--v2-mr-pattern", default="{id}_10m.tif", help="MR member base name, {id} = patch id")
-    p.add_argument("--v2-hr-pattern", default="{id}_05m.tif", help="HR member base name, {id} = patch id")
+@dataclass
+class Sen2VenusOptions:
+    """What ``make_shards.py sen2venus`` writes (see the module docstring for the layouts).
+
+    Args:
+        root: folder of extracted v1 site folders and/or v2 ``<SITE>.zip`` files (or one site folder).
+        out: output shard folder.
+        release: ``auto``, ``v1`` or ``v2``.
+        sites, holdout_sites: sites to include (None: all) and to leave out.
+        shard_size: pairs per shard. shuffle, seed: cross-site shuffle of the pairs.
+        bands: kit band names (or B2 B3 B4 B8) to keep, in order.
+        max_nodata: largest nodata fraction of a kept pair. nodata: nodata value (a v2 file's own wins).
+        limit: stop after this many written pairs. prefix: shard file-name prefix.
+        v1_mr_column, v1_hr_column: v1 index.csv columns. v2_mr_column, v2_hr_column: v2 index.csv columns.
+    """
+
+    root: Path
+    out: Path
+    release: str = "auto"
+    sites: list[str] | None = None
+    holdout_sites: list[str] = field(default_factory=list)
+    shard_size: int = 256
+    shuffle: bool = True
+    seed: int = 0
+    bands: tuple[str, ...] = BANDS
+    max_nodata: float = 0.0
+    nodata: float = -10000.0
+    limit: int | None = None
+    prefix: str = "pairs"
+    v1_mr_column: str = "tensor_10m_b2b3b4b8"
+    v1_hr_column: str = "tensor_05m_b2b3b4b8"
+    v2_mr_column: str = V2_COLUMNS[0]
+    v2_hr_column: str = V2_COLUMNS[1]
 
 
-def run(args: argparse.Namespace) -> dict:
+Options = Sen2VenusOptions  # the name tools/make_shards.py looks for
+
+
+def run(opts: Sen2VenusOptions) -> dict:
     """Write the shards; return ``{"source", "out", "written", "skipped": {reason: n}, ...}``."""
-    root = Path(args.root)
+    root = Path(opts.root)
     if not root.is_dir():
-        raise FileNotFoundError(f"Sen2Venus root {root} does not exist; pass the folder that holds the extracted sites.")
-    bands = resolve_bands(args.bands)
-    sites = discover_sites(root, args.release)
-    sites = select_sites(sites, args.sites, args.holdout_sites)
+        raise FileNotFoundError(f"Sen2Venus root {root} does not exist; pass the folder that holds the sites.")
+    bands = resolve_bands(opts.bands)
+    sites = select_sites(discover_sites(root, opts.release), opts.sites, opts.holdout_sites)
     refs: list[tuple] = []
-    skipped: Counter = Counter()
     for name, (kind, path) in sites.items():
         if kind == "v1":
-            refs += v1_refs(name, path, args.v1_mr_column, args.v1_hr_column)
+            refs += v1_refs(name, path, opts.v1_mr_column, opts.v1_hr_column)
         else:
-            refs += v2_refs(name, path, args.v2_mr_pattern, args.v2_hr_pattern, skipped)
-    if args.shuffle:
-        order = np.random.default_rng(args.seed).permutation(len(refs))
+            refs += v2_refs(name, path, opts.v2_mr_column, opts.v2_hr_column)
+    if opts.shuffle:
+        order = np.random.default_rng(opts.seed).permutation(len(refs))
         refs = [refs[i] for i in order]
-    reader = _Reader(bands, args.nodata)
+    reader = _Reader(bands, opts.nodata)
+    skipped: Counter = Counter()
     per_site: Counter = Counter()
-    out = Path(args.out)
-    with PairShardWriter(out, args.shard_size, bands=bands, mr_gsd=10.0, hr_gsd=5.0, prefix=args.prefix) as w:
+    stats = BandStatistics(bands)
+    out = Path(opts.out)
+    with PairShardWriter(out, opts.shard_size, bands=bands, mr_gsd=10.0, hr_gsd=5.0, prefix=opts.prefix) as w:
         for ref in refs:
-            if args.limit is not None and w.num_samples >= args.limit:
+            if opts.limit is not None and w.num_samples >= opts.limit:
                 break
             try:
                 mr, hr, nod_mr, nod_hr = reader.read(ref)
             except _Skip as s:
                 skipped[s.reason] += 1
                 continue
-            reason = check_pair(mr, hr, nod_mr, nod_hr, args.max_nodata)
+            reason = check_pair(mr, hr, nod_mr, nod_hr, opts.max_nodata)
             if reason:
                 skipped[reason] += 1
                 continue
             key, meta = ref_key(ref)
             w.write(key, to_int16(mr), to_int16(hr), meta)
+            stats.update(mr, nod_mr)
             per_site[ref[1]] += 1
         written = w.num_samples
-    index = _load_index(out)
-    remove_stale_shards(out, args.prefix, index)
+    index = add_to_index(out, band_stats=stats.summary())
+    remove_stale_shards(out, opts.prefix, index)
     summary = {
         "source": "sen2venus",
         "out": str(out),
@@ -123,25 +146,44 @@ def resolve_bands(names) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _index_kind(header: list[str]) -> str:
+    return "v2" if any(c in header for c in V2_COLUMNS) else "v1"
+
+
+def _read_header(text: str) -> list[str]:
+    return next(csv.reader(io.StringIO(text), delimiter="\t"), [])
+
+
 def discover_sites(root: Path, release: str = "auto") -> "OrderedDict[str, tuple[str, Path]]":
-    """``{site: ("v1", folder) | ("v2", zip)}``; ``root`` itself may be a single v1 site folder."""
+    """``{site: ("v1", folder) | ("v2", folder) | ("v2zip", zip)}``; ``root`` may itself be one site folder.
+
+    A folder with ``index.csv`` is v1 or an extracted v2 site (told apart by the index's columns); a
+    ``<SITE>.zip`` is a v2 site zip.
+    """
     sites: OrderedDict = OrderedDict()
-    if release in ("auto", "v1"):
-        if (root / "index.csv").is_file():
-            sites[root.name] = ("v1", root)
-        for d in sorted(p for p in root.iterdir() if p.is_dir()):
-            if (d / "index.csv").is_file():
-                sites[d.name] = ("v1", d)
+    folders = ([root] if (root / "index.csv").is_file() else []) + sorted(
+        d for d in root.iterdir() if d.is_dir() and (d / "index.csv").is_file())
+    for d in folders:
+        kind = _index_kind(_read_header((d / "index.csv").read_text()))
+        if release in ("auto", kind):
+            sites[d.name] = (kind, d)
     if release in ("auto", "v2"):
         for z in sorted(root.glob("*.zip")):
             if z.stem in sites:
-                raise ValueError(f"site {z.stem} exists both as a v1 folder and as {z.name}; pass --release v1 or v2.")
-            sites[z.stem] = ("v2", z)
+                raise ValueError(f"site {z.stem} exists both as a folder and as {z.name}; move one of them away.")
+            try:
+                with zipfile.ZipFile(z) as zf:
+                    if not any(n.endswith("/index.csv") or n == "index.csv" for n in zf.namelist()):
+                        continue  # an inner zip of an extracted site or some other archive
+            except zipfile.BadZipFile as e:
+                raise ValueError(f"{z} is not a readable zip ({e}); re-download it or move it out of {root}.") from e
+            sites[z.stem] = ("v2zip", z)
     if not sites:
         sevenz = sorted(p.name for p in root.glob("*.7z"))
         hint = f" Found {sevenz[:3]}...: extract them first (7z x <site>.7z)." if sevenz else ""
         raise FileNotFoundError(
-            f"no Sen2Venus site under {root}: expected <site>/index.csv (v1) or <site>.zip (v2).{hint}"
+            f"no Sen2Venus site under {root}: expected <site>/index.csv (v1) or <SITE>.zip holding "
+            f"<SITE>/index.csv (v2).{hint}"
         )
     return sites
 
@@ -183,36 +225,49 @@ def v1_refs(site: str, folder: Path, mr_col: str, hr_col: str) -> list[tuple]:
     return refs
 
 
-def _pattern_regex(pattern: str) -> re.Pattern:
-    if "{id}" not in pattern:
-        raise ValueError(f"member pattern {pattern!r} must contain {{id}}, e.g. '{{id}}_10m.tif'.")
-    a, b = pattern.split("{id}", 1)
-    return re.compile(re.escape(a) + r"(?P<id>.+?)" + re.escape(b) + "$")
+def v2_refs(site: str, path: Path, mr_col: str, hr_col: str) -> list[tuple]:
+    """One reference ``("v2", site, mr_gdal_path, hr_gdal_path, patch_id)`` per row of a v2 ``index.csv``.
 
-
-def v2_refs(site: str, zpath: Path, mr_pattern: str, hr_pattern: str, skipped: Counter) -> list[tuple]:
-    """One reference ``("v2", site, zip, mr_member, hr_member, id)`` per MR member of a site zip."""
-    try:
-        with zipfile.ZipFile(zpath) as z:
-            members = set(z.namelist())
-    except zipfile.BadZipFile as e:
-        raise ValueError(f"{zpath} is not a readable zip ({e}); re-download it or leave the site out with --holdout-sites {site}.") from e
-    rx = _pattern_regex(mr_pattern)
+    ``path`` is the site zip or the extracted site folder; cells ``<inner>.zip/<member>.tif`` become GDAL
+    paths that read the member in place.
+    """
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as z:
+            name = next(n for n in z.namelist() if n.endswith("/index.csv") or n == "index.csv")
+            text = z.read(name).decode()
+        folder = name.rpartition("/")[0]
+        base = f"/vsizip/{path.resolve()}/{folder}" if folder else f"/vsizip/{path.resolve()}"
+        index = f"{path}!{name}"
+    else:
+        text = (path / "index.csv").read_text()
+        base, index = str(path.resolve()), str(path / "index.csv")
+    rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
+    if not rows:
+        return []
+    header = rows[0]
+    missing = [c for c in (mr_col, hr_col) if c not in header]
+    if missing:
+        raise ValueError(f"{index} lacks columns {missing} (has {header}); is it a Sen2Venus v2 index? "
+                         "Set --v2-mr-column/--v2-hr-column to the column names of this release.")
+    im, ih = header.index(mr_col), header.index(hr_col)
     refs = []
-    for m in sorted(members):
-        head, _, base = m.rpartition("/")
-        hit = rx.match(base)
-        if not hit:
+    for r in rows[1:]:
+        if len(r) <= max(im, ih):
             continue
-        pid = hit.group("id")
-        hr = (head + "/" if head else "") + hr_pattern.replace("{id}", pid)
-        if hr not in members:
-            skipped["missing_hr"] += 1
-            continue
-        refs.append(("v2", site, zpath, m, hr, re.sub(r"[^A-Za-z0-9_-]+", "_", pid)))
-    if not refs:
-        warnings.warn(f"{zpath}: no member matches --v2-mr-pattern {mr_pattern!r}; the site adds nothing.")
+        pid = re.sub(r"[^A-Za-z0-9_-]+", "_", r[0].strip())
+        refs.append(("v2", site, gdal_member_path(base, r[im].strip()), gdal_member_path(base, r[ih].strip()), pid))
     return refs
+
+
+def gdal_member_path(base: str, cell: str) -> str:
+    """GDAL path of ``<inner>.zip/<member>`` under ``base`` (a folder, or ``/vsizip/<outer zip>/<folder>``)."""
+    inner, sep, member = cell.partition(".zip/")
+    if not sep:
+        raise ValueError(f"index cell {cell!r} is not of the form <inner>.zip/<member>.tif.")
+    zip_path = f"{base}/{inner}.zip"
+    if zip_path.startswith("/vsizip/"):
+        return f"/vsizip/{{{zip_path}}}/{member}"
+    return f"/vsizip/{zip_path}/{member}"
 
 
 def ref_key(ref: tuple) -> tuple[str, dict]:
@@ -221,8 +276,8 @@ def ref_key(ref: tuple) -> tuple[str, dict]:
         _, site, mr, hr, j, stem = ref
         return f"s2v-{site}-{stem}-{j:05d}", {"source": "sen2venus-v1", "site": site, "mr_file": mr.name,
                                               "hr_file": hr.name, "patch": j}
-    _, site, z, mr, hr, pid = ref
-    return f"s2v-{site}-{pid}", {"source": "sen2venus-v2", "site": site, "zip": z.name, "mr_member": mr, "hr_member": hr}
+    _, site, mr, hr, pid = ref
+    return f"s2v-{site}-{pid}", {"source": "sen2venus-v2", "site": site, "patch": pid, "mr_file": mr, "hr_file": hr}
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -270,21 +325,21 @@ class _Reader:
             self.cache.popitem(last=False)
         return value
 
-    def _tif(self, zpath: Path, member: str) -> tuple[np.ndarray, float]:
+    def _tif(self, path: str) -> tuple[np.ndarray, float]:
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.open(f"/vsizip/{zpath.resolve()}/{member}") as ds:
-                    idx = self._tif_bands(ds)
-                    arr = ds.read(idx).astype(np.float32)
+                with rasterio.open(path) as ds:
+                    arr = ds.read(self._tif_bands(ds)).astype(np.float32)
                     nod = ds.nodata if ds.nodata is not None else self.nodata
             return arr, nod
         except RasterioIOError as e:
-            self.errors.append(f"{zpath}!{member}: unreadable ({str(e)[:120]})")
-            raise _Skip("unreadable") from e
+            missing = "No such file" in str(e) or "does not exist" in str(e)
+            self.errors.append(f"{path}: {'missing' if missing else 'unreadable'} ({str(e)[:120]})")
+            raise _Skip("missing_file" if missing else "unreadable") from e
 
     def _tif_bands(self, ds) -> list[int]:
         desc = [BAND_ALIASES.get((d or "").strip().lower()) for d in ds.descriptions]
@@ -308,9 +363,9 @@ class _Reader:
             mr = mr_t[j, self.sel].numpy().astype(np.float32)
             hr = hr_t[j, self.sel].numpy().astype(np.float32)
             return mr, hr, self.nodata, self.nodata
-        _, _, z, mr_m, hr_m, _ = ref
-        mr, nod_mr = self._tif(z, mr_m)
-        hr, nod_hr = self._tif(z, hr_m)
+        _, _, mr_path, hr_path, _ = ref
+        mr, nod_mr = self._tif(mr_path)
+        hr, nod_hr = self._tif(hr_path)
         return mr, hr, nod_mr, nod_hr
 
 
@@ -339,12 +394,6 @@ def to_int16(a: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a), -32768, 32767).astype(np.int16)
 
 
-def _load_index(out: Path) -> dict:
-    import json
-
-    return json.loads((out / "index.json").read_text())
-
-
 def remove_stale_shards(out: Path, prefix: str, index: dict) -> list[str]:
     """Delete ``<prefix>-*.tar`` shards (and leftover temporaries) the new ``index.json`` does not list."""
     keep = {s["name"] for s in index["shards"]}
@@ -354,4 +403,3 @@ def remove_stale_shards(out: Path, prefix: str, index: dict) -> list[str]:
             p.unlink()
             removed.append(p.name)
     return removed
-
