@@ -22,6 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 
 
+def _fail(msg: str):
+    print(f"cluster_map.py: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", required=True)
@@ -43,13 +48,16 @@ def main(argv=None) -> dict:
     from kit.eval.tables import row_key
 
     if args.names and len(args.names) != len(args.encoder):
-        raise SystemExit(f"--names has {len(args.names)} entries for {len(args.encoder)} encoders.")
-    img = cluster.load_image(args.image, key=args.key, index=args.index, bands=BANDS, band_spec=args.image_bands)
+        _fail(f"--names has {len(args.names)} entries for {len(args.encoder)} encoders.")
+    try:
+        img = cluster.load_image(args.image, key=args.key, index=args.index, bands=BANDS, band_spec=args.image_bands)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
     maps, info, arrays = [], {}, {}
     for i, enc in enumerate(args.encoder):
         model, meta = load_exported_encoder(enc)
         if list(meta.get("bands") or BANDS) != list(BANDS):
-            raise SystemExit(f"{enc} expects bands {meta.get('bands')}; this tool feeds {list(BANDS)}.")
+            _fail(f"{enc} expects bands {meta.get('bands')}; this tool feeds {list(BANDS)}.")
         name = args.names[i] if args.names else row_key({"recipe": meta.get("recipe"), "encoder": enc})
         feats = cluster.encoder_features(model, meta, img, args.img_size)
         bright = cluster.patch_brightness(img, feats.shape[:2])

@@ -19,6 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 
 
+def _fail(msg: str):
+    print(f"report.py: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="*", help="probe result JSON files or folders")
@@ -33,15 +38,18 @@ def main(argv=None) -> list[dict]:
     relabel = {}
     for item in args.relabel:
         if "=" not in item:
-            raise SystemExit(f"--relabel {item!r} must look like OLD=NEW.")
+            _fail(f"--relabel {item!r} must look like OLD=NEW.")
         k, v = item.split("=", 1)
         relabel[k] = v
     sources = list(args.results) + list(args.runs)
     if not sources:
-        raise SystemExit("give probe result files or folders (positional or --runs).")
-    rows = load_rows(sources)
+        _fail("give probe result files or folders (positional or --runs).")
+    try:
+        rows = load_rows(sources)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
     if not rows:
-        raise SystemExit(f"no probe rows found in {sources}; run tools/probe.py --out DIR first.")
+        _fail(f"no probe rows found in {sources}; run tools/probe.py --out DIR first.")
     tables = build_tables(aggregate(rows, relabel))
     md = to_markdown(tables)
     out = Path(args.out)

@@ -1,27 +1,90 @@
 """Export and load a trained student encoder as a timm state dict.
 
-``WORKDIR/export/encoder.safetensors`` holds ``encoder.vit.state_dict()`` with timm key names;
-``WORKDIR/export/meta.json`` holds what a user needs to rebuild and feed it::
+``WORKDIR/export/encoder.safetensors`` holds the encoder's timm ``VisionTransformer`` state dict with timm
+key names; ``WORKDIR/export/meta.json`` holds what a user needs to rebuild and feed it::
 
-    {"timm_name": "vit_small_patch16_224", "timm_kwargs": {...}, "bands": ["blue", ...],
-     "normalization": {"mean": [...], "std": [...]}, "gsd": 10.0, "patch_size": 16, "img_size": 224,
-     "embed_dim": 384, "recipe": ["gin/latentmim_sa.gin", ...], "step": 1234, "pos_embed": "sincos-2d-fixed"}
+    {"architecture": "ViT patch 16, width 384, depth 12, 6 heads, 4 input bands",
+     "timm_class": "timm.models.vision_transformer.VisionTransformer", "timm_kwargs": {...},
+     "timm_name": "vit_small_patch16_224" (or null when no timm model name has this architecture),
+     "bands": ["blue", ...], "normalization": {"mean": [...], "std": [...]}, "gsd": 10.0, "patch_size": 16,
+     "img_size": 224, "embed_dim": 384, "recipe": ["gin/latentmim_sa.gin", ...], "step": 1234,
+     "pos_embed": "sincos-2d-fixed"}
 
-``timm.create_model(meta["timm_name"], **meta["timm_kwargs"])`` then ``load_state_dict(..., strict=True)``
-rebuilds it; ``model.forward_features(x)`` gives ``(B, N, D)`` patch features equal to the training wrapper's.
+Rebuild it with ``VisionTransformer(**meta["timm_kwargs"])`` and ``load_state_dict(..., strict=True)``, or
+simply :func:`load_exported_encoder`. Positions: training adds the fixed 2-D sin-cos table *computed for the
+input's grid*; the stored ``pos_embed`` is that table at the nominal grid, and plain timm would interpolate
+it bicubically at any other input size, which gives different features (relative difference about 0.5 at
+2x). :func:`use_sincos_positions` makes a timm model recompute the table per grid as training does;
+:func:`load_exported_encoder` applies it, so exported features equal the training wrapper's at every size.
 """
 from __future__ import annotations
 
 import json
 import os
+import types
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from safetensors.torch import load_file, save_file
+from timm.models.vision_transformer import VisionTransformer
 
+from kit.encoders.pos_embed import sincos_2d
 from kit.io import write_json_atomic
+
+TIMM_CLASS = "timm.models.vision_transformer.VisionTransformer"
+# timm model names the kit's encoders can carry -> (patch, width, depth, heads) they stand for
+_TIMM_NAMES = {"vit_tiny_patch16_224": (16, 192, 12, 3), "vit_small_patch16_224": (16, 384, 12, 6),
+               "vit_base_patch16_224": (16, 768, 12, 12), "vit_large_patch16_224": (16, 1024, 24, 16)}
+
+
+def describe_architecture(timm_kwargs: dict) -> str:
+    """A one-line name of the architecture the kwargs build, e.g. ``ViT patch 8, width 128, depth 2, 2 heads``."""
+    k = timm_kwargs
+    return (f"ViT patch {k['patch_size']}, width {k['embed_dim']}, depth {k['depth']}, {k['num_heads']} heads, "
+            f"{k.get('in_chans', 3)} input bands")
+
+
+def timm_name_for(timm_name: str | None, timm_kwargs: dict) -> str | None:
+    """``timm_name`` when that timm model is the architecture the kwargs build, else None (no misleading name)."""
+    k = timm_kwargs
+    spec = (k.get("patch_size"), k.get("embed_dim"), k.get("depth"), k.get("num_heads"))
+    return timm_name if _TIMM_NAMES.get(timm_name) == spec else None
+
+
+def build_timm_vit(timm_kwargs: dict) -> VisionTransformer:
+    """The plain timm ``VisionTransformer`` that an export's ``timm_kwargs`` describe (random weights)."""
+    return VisionTransformer(**timm_kwargs)
+
+
+def _sincos_pos_embed(self: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    """timm's ``_pos_embed`` with the fixed sin-cos table computed for the input's grid (as in training)."""
+    if x.dim() != 4:  # not dynamic_img_size: tokens already flat, the stored table is the right one
+        return VisionTransformer._pos_embed(self, x)
+    B, H, W, C = x.shape
+    table = sincos_2d(H, W, C).to(device=x.device, dtype=x.dtype)[None]
+    x = x.reshape(B, H * W, C)
+    prefix = []
+    if self.cls_token is not None:
+        prefix.append(self.cls_token.expand(B, -1, -1))
+    if getattr(self, "reg_token", None) is not None:
+        prefix.append(self.reg_token.expand(B, -1, -1))
+    x = x + table
+    if prefix:
+        p = torch.cat(prefix, dim=1)
+        if not self.no_embed_class:  # the stored table has slots for the prefix tokens: keep them
+            p = p + self.pos_embed[:, : p.shape[1]]
+        x = torch.cat([p, x], dim=1)
+    return self.pos_drop(x)
+
+
+def use_sincos_positions(model: VisionTransformer) -> VisionTransformer:
+    """Make a timm ViT add the fixed 2-D sin-cos table of each input's own grid, as the kit's training does.
+
+    Needs ``dynamic_img_size=True`` (the kit's exports have it). Returns the same model.
+    """
+    model._pos_embed = types.MethodType(_sincos_pos_embed, model)
+    return model
 
 
 def export_encoder(encoder, out_dir: str | os.PathLike, **meta: Any) -> Path:
@@ -46,7 +109,9 @@ def write_export(state: dict, timm_name: str, timm_kwargs: dict, out_dir: str | 
     save_file(tensors, str(tmp))
     os.replace(tmp, out / "encoder.safetensors")
     info = {
-        "timm_name": timm_name,
+        "architecture": describe_architecture(timm_kwargs),
+        "timm_class": TIMM_CLASS,
+        "timm_name": timm_name_for(timm_name, timm_kwargs),
         "timm_kwargs": dict(timm_kwargs),
         "patch_size": timm_kwargs["patch_size"],
         "img_size": timm_kwargs["img_size"],
@@ -76,17 +141,24 @@ def export_from_checkpoint(checkpoint: dict, out_dir: str | os.PathLike) -> Path
         raise ValueError("this checkpoint carries no 'export' description; re-save it with the current kit.")
     prefix = desc["prefix"]
     state = {k[len(prefix):]: v for k, v in checkpoint["model"].items() if k.startswith(prefix)}
-    model = timm.create_model(desc["timm_name"], pretrained=False, **desc["timm_kwargs"])
+    model = build_timm_vit(desc["timm_kwargs"])
     try:  # the export must load strictly into the timm model its meta.json describes
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"the checkpoint's encoder weights under {prefix!r} do not fit {desc['timm_name']}: {exc}") from None
+        raise ValueError(f"the checkpoint's encoder weights under {prefix!r} do not fit "
+                         f"{describe_architecture(desc['timm_kwargs'])}: {exc}") from None
     return write_export(state, desc["timm_name"], desc["timm_kwargs"], out_dir, **desc["meta"],
                         step=int(checkpoint["step"]))
 
 
-def load_exported_encoder(export_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+def load_exported_encoder(export_dir: str | os.PathLike, device: str | torch.device = "cpu", *,
+                          training_positions: bool = True):
     """Rebuild an exported encoder as a plain timm model.
+
+    Args:
+        export_dir: folder with ``encoder.safetensors`` and ``meta.json``.
+        training_positions: recompute the sin-cos table per input grid (:func:`use_sincos_positions`), so
+            features equal training's at every input size; False keeps timm's interpolation of the stored table.
 
     Returns:
         ``(model, meta)``: the timm ``VisionTransformer`` in eval mode and the meta dict.
@@ -102,6 +174,8 @@ def load_exported_encoder(export_dir: str | os.PathLike, device: str | torch.dev
                 "(or tools/export.py from a checkpoint)."
             )
     meta = json.loads((d / "meta.json").read_text())
-    model = timm.create_model(meta["timm_name"], pretrained=False, **meta["timm_kwargs"])
+    model = build_timm_vit(meta["timm_kwargs"])
     model.load_state_dict(load_file(str(d / "encoder.safetensors")), strict=True)
+    if training_positions and meta.get("pos_embed", "sincos-2d-fixed") == "sincos-2d-fixed":
+        use_sincos_positions(model)
     return model.to(device).eval(), meta

@@ -1,56 +1,91 @@
-"""Linear-probe semantic segmentation on a frozen encoder (the paper's protocol).
+"""Linear-probe semantic segmentation on a frozen encoder, as the paper's authors ran it.
 
-Frozen encoder -> patch tokens ``(B, N, D)`` -> ``Linear(D, classes)`` -> logits on the patch grid
-``(B, C, gh, gw)`` -> bilinear upsampling to the label size -> cross-entropy with the dataset's ignore
-index. AdamW (lr 1e-3, weight decay 0), learning rate linear warm-up over the first 10 epochs then
-cosine to 0, 100 epochs, batch 64, inputs resized to 224 px. The head with the best validation mIoU is
-evaluated on test; this is repeated for each seed and reported as mean and std (ddof 1) over seeds.
-Because the encoder is frozen its features are computed once per split and cached
-(:mod:`kit.eval.features`), and reused across epochs and seeds.
+Frozen encoder -> patch tokens ``(B, N, D)`` -> ``Linear(D, classes)`` (no BN) -> logits on the patch grid
+``(B, C, gh, gw)`` -> bilinear upsampling to the label size -> cross-entropy with ignore index -1. AdamW,
+lr 1e-3 held constant for all 100 epochs, weight decay 0, batch 64, inputs 224 px; the head with the best
+validation mIoU (torchmetrics ``MulticlassJaccardIndex``, see :mod:`kit.eval.miou`) is evaluated on test;
+repeated per seed, reported as mean and std (ddof 1).
+
+Modes (``ProbeConfig.mode``):
+
+- ``faithful`` (default, the authors' protocol): every epoch each training tile gets a fresh random-resized
+  crop (scale 0.3-1, ratio 3/4-4/3; mask nearest) resized to the input size and is encoded again. Val/test
+  use a plain resize; their features are computed once and cached (:mod:`kit.eval.features`).
+- ``cached`` (fast): training features are computed once without augmentation and reused by every epoch
+  and seed. Not the paper's protocol; rows say so.
+
+``schedule="cosine"`` (linear warm-up, then cosine to 0) and the reader's ``ignore_class0`` are options
+for those who want them; every row records the mode and settings that produced it. Val/test labels are
+scored at their stored resolution (logits upsampled to it) rather than resized to 224 px.
 """
 from __future__ import annotations
 
 import copy
 import math
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kit.eval.miou import confusion_matrix, iou_per_class, mean_iou
+from kit.eval.crops import random_resized_crop
+from kit.eval.miou import jaccard, per_class_iou
+
+MODES = ("faithful", "cached")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
 class ProbeConfig:
-    """Hyper-parameters of the probe (defaults: the paper's)."""
+    """Hyper-parameters of the probe (defaults: the authors')."""
 
     epochs: int = 100
-    warmup_epochs: int = 10
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 64
     img_size: int | None = 224
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    mode: str = "faithful"
+    schedule: str = "constant"
+    warmup_epochs: int = 10
+    crop_scale: tuple[float, float] = (0.3, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     device: str = "cpu"
+    num_workers: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
-        if not 0 <= self.warmup_epochs <= self.epochs:
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} is not one of {MODES}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r} is not one of {SCHEDULES}.")
+        if self.schedule == "cosine" and not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError(f"warmup_epochs {self.warmup_epochs} must lie in [0, epochs={self.epochs}].")
         if self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"batch_size ({self.batch_size}) and lr ({self.lr}) must be positive.")
+        if self.mode == "faithful" and self.img_size is None:
+            raise ValueError("the faithful mode resizes crops to img_size; give one (the paper's is 224).")
         if not self.seeds:
             raise ValueError("give at least one seed.")
 
+    def departures(self) -> list[str]:
+        """How this configuration departs from the authors' probe protocol (empty: it follows it)."""
+        paper = ProbeConfig()
+        out = [f"{k}={getattr(self, k)!r} (paper {getattr(paper, k)!r})"
+               for k in ("epochs", "lr", "weight_decay", "batch_size", "img_size", "mode", "schedule")
+               if getattr(self, k) != getattr(paper, k)]
+        if (tuple(self.crop_scale), tuple(self.crop_ratio)) != (paper.crop_scale, paper.crop_ratio):
+            out.append(f"crop scale {self.crop_scale} ratio {self.crop_ratio}")
+        return out
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
-    """Linear warm-up from ``base_lr / warmup_steps`` to ``base_lr``, then cosine to 0 at ``total_steps``."""
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str = "cosine") -> float:
+    """``constant``: ``base_lr``. ``cosine``: linear warm-up to ``base_lr``, then cosine to 0 at ``total_steps``."""
+    if schedule == "constant":
+        return base_lr
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -74,148 +109,114 @@ class LinearSegHead(nn.Module):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-def _batch(feats: np.ndarray, labels: np.ndarray, idx: np.ndarray, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = np.sort(idx)
-    x = torch.from_numpy(np.asarray(feats[idx], dtype=np.float32)).to(device)
-    y = torch.from_numpy(np.asarray(labels[idx], dtype=np.int64)).to(device)
-    return x, y
+class CachedTrain:
+    """Training batches from cached features ``(N, gh*gw, D)`` and labels ``(N, H, W)`` (the fast mode)."""
+
+    def __init__(self, feats, labels, grid: tuple[int, int], device: str) -> None:
+        self.feats, self.labels, self.grid, self.device = feats, labels, grid, device
+        self.dim = feats.shape[-1]
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def batches(self, generator: torch.Generator, batch_size: int):
+        order = torch.randperm(len(self.feats), generator=generator).numpy()
+        for s in range(0, len(order), batch_size):
+            idx = np.sort(order[s:s + batch_size])
+            x = torch.from_numpy(np.asarray(self.feats[idx], dtype=np.float32)).to(self.device)
+            y = torch.from_numpy(np.asarray(self.labels[idx], dtype=np.int64)).to(self.device)
+            yield x, self.grid, y
+
+
+class CroppedTrain:
+    """Training batches encoded afresh each epoch from random-resized crops of the tiles (the faithful mode).
+
+    Args:
+        encode: ``images (B, C, s, s) -> tokens (B, gh, gw, D)`` of the frozen encoder.
+        dataset: yields ``(image (C, h, w), label (h, w))``.
+        cfg: crop size, scale, ratio, device and loader workers.
+    """
+
+    def __init__(self, encode, dataset, cfg: ProbeConfig, dim: int) -> None:
+        self.encode, self.dataset, self.cfg, self.dim = encode, dataset, cfg, dim
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, generator: torch.Generator, batch_size: int):
+        from torch.utils.data import DataLoader, Subset
+
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        loader = DataLoader(Subset(self.dataset, order), batch_size=batch_size, shuffle=False,
+                            num_workers=self.cfg.num_workers)
+        for images, labels in loader:
+            images, labels, _ = random_resized_crop(images, labels, self.cfg.img_size, generator,
+                                                    self.cfg.crop_scale, self.cfg.crop_ratio)
+            with torch.no_grad():
+                tokens = self.encode(images.to(self.cfg.device))
+            yield tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]), tuple(tokens.shape[1:3]), labels.to(self.cfg.device)
 
 
 @torch.no_grad()
 def evaluate(head: LinearSegHead, feats, labels, grid, num_classes: int, ignore_index: int, batch_size: int = 64,
-             device: str = "cpu") -> torch.Tensor:
-    """Confusion matrix ``(C, C)`` of the head's argmax predictions over a whole split."""
+             device: str = "cpu"):
+    """The torchmetrics Jaccard index of the head's argmax predictions over a whole (cached) split."""
     head.eval()
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    metric = jaccard(num_classes, ignore_index, device)
     for s in range(0, len(feats), batch_size):
-        x, y = _batch(feats, labels, np.arange(s, min(s + batch_size, len(feats))), device)
-        pred = head(x, grid, tuple(y.shape[-2:])).argmax(1)
-        conf += confusion_matrix(pred.cpu(), y.cpu(), num_classes, ignore_index)
-    return conf
+        x = torch.from_numpy(np.asarray(feats[s:s + batch_size], dtype=np.float32)).to(device)
+        y = torch.from_numpy(np.asarray(labels[s:s + batch_size], dtype=np.int64)).to(device)
+        metric.update(head(x, grid, tuple(y.shape[-2:])).argmax(1), y)
+    return metric
 
 
 def train_probe(train, val, test, *, grid, num_classes: int, ignore_index: int, cfg: ProbeConfig, seed: int) -> dict:
     """Train one head and evaluate its best-validation checkpoint on test.
 
     Args:
-        train, val, test: ``(features (N, gh*gw, D), labels (N, H, W))`` arrays (memmaps are fine).
-        grid: ``(gh, gw)``.
+        train: :class:`CachedTrain` or :class:`CroppedTrain` (gives ``(tokens, grid, labels)`` batches).
+        val, test: ``(features (N, gh*gw, D), labels (N, H, W))`` arrays (memmaps are fine).
+        grid: ``(gh, gw)`` of the val/test features.
         num_classes, ignore_index: from the dataset reader.
-        cfg: hyper-parameters.
-        seed: seeds the head initialisation and the batch order.
+        cfg: hyper-parameters. seed: seeds the head, the batch order and the crops.
 
     Returns:
-        ``{"seed", "val_miou", "test_miou", "best_epoch", "per_class_iou" (list, NaN -> None)}``.
+        ``{"seed", "val_miou", "test_miou", "best_epoch", "per_class_iou" (None where a class never occurs)}``.
     """
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    feats, labels = train
-    dim = feats.shape[-1]
-    head = LinearSegHead(dim, num_classes).to(cfg.device)
+    head = LinearSegHead(train.dim, num_classes).to(cfg.device)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n = len(feats)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     best = (-1.0, -1, None)
     step = 0
     bar = tqdm(range(cfg.epochs), desc=f"probe seed {seed}", disable=not cfg.progress, leave=False)
     for epoch in bar:
         head.train()
-        order = rng.permutation(n)
-        for s in range(0, n, cfg.batch_size):
-            x, y = _batch(feats, labels, order[s:s + cfg.batch_size], cfg.device)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, warm, cfg.lr)
-            logits = head(x, grid, tuple(y.shape[-2:]))
-            if (y != ignore_index).any():
-                loss = F.cross_entropy(logits, y, ignore_index=ignore_index)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # fixes this epoch's order and crops
+        for x, g, y in train.batches(gen, cfg.batch_size):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, warm, cfg.lr, cfg.schedule)
             step += 1
-        conf = evaluate(head, *val, grid, num_classes, ignore_index, cfg.batch_size, cfg.device)
-        miou = mean_iou(conf, ignore_index)
+            if not (y != ignore_index).any():
+                continue
+            loss = F.cross_entropy(head(x, g, tuple(y.shape[-2:])), y, ignore_index=ignore_index)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        miou = float(evaluate(head, *val, grid, num_classes, ignore_index, cfg.batch_size, cfg.device).compute())
         if not math.isnan(miou) and miou > best[0]:
             best = (miou, epoch, copy.deepcopy(head.state_dict()))
         bar.set_postfix(val_miou=f"{miou:.3f}")
     if best[2] is not None:
         head.load_state_dict(best[2])
-    conf = evaluate(head, *test, grid, num_classes, ignore_index, cfg.batch_size, cfg.device)
-    iou = iou_per_class(conf)
-    return {
-        "seed": seed,
-        "val_miou": best[0],
-        "test_miou": mean_iou(conf, ignore_index),
-        "best_epoch": best[1],
-        "per_class_iou": [None if math.isnan(v) else float(v) for v in iou],
-    }
+    metric = evaluate(head, *test, grid, num_classes, ignore_index, cfg.batch_size, cfg.device)
+    return {"seed": seed, "val_miou": best[0], "test_miou": float(metric.compute()), "best_epoch": best[1],
+            "per_class_iou": per_class_iou(metric)}
 
 
-def run_probe(
-    export_dir: str | os.PathLike,
-    dataset: str,
-    root: str | os.PathLike,
-    *,
-    cfg: ProbeConfig,
-    cache_dir: str | os.PathLike,
-    label: str | None = None,
-    skip_corrupt: bool = False,
-    dataset_kwargs: dict | None = None,
-) -> tuple[list[dict], dict]:
-    """Probe one exported encoder on one dataset over ``cfg.seeds``.
-
-    Returns:
-        ``(rows, summary)``: one row per seed (encoder, recipe, label, dataset, seed, val/test mIoU in
-        [0, 1], per-class IoU, settings) and ``{"test_miou_mean", "test_miou_std", ...}``.
-    """
-    from kit.io import BANDS
-    from kit.encoders.export import load_exported_encoder
-    from kit.eval.datasets import build_dataset
-    from kit.eval.features import cached_features, encoder_hash
-
-    model, meta = load_exported_encoder(export_dir, device=cfg.device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    bands = list(meta.get("bands") or BANDS)
-    ehash = encoder_hash(export_dir)
-    splits, readers = {}, {}
-    for split in ("train", "val", "test"):
-        ds = build_dataset(dataset, root, split, bands=bands, skip_corrupt=skip_corrupt, **(dataset_kwargs or {}))
-        readers[split] = ds
-        key = {"encoder": ehash, "dataset": dataset, "split": split, "img_size": cfg.img_size, "bands": bands,
-               "root": str(Path(root).resolve()), "reader": {k: str(v) for k, v in (dataset_kwargs or {}).items()},
-               "skip_corrupt": skip_corrupt}
-        feats, labels, grid = cached_features(model, ds, cache_dir, key=key, img_size=cfg.img_size,
-                                              batch_size=cfg.batch_size, device=cfg.device, progress=cfg.progress)
-        splits[split] = (feats, labels)
-    ds = readers["train"]
-    recipe = meta.get("recipe")
-    if isinstance(recipe, (list, tuple)):
-        recipe = recipe[0] if recipe else None
-    base = {
-        "encoder": str(export_dir),
-        "encoder_hash": ehash,
-        "recipe": recipe,
-        "label": label,
-        "dataset": dataset,
-    }
-    rows = []
-    for seed in cfg.seeds:
-        res = train_probe(splits["train"], splits["val"], splits["test"], grid=grid, num_classes=ds.num_classes,
-                          ignore_index=ds.ignore_index, cfg=cfg, seed=seed)
-        rows.append({**base, **res, "epochs": cfg.epochs, "img_size": cfg.img_size, "lr": cfg.lr,
-                     "num_train": len(splits["train"][0]), "class_names": list(ds.class_names)})
-    test = np.array([r["test_miou"] for r in rows], dtype=np.float64)
-    val = np.array([r["val_miou"] for r in rows], dtype=np.float64)
-    summary = {
-        **base,
-        "seeds": list(cfg.seeds),
-        "test_miou_mean": float(test.mean()),
-        "test_miou_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
-        "val_miou_mean": float(val.mean()),
-        "skipped": {s: getattr(r, "skipped", {}) for s, r in readers.items()},
-        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
-    }
-    return rows, summary
+def config_dict(cfg: ProbeConfig) -> dict:
+    """The settings a row records (JSON-friendly)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k not in ("progress", "seeds")}

@@ -75,20 +75,39 @@ def load_rows(paths: list[str | os.PathLike]) -> list[dict]:
     return rows
 
 
+MODE_ORDER = ("faithful", "cached")  # a table cell shows the most faithful probe mode present
+
+
 def aggregate(rows: list[dict], relabel: dict[str, str] | None = None) -> dict[tuple[str, str], dict]:
-    """``{(key, dataset): {"mean", "std", "n"}}`` of test mIoU in percent over seeds."""
-    vals: dict[tuple[str, str], list[float]] = defaultdict(list)
+    """``{(key, dataset): {"mean", "std", "n", "mode", "protocol", "departures", provenance...}}``, mIoU in percent.
+
+    Rows of one key and dataset probed in several modes are not mixed: the cell keeps the most faithful
+    mode's rows. A cell follows the paper's protocol only when every one of its rows does.
+    """
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         key = row_key(r)
         key = (relabel or {}).get(key, key)
         v = r.get("test_miou")
         if v is not None and not (isinstance(v, float) and math.isnan(v)):
-            vals[(key, r["dataset"])].append(100.0 * float(v))
+            groups[(key, r["dataset"])].append(r)
     out = {}
-    for k, v in vals.items():
+    for k, rs in groups.items():
+        modes = [r.get("mode", "cached") for r in rs]
+        mode = min(modes, key=lambda m: MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER))
+        rs = [r for r, m in zip(rs, modes) if m == mode]
+        v = [100.0 * float(r["test_miou"]) for r in rs]
         m = sum(v) / len(v)
         sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-        out[k] = {"mean": m, "std": sd, "n": len(v)}
+        departures = sorted({d for r in rs for d in (r.get("departures") or [])})
+        if any("protocol" not in r for r in rs):
+            departures.append("row written without protocol information (older probe)")
+        first = rs[0]
+        out[k] = {"mean": m, "std": sd, "n": len(v), "mode": mode,
+                  "protocol": "paper" if not departures else "custom", "departures": departures,
+                  "recipe": first.get("recipe"), "presets": first.get("presets"), "steps": first.get("steps"),
+                  "data_root": first.get("data_root"), "pretrain_data": first.get("pretrain_data"),
+                  "probe_epochs": first.get("epochs"), "seeds": sorted({r.get("seed") for r in rs})}
     return out
 
 
@@ -113,7 +132,8 @@ def build_tables(agg: dict[tuple[str, str], dict]) -> list[dict]:
 def _fmt(ours: dict | None) -> str:
     if not ours:
         return "-"
-    return f"{ours['mean']:.2f} ± {ours['std']:.2f} (n={ours['n']})"
+    mark = "" if ours.get("protocol") == "paper" else " †"
+    return f"{ours['mean']:.2f} ± {ours['std']:.2f} (n={ours['n']}){mark}"
 
 
 def to_markdown(tables: list[dict]) -> str:
@@ -134,6 +154,20 @@ def to_markdown(tables: list[dict]) -> str:
             cells += ["-" if r["cells"][ds]["paper"] is None else f"{r['cells'][ds]['paper']:.2f}" for ds, _ in DATASETS]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    notes = {}
+    for t in tables:
+        for r in t["rows"]:
+            for ds, short in DATASETS:
+                o = r["cells"][ds]["ours"]
+                if o and o.get("protocol") != "paper":
+                    notes[(r["key"], short)] = o
+    if notes:
+        lines += ["† not the paper's protocol (a number beside the paper's is not comparable):", ""]
+        for (key, short), o in sorted(notes.items()):
+            prov = f"recipe {o.get('recipe')}, {o.get('steps')} steps, presets {o.get('presets') or []}, " \
+                   f"probe {o.get('mode')} {o.get('probe_epochs')} epochs, seeds {o.get('seeds')}, data {o.get('data_root')}"
+            lines.append(f"- `{key}` on {short}: {'; '.join(o['departures'])} ({prov})")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -147,5 +181,8 @@ def to_csv_rows(tables: list[dict]) -> list[dict]:
                 o = c["ours"] or {}
                 out.append({"table": t["id"], "group": r["group"], "row": r["row"], "key": r["key"], "dataset": ds,
                             "ours_mean": o.get("mean"), "ours_std": o.get("std"), "n_seeds": o.get("n", 0),
-                            "paper": c["paper"]})
+                            "paper": c["paper"], "protocol": o.get("protocol"), "mode": o.get("mode"),
+                            "departures": o.get("departures"), "recipe": o.get("recipe"), "presets": o.get("presets"),
+                            "steps": o.get("steps"), "probe_epochs": o.get("probe_epochs"), "seeds": o.get("seeds"),
+                            "data_root": o.get("data_root"), "pretrain_data": o.get("pretrain_data")})
     return out

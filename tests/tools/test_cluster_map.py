@@ -1,5 +1,6 @@
 """tools/cluster_map.py end to end (as a subprocess) and on every input kind."""
 import json
+import re
 import subprocess
 import sys
 
@@ -39,7 +40,12 @@ def test_cluster_map_from_npy_and_shard(tiny_encoder, geotiff_pair, tmp_path):
     shard = sorted((tmp_path / "shards").glob("*.tar"))[0]
     info = cm.main(["--image", str(shard), "--index", "0", "--encoder", str(tiny_encoder), "--out", str(tmp_path / "b.png")])
     assert next(iter(info.values()))["grid"] == [4, 4]
-    with pytest.raises(ValueError, match="no sample 'nope'"):
-        cm.main(["--image", str(shard), "--key", "nope", "--encoder", str(tiny_encoder), "--out", str(tmp_path / "c.png")])
-    with pytest.raises(FileNotFoundError):
-        cm.main(["--image", str(tmp_path / "missing.tif"), "--encoder", str(tiny_encoder), "--out", str(tmp_path / "c.png")])
+
+def test_cluster_map_bad_input_exits_2(tiny_encoder, geotiff_pair, tmp_path, capsys):
+    cm = load_tool("cluster_map")
+    np.save(tmp_path / "img.npy", geotiff_pair["truth_mr"][:3])
+    for image, match in ((tmp_path / "missing.tif", "does not exist"), (tmp_path / "img.npy", r"expected \(4, H, W\)")):
+        with pytest.raises(SystemExit) as e:
+            cm.main(["--image", str(image), "--encoder", str(tiny_encoder), "--out", str(tmp_path / "c.png")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and re.search(match, err), err
