@@ -1,30 +1,39 @@
-"""Install the cross-scale SSL kit (packages ``kit`` and ``kernels``)."""
+"""Install the cross-scale SSL kit (packages ``kit`` and ``kernels``).
+
+Every entry of ``install_requires`` is imported by the kit (checked by tests/test_setup.py). On a machine
+without a GPU, install the CPU wheels of torch first (about 200 MB instead of about 3 GB):
+``pip install torch --index-url https://download.pytorch.org/whl/cpu``.
+"""
 from setuptools import find_packages, setup
 
 setup(
     name="crossscale-kit",
     version="0.1.0",
     description="Cross-scale self-supervised pretraining of satellite imagery: spatial-affinity add-on, "
-    "I-JEPA / LatentMIM hosts, fused Triton gram loss, WebDataset paired tiles, linear probes.",
+    "I-JEPA / LatentMIM / MAE hosts, fused Triton gram loss, WebDataset paired tiles, linear probes.",
     python_requires=">=3.10",
     packages=find_packages(include=["kit", "kit.*", "kernels", "kernels.*"]),
     install_requires=[
-        "torch>=2.4,<=2.14.1",
+        "torch>=2.4",
         "triton",
         "timm>=1.0",
         "gin-config>=0.5",
         "webdataset>=0.2.86",
-        "rasterio>=1.3",
         "einops",
         "numpy",
         "safetensors",
         "tqdm",
-        "tensorboard",
-        "h5py",
-        "matplotlib",
-        "scipy",
+        "tensorboard",  # torch.utils.tensorboard in the run logger
+        "rasterio>=1.3",  # GeoTIFFs: make_shards geotiff / sen2venus v2, MADOS, cluster maps
+        "affine",
+        "h5py",  # GEO-Bench HDF5 samples
+        "torchmetrics>=1.0",  # the probes' MulticlassJaccardIndex
+        "scikit-learn",  # PCA of the cluster maps
+        "scipy",  # Ward clustering of the cluster maps, synthetic scenes
+        "matplotlib",  # cluster-map and loss figures
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "pytest-timeout"],
+        # spyndex ships a real Sentinel-2 10 m tile used by the normalisation, cluster-map and pairing tests
+        "test": ["pytest>=7", "hypothesis>=6", "pytest-timeout", "spyndex"],
     },
 )

@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mados-nan", choices=("ignore", "fill"), default=None,
                    help="MADOS pixels with a NaN band: ignore their label (the authors', default) or fill 0 and keep it "
                         "(the dataset's official loader)")
+    p.add_argument("--mados-nir-nm", type=float, default=None,
+                   help="MADOS wavelength fed as NIR: 833 (B8, the kit's default) or 783 (B7, what the authors' "
+                        "'NIR' index 6 of their 11-band stack was)")
     p.add_argument("--label", default=None, help="row label for the report (default: the recipe in meta.json)")
     p.add_argument("--out", default="results/probe", help="output folder for JSON/CSV rows")
     p.add_argument("--cache-dir", default=None, help="feature cache (default OUT/feature_cache)")
@@ -74,9 +77,10 @@ def reader_kwargs(args: argparse.Namespace) -> dict:
     if args.dataset == "mados":
         if args.tiles is not None or args.partition is not None or args.ignore_class0:
             raise ValueError("--tiles, --partition and --ignore-class0 apply to the GEO-Bench tasks, not to MADOS.")
-        return {"nan_mode": args.mados_nan} if args.mados_nan else {}
-    if args.mados_nan:
-        raise ValueError("--mados-nan applies to MADOS only.")
+        kw = {"nan_mode": args.mados_nan, "nir_nm": args.mados_nir_nm}
+        return {k: v for k, v in kw.items() if v is not None}
+    if args.mados_nan or args.mados_nir_nm:
+        raise ValueError("--mados-nan and --mados-nir-nm apply to MADOS only.")
     kw = {"tiles": args.tiles, "partition": args.partition, "ignore_class0": args.ignore_class0 or None}
     return {k: v for k, v in kw.items() if v is not None}
 

@@ -120,15 +120,24 @@ def ward_clusters(features: np.ndarray, k: int = 3, brightness: np.ndarray | Non
     return labels.reshape(gh, gw)
 
 
+def pca_components(features: np.ndarray, n: int = 3) -> np.ndarray:
+    """Projection of ``(N, D)`` features on their first ``n`` principal components, ``(N, n)`` float64.
+
+    scikit-learn's ``PCA`` (full SVD of the centred features; signs fixed by its ``svd_flip``), so the
+    components equal a plain SVD's up to the sign of each.
+    """
+    from sklearn.decomposition import PCA
+
+    X = np.asarray(features, np.float64)
+    k = min(n, *X.shape)
+    Y = PCA(n_components=k, svd_solver="full").fit_transform(X)
+    return np.pad(Y, ((0, 0), (0, n - k))) if k < n else Y
+
+
 def pca_rgb(features: np.ndarray) -> np.ndarray:
     """First three principal components of ``(gh, gw, D)`` features as an RGB image ``(gh, gw, 3)`` in [0, 1]."""
     gh, gw, d = features.shape
-    X = features.reshape(-1, d).astype(np.float64)
-    X = X - X.mean(0)
-    _, _, vt = np.linalg.svd(X, full_matrices=False)
-    Y = X @ vt[:3].T
-    if Y.shape[1] < 3:
-        Y = np.pad(Y, ((0, 0), (0, 3 - Y.shape[1])))
+    Y = pca_components(features.reshape(-1, d), 3)
     lo, hi = np.percentile(Y, 2, axis=0), np.percentile(Y, 98, axis=0)
     return np.clip((Y - lo) / np.maximum(hi - lo, 1e-12), 0, 1).reshape(gh, gw, 3)
 

@@ -5,13 +5,23 @@ On-disk layout (Kikaki et al. 2024)::
     ROOT/Scene_<n>/10/Scene_<n>_L2R_rhorc_<wavelength>_<crop>.tif   one band per file, float reflectance,
                                                                      NaN = invalid; 240 x 240 at 10 m
     ROOT/Scene_<n>/10/Scene_<n>_L2R_cl_<crop>.tif                   labels: 0 unlabelled, 1..15 classes
-    ROOT/Scene_<n>/20/..., ROOT/Scene_<n>/60/...                    20 m / 60 m bands (not used here)
+    ROOT/Scene_<n>/20/Scene_<n>_L2R_rhorc_<wavelength>_<crop>.tif   20 m bands (red edge 704, 739/740,
+                                                                     780/783; 864/865; SWIR), 120 x 120
+    ROOT/Scene_<n>/60/...                                            60 m bands (442/443)
     ROOT/splits/{train,val,test}_X.txt                               one ``Scene_<n>_<crop>`` per line
 
-Bands are matched by wavelength within ``tolerance_nm`` because Sentinel-2A and -2B name them
-slightly differently (559 vs 560 nm). Labels become ``label - 1`` (15 classes, ``-1`` ignored); pixels
-where any selected band is NaN get label ``-1`` and image value 0 (the band mean after normalisation).
-Normalisation is ``(x - mean) / std`` per band with statistics of the train split (or given ones).
+The 10 m folder holds only 492, 559/560, 665 and 833 nm. Bands are matched by wavelength within
+``tolerance_nm`` (Sentinel-2A and -2B name them slightly differently: 559 vs 560 nm), in ``10/`` first, then
+``20/`` and ``60/``; a coarser band is resampled to the 10 m grid by pixel repetition (nearest neighbour,
+as the dataset's own loader does). Labels become ``label - 1`` (15 classes, ``-1`` ignored).
+
+NaN pixels (``nan_mode``): ``"ignore"`` (default, the paper authors' probe) gives every pixel where a
+selected band is NaN the label ``-1``; ``"fill"`` (the dataset's official loader) keeps its label. Both set
+the image value to 0 there (the band mean after normalisation). Normalisation is ``(x - mean) / std`` per
+band with statistics of the train split (or given ones).
+
+The authors' "NIR" for MADOS was index 6 of the 11-band B1..B12 stack, i.e. B7 (783 nm, 20 m); the kit's
+``nir`` is B8 (833 nm, 10 m), the band the encoders were pretrained on. ``nir_nm=783`` reproduces theirs.
 """
 from __future__ import annotations
 
@@ -26,7 +36,10 @@ from torch.utils.data import Dataset
 
 from kit.io import BANDS, CorruptSampleError
 
-WAVELENGTHS = {"blue": 492, "green": 560, "red": 665, "nir": 833, "rededge1": 704, "rededge2": 740, "rededge3": 783}
+WAVELENGTHS = {"blue": 492, "green": 560, "red": 665, "nir": 833, "rededge1": 704, "rededge2": 740, "rededge3": 783,
+               "nir_narrow": 865, "coastal": 443, "swir1": 1610, "swir2": 2190}
+FOLDERS = ("10", "20", "60")  # resolution folders, searched in this order
+NAN_MODES = ("ignore", "fill")
 NUM_CLASSES = 15
 CLASS_NAMES = [
     "marine_debris", "dense_sargassum", "sparse_floating_algae", "natural_organic_material", "ship",
@@ -62,6 +75,8 @@ class MADOS(Dataset):
         tolerance_nm: how far a file's wavelength may be from the nominal one.
         skip_corrupt: drop unreadable crops (counted in ``self.skipped``) instead of raising.
         stats_samples: at most this many train crops enter the statistics.
+        nan_mode: ``ignore`` (label -1 where a band is NaN; the authors') or ``fill`` (keep it; official).
+        nir_nm: wavelength read for the band named ``nir`` (833 = B8; 783 = the authors' B7).
 
     Items:
         ``image`` ``(C, 240, 240)`` float32 normalised, ``label`` ``(240, 240)`` int64 in ``[-1, 15)``.
@@ -81,7 +96,12 @@ class MADOS(Dataset):
         tolerance_nm: float = 5.0,
         skip_corrupt: bool = False,
         stats_samples: int = 256,
+        nan_mode: str = "ignore",
+        nir_nm: float = WAVELENGTHS["nir"],
     ) -> None:
+        if nan_mode not in NAN_MODES:
+            raise ValueError(f"nan_mode {nan_mode!r} is not one of {NAN_MODES}.")
+        self.nan_mode = nan_mode
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"MADOS root {self.root} does not exist; pass the folder holding splits/ and Scene_<n>/.")
@@ -90,6 +110,8 @@ class MADOS(Dataset):
         for b in bands:
             if isinstance(b, (int, float)) or str(b).isdigit():
                 self.wavelengths.append(float(b))
+            elif b == "nir":
+                self.wavelengths.append(float(nir_nm))
             elif b in WAVELENGTHS:
                 self.wavelengths.append(float(WAVELENGTHS[b]))
             else:
@@ -127,33 +149,40 @@ class MADOS(Dataset):
         return crops
 
     def band_paths(self, scene: str, crop: str) -> list[Path]:
-        """The per-band files of one crop, in the requested band order."""
-        folder = self.root / scene / "10"
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is missing for crop {scene}_{crop}; re-extract the MADOS archive.")
-        found = {}
-        for p in folder.glob(f"{scene}_L2R_rhorc_*_{crop}.tif"):
-            m = _BAND_RE.search(p.name)
-            if m and m.group(2) == crop:
-                found[float(m.group(1))] = p
+        """The per-band files of one crop, in the requested band order (``10/`` first, then ``20/``, ``60/``)."""
+        if not (self.root / scene).is_dir():
+            raise FileNotFoundError(f"{self.root / scene} is missing for crop {scene}_{crop}; re-extract the MADOS archive.")
+        found: dict[float, Path] = {}
+        for res in FOLDERS:
+            for p in (self.root / scene / res).glob(f"{scene}_L2R_rhorc_*_{crop}.tif"):
+                m = _BAND_RE.search(p.name)
+                if m and m.group(2) == crop:
+                    found.setdefault(float(m.group(1)), p)
         out = []
         for wl in self.wavelengths:
             near = [(abs(w - wl), p) for w, p in found.items() if abs(w - wl) <= self.tolerance_nm]
             if not near:
+                folders = ", ".join(f"{scene}/{r}/" for r in FOLDERS)
                 raise FileNotFoundError(
-                    f"no band near {wl:g} nm for {scene}_{crop} in {folder} (found {sorted(found)} nm); "
-                    "check the bands or widen tolerance_nm."
+                    f"no band near {wl:g} nm for {scene}_{crop} in {folders} (found {sorted(found)} nm); the red-edge "
+                    "bands live only in the 20 m folder 20/: check that it was extracted, the bands, or tolerance_nm."
                 )
             out.append(min(near, key=lambda t: t[0])[1])
         return out
 
     def _read_raw(self, crop: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
         scene, c = crop
-        image = np.stack([_read_tif(p).astype(np.float32) for p in self.band_paths(scene, c)])
         label = _read_tif(self.root / scene / "10" / f"{scene}_L2R_cl_{c}.tif").astype(np.int64)
-        if image.shape[1:] != label.shape:
-            raise CorruptSampleError(f"{scene}_{c}: bands {image.shape[1:]} and label {label.shape} sizes differ.")
-        return image, label
+        bands = []
+        for p in self.band_paths(scene, c):
+            band = _read_tif(p).astype(np.float32)
+            if band.shape != label.shape:  # a 20 m / 60 m band: repeat its pixels onto the 10 m grid
+                f = label.shape[0] // band.shape[0]
+                if f < 1 or band.shape[0] * f != label.shape[0] or band.shape[1] * f != label.shape[1]:
+                    raise CorruptSampleError(f"{p}: band {band.shape} does not tile the 10 m label grid {label.shape}.")
+                band = np.repeat(np.repeat(band, f, 0), f, 1)
+            bands.append(band)
+        return np.stack(bands), label
 
     def compute_stats(self, max_samples: int = 256, skip_corrupt: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Per-band mean and std of the finite pixels of (up to ``max_samples``) train crops."""
@@ -190,7 +219,8 @@ class MADOS(Dataset):
         image = (image - self.mean) / self.std
         image[:, invalid] = 0.0
         label = label - 1
-        label[invalid] = -1
+        if self.nan_mode == "ignore":
+            label[invalid] = -1
         if label.max() >= NUM_CLASSES or label.min() < -1:
             raise CorruptSampleError(f"{self.crops[i]}: label values outside 0..{NUM_CLASSES}.")
         return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), torch.from_numpy(label)

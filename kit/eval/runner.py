@@ -89,6 +89,8 @@ def run_probe(
     prov = provenance(meta, export_dir)
     departures = cfg.departures() + encoder_departures(prov)
     departures += [f"{k}={v!r} (paper {PAPER_READER[k]!r})" for k, v in reader.items() if k in PAPER_READER and v != PAPER_READER[k]]
+    if dataset == "mados" and reader.get("nir_nm", 833) != 783:
+        departures.append(f"MADOS NIR {reader.get('nir_nm', 833):g} nm (the authors fed B7, 783 nm: --mados-nir-nm 783)")
     if len(cfg.seeds) != PAPER_SEEDS:
         departures.append(f"{len(cfg.seeds)} seeds (paper {PAPER_SEEDS})")
     base = {**prov, "encoder_hash": ehash, "label": label, "dataset": dataset, "data_root": str(root),

@@ -1,9 +1,12 @@
 """Write a tiny fake MADOS tree in the real on-disk format.
 
-``ROOT/Scene_<n>/10/Scene_<n>_L2R_rhorc_<wl>_<crop>.tif`` (float32 reflectance, NaN holes; scene 1 uses
-Sentinel-2A's 559 nm name for green, the others 560), ``Scene_<n>_L2R_cl_<crop>.tif`` (uint8, 0 unlabelled,
-1..15), a 20 m band in ``Scene_<n>/20/``, ``splits/{train,val,test}_X.txt`` and a corrupt crop
-``Scene_99_1`` (garbage bytes as a .tif) listed only in ``splits/corrupt_X.txt``.
+Per crop, as released: ``ROOT/Scene_<n>/10/Scene_<n>_L2R_rhorc_<wl>_<crop>.tif`` for 492, 559/560, 665 and
+833 nm (240 x 240, float32 reflectance, NaN holes) and the labels ``Scene_<n>_L2R_cl_<crop>.tif`` (uint8,
+0 unlabelled, 1..15); ``Scene_<n>/20/`` holds the 20 m bands 704, 739/740, 780/783, 864/865, 1610/1614 and
+2186/2202 nm (120 x 120), ``Scene_<n>/60/`` the 60 m band 442/443 (40 x 40). Scene 1 uses Sentinel-2B's
+spellings (559, 739, 780, ...), the others Sentinel-2A's. ``splits/{train,val,test}_X.txt`` list the crops; a
+corrupt crop ``Scene_99_1`` (garbage bytes as a .tif) is listed only in ``splits/corrupt_X.txt``. Each class
+has its own spectrum in every band; the 20 m and 60 m bands are block means of a 10 m field.
 
 ``python tests/data/make_mados.py ROOT``.
 """
@@ -29,28 +32,34 @@ def _write(path: Path, arr: np.ndarray) -> None:
             ds.write(arr, 1)
 
 
-def make(root, n_scenes: int = 3, crops_per_scene: int = 4, size: int = 48, block: int = 8, seed: int = 0,
+# (folder, Sentinel-2A name, Sentinel-2B name) of the 11 MADOS bands, B1..B12 without B9/B10
+BANDS = [("60", 443, 442), ("10", 492, 492), ("10", 560, 559), ("10", 665, 665), ("20", 704, 704), ("20", 740, 739),
+         ("20", 783, 780), ("10", 833, 833), ("20", 865, 864), ("20", 1614, 1610), ("20", 2202, 2186)]
+FACTOR = {"10": 1, "20": 2, "60": 6}
+
+
+def make(root, n_scenes: int = 3, crops_per_scene: int = 4, size: int = 240, block: int = 24, seed: int = 0,
          classes: tuple[int, ...] = (1, 5, 7, 10)) -> Path:
     """Write the MADOS tree and return ``root``."""
     rng = np.random.default_rng(seed)
     root = Path(root)
-    spectra = {c: rng.uniform(0.01, 0.25, size=4) for c in classes}
+    spectra = {c: rng.uniform(0.01, 0.25, size=len(BANDS)) for c in (0, *classes)}
     entries = []
     for s in range(n_scenes):
         scene = f"Scene_{s}"
-        wls = [492, 559 if s == 1 else 560, 665, 833]
         for crop in range(1, crops_per_scene + 1):
             g = size // block
             blocks = rng.choice(np.array(classes), size=(g, g))
             blocks[rng.random((g, g)) < 0.1] = 0
             label = np.kron(blocks, np.ones((block, block), dtype=np.int64)).astype(np.uint8)
-            base = np.stack([np.vectorize(lambda c, b=b: spectra[c][b] if c else 0.05)(label) for b in range(4)])
-            img = (base + rng.normal(0, 0.005, size=base.shape)).astype(np.float32)
-            hole = rng.integers(0, size - 4)
-            img[:, hole:hole + 4, :4] = np.nan
-            for b, wl in enumerate(wls):
-                _write(root / scene / "10" / f"{scene}_L2R_rhorc_{wl}_{crop}.tif", img[b])
-            _write(root / scene / "20" / f"{scene}_L2R_rhorc_704_{crop}.tif", img[2, ::2, ::2].copy())
+            lut = np.stack([spectra[c] if c in spectra else spectra[0] for c in range(int(label.max()) + 1)])
+            img = (np.moveaxis(lut[label], -1, 0) + rng.normal(0, 0.005, size=(len(BANDS), size, size))).astype(np.float32)
+            hole = rng.integers(0, size - 12)
+            img[:, hole:hole + 12, :12] = np.nan
+            for b, (folder, wl_a, wl_b) in enumerate(BANDS):
+                f = FACTOR[folder]
+                band = img[b].reshape(size // f, f, size // f, f).mean((1, 3)).astype(np.float32)
+                _write(root / scene / folder / f"{scene}_L2R_rhorc_{wl_b if s == 1 else wl_a}_{crop}.tif", band)
             _write(root / scene / "10" / f"{scene}_L2R_cl_{crop}.tif", label)
             entries.append(f"{scene}_{crop}")
     order = rng.permutation(len(entries))

@@ -49,3 +49,28 @@ def test_cluster_map_bad_input_exits_2(tiny_encoder, geotiff_pair, tmp_path, cap
             cm.main(["--image", str(image), "--encoder", str(tiny_encoder), "--out", str(tmp_path / "c.png")])
         err = capsys.readouterr().err
         assert e.value.code == 2 and re.search(match, err), err
+
+
+def test_pca_is_the_svd_projection_up_to_sign():
+    from kit.eval.cluster import pca_components
+
+    X = np.random.default_rng(0).normal(size=(50, 12)) @ np.diag(np.linspace(3, 0.1, 12))
+    Xc = X - X.mean(0)
+    _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+    ref = Xc @ vt[:3].T
+    got = pca_components(X, 3)
+    signs = np.sign((got * ref).sum(0))
+    np.testing.assert_allclose(got, ref * signs, rtol=1e-8, atol=1e-8)
+    assert pca_components(X[:2], 3).shape == (2, 3)  # fewer samples than components: zero-padded
+
+
+def test_cluster_map_of_a_real_sentinel2_tile(tiny_encoder, tmp_path):
+    """A real 10 m tile (spyndex's S2 B02 B03 B04 B08) through the whole cluster-map path."""
+    from tests.data.real_s2 import s2_tile
+
+    np.save(tmp_path / "s2.npy", s2_tile()[:, :96, :96])
+    cm = load_tool("cluster_map")
+    info = cm.main(["--image", str(tmp_path / "s2.npy"), "--encoder", str(tiny_encoder), "--names", "real",
+                    "--out", str(tmp_path / "real.png")])
+    assert info["real"]["grid"] == [12, 12] and info["real"]["clusters_present"] == 3
+    assert sum(info["real"]["cluster_sizes"]) == 144 and (tmp_path / "real.png").stat().st_size > 1000
