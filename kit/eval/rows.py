@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from kit.io import write_json_atomic
+from kit.io import write_text_atomic as _write_text
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` through a temporary file and ``os.replace``."""
+    """Write ``text`` atomically (:func:`kit.io.write_text_atomic`), creating the parent folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _write_text(path, text)
     return path
 
 

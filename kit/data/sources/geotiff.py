@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.data.sources.sen2venus import nodata_fraction, remove_stale_shards, to_int16
+from kit.data.sources.pairs import nodata_fraction, remove_stale_shards, to_int16
 from kit.data.writer import PairShardWriter
 from kit.io import BANDS, BandStatistics, add_to_index, units_warning, write_json_atomic
 
