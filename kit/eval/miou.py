@@ -24,3 +24,18 @@ def per_class_iou(metric: MulticlassJaccardIndex) -> list[float | None]:
     tp = conf.diag()
     union = conf.sum(0) + conf.sum(1) - tp
     return [float(t / u) if u > 0 else None for t, u in zip(tp.tolist(), union.tolist())]
+
+
+def mean_iou(conf, ignore_index: int | None = None) -> float:
+    """The same macro mIoU from a ``(C, C)`` confusion matrix (rows = label), e.g. summed per-tile matrices.
+
+    Classes with an empty union and the class ``ignore_index`` (when it is one) are left out; NaN when no
+    class is left. Equals ``MulticlassJaccardIndex(average="macro")`` on the pixels the matrix counts.
+    """
+    conf = torch.as_tensor(conf).double()
+    tp = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - tp
+    keep = union > 0
+    if ignore_index is not None and 0 <= ignore_index < len(tp):
+        keep[ignore_index] = False
+    return float((tp[keep] / union[keep]).mean()) if keep.any() else float("nan")

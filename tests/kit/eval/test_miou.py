@@ -61,3 +61,15 @@ def test_same_numbers_as_the_hand_definition(labels, noise, ignore):
     p = torch.tensor(noise[: len(labels)])
     got, hand = score(p, t.clamp_min(0) if ignore != -1 else t, 5, ignore)[0], hand_miou(p, t.clamp_min(0) if ignore != -1 else t, 5, ignore)
     assert (math.isnan(got) and math.isnan(hand)) or got == pytest.approx(hand, abs=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=60), st.lists(st.integers(0, 4), min_size=60, max_size=60))
+def test_mean_iou_of_a_confusion_matrix_equals_torchmetrics(labels, noise):
+    from kit.eval.miou import mean_iou
+
+    t = torch.tensor(labels)
+    p = torch.tensor(noise[: len(labels)])
+    m = jaccard(5, None)
+    m.update(p, t)
+    assert mean_iou(m.confmat) == pytest.approx(float(m.compute()), abs=1e-6)
