@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -52,11 +53,18 @@ class PatchMasks:
 
     def rows(self, rows: slice) -> "PatchMasks":
         """The same result for the images ``rows`` of the batch (this rank's part of the global batch)."""
-        return dataclasses.replace(self, **{name: t[rows] for name, t in self.tensors().items()})
+        return self._derive({name: t[rows] for name, t in self.tensors().items()})
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "PatchMasks":
         """The same result with every tensor on ``device``."""
-        return dataclasses.replace(self, **{n: t.to(device, non_blocking=non_blocking) for n, t in self.tensors().items()})
+        return self._derive({n: t.to(device, non_blocking=non_blocking) for n, t in self.tensors().items()})
+
+    def _derive(self, tensors: dict[str, torch.Tensor]) -> "PatchMasks":
+        # rows of checked indices, or the same indices elsewhere, need no second check (and no host read)
+        out = copy.copy(self)
+        for name, t in tensors.items():
+            object.__setattr__(out, name, t)
+        return out
 
 
 @dataclass(frozen=True)

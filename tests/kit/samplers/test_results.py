@@ -44,3 +44,22 @@ def test_mask_ratio_keeps_int_n_times_one_minus_ratio_visible():
         RandomSplit(num_visible=4, mask_ratio=0.5)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         RandomSplit(num_visible=None, mask_ratio=1.0)
+
+
+def test_rows_and_to_do_not_check_again():
+    """Indices are checked once, where drawn: cutting rows or moving them reads nothing back."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                Reads.n += 1
+            return func(*args, **(kwargs or {}))
+
+    m = RandomSplit(3).sample(4, (4, 4), torch.Generator().manual_seed(0))
+    with Reads():
+        part = m.rows(slice(1, 3)).to("cpu")
+    assert Reads.n == 0 and isinstance(part, SplitMasks) and part.batch_size == 2
+    assert torch.equal(part.targets, m.targets[1:3])
