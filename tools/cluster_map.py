@@ -19,16 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
+from tools._cli import main_guard, parser  # noqa: E402
 
 
-def _fail(msg: str):
-    print(f"cluster_map.py: error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run(argv=None) -> dict:
+    """Parse ``argv`` and do the work; user errors raise ``ValueError`` / ``OSError`` (``main`` exits 2 on them)."""
+    p = parser(__doc__)
     p.add_argument("--image", required=True)
     p.add_argument("--encoder", "--encoders", dest="encoder", nargs="+", required=True, help="export folders")
     p.add_argument("--names", nargs="*", default=None, help="titles, one per encoder (default: recipe or folder)")
@@ -48,16 +44,13 @@ def main(argv=None) -> dict:
     from kit.eval.tables import row_key
 
     if args.names and len(args.names) != len(args.encoder):
-        _fail(f"--names has {len(args.names)} entries for {len(args.encoder)} encoders.")
-    try:
-        img = cluster.load_image(args.image, key=args.key, index=args.index, bands=BANDS, band_spec=args.image_bands)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+        raise ValueError(f"--names has {len(args.names)} entries for {len(args.encoder)} encoders.")
+    img = cluster.load_image(args.image, key=args.key, index=args.index, bands=BANDS, band_spec=args.image_bands)
     maps, info, arrays = [], {}, {}
     for i, enc in enumerate(args.encoder):
         model, meta = load_exported_encoder(enc)
         if list(meta.get("bands") or BANDS) != list(BANDS):
-            _fail(f"{enc} expects bands {meta.get('bands')}; this tool feeds {list(BANDS)}.")
+            raise ValueError(f"{enc} expects bands {meta.get('bands')}; this tool feeds {list(BANDS)}.")
         name = args.names[i] if args.names else row_key({"recipe": meta.get("recipe"), "encoder": enc})
         feats = cluster.encoder_features(model, meta, img, args.img_size)
         bright = cluster.patch_brightness(img, feats.shape[:2])
@@ -74,5 +67,11 @@ def main(argv=None) -> dict:
     return info
 
 
+@main_guard
+def main(argv: list[str]) -> int:
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -27,11 +27,13 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 
+from tools._cli import main_guard, parser  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     from kit.eval.datasets import DATASETS
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--encoder", "--encoders", dest="encoder", nargs="+", required=True, help="export folder(s) with encoder.safetensors + meta.json")
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--root", required=True, help="GEO-Bench task folder (or segmentation_v1.0/) or the MADOS folder")
@@ -85,16 +87,15 @@ def reader_kwargs(args: argparse.Namespace) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def main(argv=None) -> list[dict]:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"probe.py: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+@main_guard
+def main(argv: list[str]) -> int:
+    run(argv)
+    return 0
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def run(argv: list[str] | argparse.Namespace | None = None) -> list[dict]:
+    """Probe every encoder; return their summaries. User errors raise (``main`` exits 2 on them)."""
+    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
     from kit.eval.probe import ProbeConfig
     from kit.eval.rows import write_csv_atomic, write_json
     from kit.eval.runner import run_probe
@@ -123,4 +124,4 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,16 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
+from tools._cli import main_guard, parser  # noqa: E402
 
 
-def _fail(msg: str):
-    print(f"report.py: error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run(argv=None) -> list[dict]:
+    """Parse ``argv`` and do the work; user errors raise ``ValueError`` / ``OSError`` (``main`` exits 2 on them)."""
+    p = parser(__doc__)
     p.add_argument("results", nargs="*", help="probe result JSON files or folders")
     p.add_argument("--runs", nargs="+", default=[], help="same as the positional results")
     p.add_argument("--out", default="results/report", help="output folder, or a .md file (the .csv goes beside it)")
@@ -38,18 +34,15 @@ def main(argv=None) -> list[dict]:
     relabel = {}
     for item in args.relabel:
         if "=" not in item:
-            _fail(f"--relabel {item!r} must look like OLD=NEW.")
+            raise ValueError(f"--relabel {item!r} must look like OLD=NEW.")
         k, v = item.split("=", 1)
         relabel[k] = v
     sources = list(args.results) + list(args.runs)
     if not sources:
-        _fail("give probe result files or folders (positional or --runs).")
-    try:
-        rows = load_rows(sources)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+        raise ValueError("give probe result files or folders (positional or --runs).")
+    rows = load_rows(sources)
     if not rows:
-        _fail(f"no probe rows found in {sources}; run tools/probe.py --out DIR first.")
+        raise ValueError(f"no probe rows found in {sources}; run tools/probe.py --out DIR first.")
     tables = build_tables(aggregate(rows, relabel))
     md = to_markdown(tables)
     out = Path(args.out)
@@ -61,5 +54,11 @@ def main(argv=None) -> list[dict]:
     return tables
 
 
+@main_guard
+def main(argv: list[str]) -> int:
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,7 +15,7 @@ FAST = ["--img-size", "32", "--epochs", "12", "--lr", "1e-2", "--batch-size", "1
 def cashew_results(tiny_encoder, geobench_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("probe")
     probe = load_tool("probe")
-    summaries = probe.main(["--encoder", str(tiny_encoder), "--dataset", "m-cashew-plant", "--root",
+    summaries = probe.run(["--encoder", str(tiny_encoder), "--dataset", "m-cashew-plant", "--root",
                             str(geobench_root / "m-cashew-plant"), "--seeds", "2", "--out", str(out), "--mode", "cached", *FAST])
     return out, summaries[0]
 
@@ -40,7 +40,7 @@ def test_probe_beats_chance_and_writes_rows(cashew_results):
 def test_report_puts_ours_beside_the_paper(cashew_results, tmp_path):
     out, summary = cashew_results
     report = load_tool("report")
-    tables = report.main([str(out), "--out", str(tmp_path), "--quiet"])
+    tables = report.run([str(out), "--out", str(tmp_path), "--quiet"])
     md = (tmp_path / "report.md").read_text()
     assert "### Table I:" in md and "### Table IV:" in md
     sa = next(r for r in tables[0]["rows"] if r["key"] == "ijepa_sa")
@@ -60,11 +60,11 @@ def test_report_labels_and_other_table(tmp_path):
     rows.append({"encoder": "x", "recipe": None, "label": "my_run", "dataset": "m-SA-crop-type", "seed": 0, "test_miou": 0.2})
     (tmp_path / "r.json").write_text(json.dumps({"rows": rows}))
     report = load_tool("report")
-    tables = report.main([str(tmp_path / "r.json"), "--out", str(tmp_path / "o"), "--quiet"])
+    tables = report.run([str(tmp_path / "r.json"), "--out", str(tmp_path / "o"), "--quiet"])
     block = next(r for r in tables[3]["rows"] if r["row"] == "Block")
     assert block["cells"]["mados"]["ours"]["mean"] == pytest.approx(41.0)
     assert tables[-1]["id"] == "Other" and tables[-1]["rows"][0]["key"] == "my_run"
-    tables = report.main(["--runs", str(tmp_path / "r.json"), "--out", str(tmp_path / "rep.md"), "--quiet",
+    tables = report.run(["--runs", str(tmp_path / "r.json"), "--out", str(tmp_path / "rep.md"), "--quiet",
                           "--relabel", "my_run=ijepa_hr"])
     assert (tmp_path / "rep.md").is_file() and (tmp_path / "rep.csv").is_file()
     hr = next(r for r in tables[0]["rows"] if r["key"] == "ijepa_hr")
@@ -77,8 +77,8 @@ def test_probe_corrupt_sample_stops_or_is_counted(tiny_encoder, geobench_root, t
             "--partition", "corrupt", "--seeds", "1", "--out", str(tmp_path), *FAST[:2], "--epochs", "1",
             "--no-progress"]
     with pytest.raises(ValueError, match="sample_corrupt"):
-        probe.run(probe.parse_args(args))
-    (summary,) = probe.main(args + ["--skip-corrupt"])
+        probe.run(args)
+    (summary,) = probe.run(args + ["--skip-corrupt"])
     assert summary["skipped"]["train"] == {"corrupt": 1}
 
 
@@ -86,8 +86,8 @@ def test_probe_mados_and_sa(tiny_encoder, geobench_root, mados_root, tmp_path):
     probe = load_tool("probe")
     common = ["--encoder", str(tiny_encoder), "--seeds", "1", "--out", str(tmp_path), "--img-size", "32",
               "--epochs", "2", "--no-progress"]
-    (m,) = probe.main(["--dataset", "mados", "--root", str(mados_root), *common])
-    (s,) = probe.main(["--dataset", "m-SA-crop-type", "--root", str(geobench_root), *common, "--label", "sa_run"])
+    (m,) = probe.run(["--dataset", "mados", "--root", str(mados_root), *common])
+    (s,) = probe.run(["--dataset", "m-SA-crop-type", "--root", str(geobench_root), *common, "--label", "sa_run"])
     assert 0 <= m["test_miou_mean"] <= 1 and 0 <= s["test_miou_mean"] <= 1
     assert m["mode"] == s["mode"] == "faithful"
     rows = json.loads((tmp_path / "sa_run__m-SA-crop-type__faithful.json").read_text())["rows"]
@@ -96,7 +96,7 @@ def test_probe_mados_and_sa(tiny_encoder, geobench_root, mados_root, tmp_path):
 
 def test_faithful_mode_scores_class0_and_learns(tiny_encoder, geobench_root, tmp_path):
     probe = load_tool("probe")
-    (s,) = probe.main(["--encoder", str(tiny_encoder), "--dataset", "m-SA-crop-type", "--root", str(geobench_root),
+    (s,) = probe.run(["--encoder", str(tiny_encoder), "--dataset", "m-SA-crop-type", "--root", str(geobench_root),
                        "--seeds", "1", "--out", str(tmp_path), *FAST])
     row = json.loads((tmp_path / "ijepa_sa__m-SA-crop-type__faithful.json").read_text())["rows"][0]
     assert row["per_class_iou"][0] is not None and row["per_class_iou"][0] > 0.3
@@ -124,7 +124,7 @@ def test_report_marks_rows_off_the_paper_protocol(tmp_path):
                   departures=["epochs=5 (paper 100)", "preset cpu_quick"], steps=300, presets=["cpu_quick"])]
     (tmp_path / "r.json").write_text(json.dumps({"rows": paper + quick}))
     report = load_tool("report")
-    tables = report.main([str(tmp_path / "r.json"), "--out", str(tmp_path / "o"), "--quiet"])
+    tables = report.run([str(tmp_path / "r.json"), "--out", str(tmp_path / "o"), "--quiet"])
     md = (tmp_path / "o" / "report.md").read_text()
     lm = next(li for li in md.splitlines() if li.startswith("| SA-model (`latentmim_sa`)"))
     ij = next(li for li in md.splitlines() if li.startswith("| SA-model (`ijepa_sa`)"))
@@ -136,6 +136,5 @@ def test_report_marks_rows_off_the_paper_protocol(tmp_path):
 
 def test_report_bad_input_exits_2(tmp_path, capsys):
     report = load_tool("report")
-    with pytest.raises(SystemExit) as e:
-        report.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
-    assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+    assert report.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
