@@ -47,3 +47,34 @@ def test_shard_units_warning_reads_the_index(tmp_path):
     assert "0-1 reflectance" in shard_units_warning(tmp_path, S2_MEAN, S2_STD)
     (tmp_path / "index.json").write_text(json.dumps({"shards": []}))
     assert shard_units_warning(tmp_path, S2_MEAN, S2_STD) is None
+
+
+def test_training_preflight_warns_on_8bit_shards(tmp_path, caplog):
+    """make_shards on uint8 rasters, then the training preflight: both say the units are off."""
+    import logging
+
+    import rasterio
+    from rasterio.transform import from_origin
+    from torch import nn
+
+    from kit.data.loader import PairedTiles
+    from kit.data.sources import geotiff
+    from kit.train.preflight import preflight
+    from tests.data.make_geotiff_pair import CRS, X0, Y0, truth
+
+    mr, hr = truth(0, n_mr=64)
+    for name, arr, gsd in (("mr", mr, 10), ("hr", hr, 5)):
+        with rasterio.open(tmp_path / f"{name}.tif", "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1],
+                           count=4, dtype="uint8", crs=CRS, transform=from_origin(X0, Y0, gsd, gsd)) as ds:
+            ds.write((arr // 16).astype(np.uint8))
+            ds.descriptions = ("B2", "B3", "B4", "B8")
+    with pytest.warns(UserWarning, match="8-bit"):
+        geotiff.run(geotiff.GeoTiffOptions(mr=tmp_path / "mr.tif", hr=tmp_path / "hr.tif", out=tmp_path / "s", tile=32))
+
+    class Echo(nn.Module):  # a framework that accepts any batch: only the data side is under test here
+        def forward(self, batch, ctx):
+            return None
+
+    with caplog.at_level(logging.WARNING):
+        preflight(Echo(), PairedTiles(root=str(tmp_path / "s"), num_workers=0), batch_size=2)
+    assert "8-bit" in caplog.text and "normalisation" in caplog.text
