@@ -1,10 +1,10 @@
 """Paired-tile reader: WebDataset shards -> validated, cropped, normalised batches with exact resume.
 
-Per process the pipeline is::
+Per process the pipeline is (see :mod:`kit.data.reader` for the webdataset stages)::
 
-    shard list --(seeded shuffle per epoch, split rank::world_size, then logical worker w::W)-->
-    tar members grouped into samples (raw bytes) --(seeded shuffle buffer)--> raw index r
-    --(skip r < resume offset)--> decode + validate + paired transform (RNG from (seed, epoch, key))
+    shard list (seeded permutation per epoch) -> wds.slice by rank, then by logical worker w of W
+    -> wds.tarfile_to_samples (counting handler) -> wds.shuffle (seeded) -> raw index r
+    --(skip r < resume offset, undecoded)--> decode + validate + paired transform (RNG from (seed, epoch, key))
     --> batch inside the worker, tagged (logical worker, epoch, r + 1)
 
 Everything a worker does is a function of ``(seed, rank, world_size, W, w, epoch)``, so a worker can
@@ -20,12 +20,9 @@ raises :class:`DataError` when more than ``max_bad_fraction`` of a worker's samp
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
-import tarfile
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,6 +32,8 @@ import numpy as np
 import torch
 
 from kit.data.errors import DataError
+from kit.data.reader import (MIN_MR_SIDE, BadSample, CountingHandler, decode_npy, decode_pair, first_sample,
+                             sample_rng, shard_samples, worker_epoch)
 from kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache
 from kit.data.transforms import FALSE_HR_MODES, PairedRandomResizedCrop, SensorNormalize, false_hr_from_mr
 from kit.io import BANDS
@@ -42,19 +41,9 @@ from kit.io import BANDS
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "crossscale-stream/1"
-MIN_MR_SIDE = 8
 MIN_SAMPLES_FOR_BAD_CHECK = 100
-NODATA = -10000
 _MAKE = "python tools/make_shards.py synthetic --out {root}"
 
-
-class _BadSample(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
-
-
-# -- reading ----------------------------------------------------------------------------------------
 
 def list_shards(root: str | Path) -> list[dict[str, Any]]:
     """Shards of a root as ``[{"name", "num_samples" (int or None)}]``, in a fixed order.
@@ -71,117 +60,6 @@ def list_shards(root: str | Path) -> list[dict[str, Any]]:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring unreadable %s; listing *.tar instead", index)
     return [{"name": p.name, "num_samples": None} for p in sorted(root.glob("*.tar"))]
-
-
-def iter_tar_samples(path: str | Path, expected: int | None = None) -> Iterator[tuple]:
-    """Raw samples of one shard, in file order.
-
-    Args:
-        path: a ``.tar`` shard.
-        expected: number of samples the index promises (a shortfall is reported as truncation).
-
-    Yields:
-        ``(key, {suffix: bytes})`` for each group of consecutive members sharing a key, or
-        ``(key, _BadSample)`` for a truncated member / unreadable tail of the shard.
-    """
-    key, members, count = None, {}, 0
-    try:
-        with open(path, "rb", buffering=1 << 20) as f, tarfile.open(fileobj=f, mode="r|") as tf:
-            for info in tf:
-                if not info.isfile():
-                    continue
-                name = info.name.rsplit("/", 1)[-1]
-                k, _, suffix = name.partition(".")
-                if k != key:
-                    if key is not None:
-                        yield key, members
-                        count += 1
-                    key, members = k, {}
-                data = tf.extractfile(info).read()
-                if len(data) != info.size:
-                    raise tarfile.ReadError(f"member {info.name} truncated ({len(data)} of {info.size} bytes)")
-                members[suffix] = data
-    except (tarfile.TarError, OSError, EOFError) as e:
-        yield (key or "?"), _BadSample("truncated", f"shard {path} unreadable after {count} samples: {e}")
-        return
-    if key is not None:
-        yield key, members
-        count += 1
-    if expected is not None and count < expected:
-        yield "?", _BadSample("truncated", f"shard {path} holds {count} samples but the index lists {expected}")
-
-
-def decode_npy(data: bytes) -> np.ndarray:
-    """Zero-copy view of an ``.npy`` payload (read-only)."""
-    f = io.BytesIO(data)
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-    else:
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    if dtype.hasobject:
-        raise ValueError("object arrays are not allowed")
-    count = int(np.prod(shape)) if shape else 1
-    offset = f.tell()
-    if len(data) - offset < count * dtype.itemsize:
-        raise ValueError(f"payload holds {len(data) - offset} bytes, the header promises {count * dtype.itemsize}")
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
-
-
-def decode_pair(members: dict, *, bands: int, scale: int | None, nodata: float | None = NODATA,
-                ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Decode and validate one sample's members; return ``(mr, hr, s)`` or raise ``_BadSample``."""
-    for suffix in ("mr.npy", "hr.npy"):
-        if suffix not in members:
-            raise _BadSample("missing_member", f"no '{suffix}' member (has {sorted(members)})")
-    try:
-        mr, hr = decode_npy(members["mr.npy"]), decode_npy(members["hr.npy"])
-    except Exception as e:  # noqa: BLE001 - any decoding failure is a bad sample
-        raise _BadSample("unreadable_npy", f"cannot decode npy: {e}") from None
-    if mr.ndim != 3 or hr.ndim != 3:
-        raise _BadSample("shape", f"pairs must be (C, H, W), got MR {mr.shape} and HR {hr.shape}")
-    if mr.shape[0] != bands or hr.shape[0] != bands:
-        raise _BadSample("band_count", f"MR {mr.shape} / HR {hr.shape} but PairedTiles.bands = {bands}")
-    h, w = mr.shape[1:]
-    H, W = hr.shape[1:]
-    if h < 1 or w < 1 or H % h or W % w or H // h != W // w:
-        raise _BadSample("shape", f"HR {hr.shape} is not an integer multiple of MR {mr.shape}")
-    s = H // h
-    if scale is not None and s != scale:
-        raise _BadSample("scale", f"HR/MR scale {s} (MR {mr.shape}, HR {hr.shape}) but PairedTiles.scale = {scale}")
-    if min(h, w) < MIN_MR_SIDE:
-        raise _BadSample("too_small", f"MR tile {h}x{w} is smaller than {MIN_MR_SIDE} px")
-    for name, a in (("MR", mr), ("HR", hr)):
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise _BadSample("non_finite", f"{name} holds NaN or inf")
-        if nodata is not None and (a == nodata).any():
-            raise _BadSample("nodata", f"{name} holds no-data pixels ({nodata})")
-    return mr, hr, s
-
-
-def _sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
-    return np.random.default_rng([seed & 0xFFFFFFFF, epoch, zlib.crc32(key.encode())])
-
-
-# -- the per-worker pipeline ------------------------------------------------------------------------
-
-def worker_shards(names: list[str], *, seed: int, epoch: int, rank: int, world_size: int, worker: int,
-                  num_workers: int, resampled: bool) -> list[str]:
-    """Shards that logical ``worker`` of ``rank`` reads in ``epoch``.
-
-    Without resampling: one seeded permutation of all shards per epoch (identical on every rank),
-    split ``rank::world_size`` and then ``worker::num_workers``, so each epoch covers every shard once.
-    With resampling: ``ceil(n / (world_size * num_workers))`` draws with replacement from the
-    worker's own RNG.
-    """
-    n = len(names)
-    if resampled:
-        rng = np.random.default_rng([seed & 0xFFFFFFFF, epoch, rank, worker, 0x2E5A])
-        k = max(1, math.ceil(n / (world_size * num_workers)))
-        return [names[i] for i in rng.integers(0, n, size=k)]
-    perm = np.random.default_rng([seed & 0xFFFFFFFF, epoch, 0x5A4D]).permutation(n)
-    return [names[i] for i in perm[rank::world_size][worker::num_workers]]
 
 
 class _PairIterable(torch.utils.data.IterableDataset):
@@ -202,67 +80,59 @@ class _PairIterable(torch.utils.data.IterableDataset):
         self.crop, self.normalize, self.bands, self.scale = crop, normalize, bands, scale
         self.false_hr, self.max_bad_fraction = false_hr, max_bad_fraction
 
-    # raw items of one epoch, after the shuffle buffer: (shard, key, members | _BadSample)
-    def raw_epoch(self, epoch: int, worker: int) -> Iterator[tuple]:
-        shards = worker_shards(self.names, seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size,
-                               worker=worker, num_workers=self.W, resampled=self.resampled)
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, epoch, self.rank, worker, 0xB0F])
-        size = self.shuffle_buffer
-        buf: list = []
-        for name in shards:
-            for key, members in iter_tar_samples(self.root / name, self.expected.get(name)):
-                item = (name, key, members)
-                if size <= 1:
-                    yield item
-                elif len(buf) < size:
-                    buf.append(item)
-                else:
-                    j = int(rng.integers(size))
-                    yield buf[j]
-                    buf[j] = item
-        order = rng.permutation(len(buf)) if buf else []
-        for j in order:
-            yield buf[j]
+    def raw_epoch(self, epoch: int, worker: int, handler: CountingHandler | None = None):
+        """The webdataset pipeline of raw samples of logical ``worker`` in ``epoch`` (see :mod:`kit.data.reader`)."""
+        return worker_epoch(self.root, self.names, expected=self.expected, seed=self.seed, epoch=epoch,
+                            rank=self.rank, world_size=self.world_size, worker=worker, num_workers=self.W,
+                            resampled=self.resampled, shuffle_buffer=self.shuffle_buffer,
+                            handler=handler or CountingHandler())
 
-    def _process(self, members, key: str, epoch: int, out: tuple[torch.Tensor, torch.Tensor]) -> None:
-        if isinstance(members, _BadSample):
-            raise members
-        mr, hr, s = decode_pair(members, bands=self.bands, scale=self.scale)
+    def _process(self, sample: dict, epoch: int, out: tuple[torch.Tensor, torch.Tensor]) -> None:
+        mr, hr, s = decode_pair(sample, bands=self.bands, scale=self.scale)
         if self.false_hr is not None:
             hr = false_hr_from_mr(mr, s, self.false_hr)
-        self.crop(mr, hr, _sample_rng(self.seed, epoch, key), self.normalize, out=out)
+        self.crop(mr, hr, sample_rng(self.seed, epoch, sample["__key__"]), self.normalize, out=out)
 
     def batches(self, worker: int, epoch: int, offset: int) -> Iterator[dict]:
         """Infinite batches of logical ``worker`` starting at raw ``offset`` of ``epoch``."""
         B = self.batch_size
         size, hr_size = self.crop.output_sizes(self.scale)
         shared = torch.utils.data.get_worker_info() is not None
-        seen, bad_total = 0, Counter()
-        skipped: Counter = Counter()
+        handler = CountingHandler()  # errors of the tar stages; kept across epochs so none is lost or doubled
+        seen, bad_total, skipped = 0, Counter(), Counter()
         mr_b = hr_b = None
         keys: list[str] = []
+
+        def count(bad: BadSample) -> None:
+            nonlocal seen
+            seen += 1
+            skipped[bad.reason] += 1
+            bad_total[bad.reason] += 1
+            log.warning("skipping sample %r of shard %s (%s): %s", bad.key, bad.shard, bad.reason, bad.detail)
+
         while True:
             raw = 0
-            for r, (shard, key, members) in enumerate(self.raw_epoch(epoch, worker)):
+            for r, sample in enumerate(self.raw_epoch(epoch, worker, handler)):
                 raw += 1
-                if r < offset:
+                if r < offset:  # consumed before the resume: skipped as raw bytes, never decoded
+                    handler.errors.clear()
                     continue
-                seen += 1
+                for bad in handler.errors:
+                    count(bad)
+                handler.errors.clear()
                 if mr_b is None:  # in a worker the batch is built in shared memory: sending it copies nothing
                     mr_b = _empty((B, self.bands, size, size), shared)
                     hr_b = _empty((B, self.bands, hr_size, hr_size), shared)
-                i = len(keys)
                 try:
-                    self._process(members, key, epoch, (mr_b[i], hr_b[i]))
+                    self._process(sample, epoch, (mr_b[len(keys)], hr_b[len(keys)]))
                 except Exception as e:  # noqa: BLE001 - a sample that cannot be used is skipped, counted, logged
-                    bad = e if isinstance(e, _BadSample) else _BadSample("transform_error", f"{type(e).__name__}: {e}")
-                    skipped[bad.reason] += 1
-                    bad_total[bad.reason] += 1
-                    log.warning("skipping sample %r of shard %s (%s): %s", key, self.root / shard, bad.reason,
-                                bad.detail)
+                    bad = e if isinstance(e, BadSample) else BadSample("transform_error", f"{type(e).__name__}: {e}")
+                    bad.key, bad.shard = sample["__key__"], sample["__url__"]
+                    count(bad)
                     self._check_bad(seen, bad_total)
                     continue
-                keys.append(key)
+                seen += 1
+                keys.append(sample["__key__"])
                 if len(keys) == B:
                     meta = {"worker": worker, "epoch": epoch, "offset": r + 1, "skipped": dict(skipped)}
                     yield {"mr": mr_b, "hr": hr_b, "key": keys, "_meta": meta}
@@ -484,13 +354,12 @@ class PairedTiles:
                 pass
         index_scale = index.get("scale")
         first = shards[0]["name"]
-        sample = next(iter(iter_tar_samples(root / first)), None)
-        if sample is None:
+        members = first_sample(root / first)
+        if members is None:
             raise DataError(f"shard {root / first} holds no samples; re-write it with {make}.")
-        key, members = sample
-        where = f"first pair {key!r} of {root / first}"
-        if isinstance(members, _BadSample):
-            raise DataError(f"{where}: {members.detail}; re-write the shard (python tools/make_shards.py ...).")
+        if isinstance(members, BadSample):
+            raise DataError(f"{members.detail}; re-write the shard (python tools/make_shards.py ...).")
+        where = f"first pair {members['__key__']!r} of {root / first}"
         try:
             mr = decode_npy(members["mr.npy"])
             hr = decode_npy(members["hr.npy"])
@@ -547,18 +416,11 @@ class PairedTiles:
 
     @staticmethod
     def _count(root: Path, shards: list[dict]) -> int:
-        """Count samples (distinct keys) from the tar headers when there is no index."""
-        total = 0
-        for s in shards:
-            keys = set()
-            try:
-                with tarfile.open(root / s["name"], "r:") as tf:
-                    for m in tf:
-                        if m.isfile():
-                            keys.add(m.name.rsplit("/", 1)[-1].partition(".")[0])
-            except (tarfile.TarError, OSError, EOFError) as e:
-                log.warning("shard %s unreadable after %d samples: %s", root / s["name"], len(keys), e)
-            total += len(keys)
+        """Count samples by reading the shards when there is no index."""
+        handler = CountingHandler()
+        total = sum(1 for s in shards for _ in shard_samples(root / s["name"], handler))
+        for bad in handler.errors:
+            log.warning("shard %s: %s", bad.shard, bad.detail)
         return total
 
     @property

@@ -1,4 +1,4 @@
-"""Write paired MR/HR tiles as WebDataset shards.
+"""Write paired MR/HR tiles as WebDataset shards (through ``webdataset.TarWriter``).
 
 On-disk layout of a shard folder (the contract every reader and writer of the kit follows)::
 
@@ -22,12 +22,11 @@ import io
 import json
 import os
 import re
-import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import webdataset as wds
 
 from kit.io import BANDS, write_json_atomic
 
@@ -66,6 +65,12 @@ def validate_pair_shapes(mr_shape: tuple[int, ...], hr_shape: tuple[int, ...], b
             "crop both tiles to the same ground footprint with HR size = s * MR size."
         )
     return H // h
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
 
 
 class PairShardWriter:
@@ -107,7 +112,7 @@ class PairShardWriter:
         self.scale = int(round(ratio))
         self.prefix = prefix
         self._shard_no = start_shard
-        self._tar: tarfile.TarFile | None = None
+        self._tar: wds.TarWriter | None = None
         self._tmp: Path | None = None
         self._count = 0
         self.shards: list[dict[str, Any]] = []
@@ -118,7 +123,7 @@ class PairShardWriter:
     def _open(self) -> None:
         name = f"{self.prefix}-{self._shard_no:06d}.tar"
         self._tmp = self.root / f".{name}.tmp{os.getpid()}"
-        self._tar = tarfile.open(self._tmp, "w")
+        self._tar = wds.TarWriter(str(self._tmp), encoder=False)  # payloads are encoded here, as bytes
         self._count = 0
 
     def _finish_shard(self) -> None:
@@ -130,12 +135,6 @@ class PairShardWriter:
         self.shards.append({"name": name, "num_samples": self._count})
         self._tar, self._tmp = None, None
         self._shard_no += 1
-
-    def _add(self, name: str, payload: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(payload)
-        info.mtime = int(time.time())
-        self._tar.addfile(info, io.BytesIO(payload))
 
     def write(self, key: str, mr: np.ndarray, hr: np.ndarray, meta: dict[str, Any] | None = None) -> None:
         """Add one pair.
@@ -160,11 +159,7 @@ class PairShardWriter:
             self._open()
         record = {"key": key, "scale": s, "mr_gsd": self.mr_gsd, "hr_gsd": self.hr_gsd, "bands": list(self.bands)}
         record.update(meta or {})
-        for suffix, arr in (("mr.npy", mr), ("hr.npy", hr)):
-            buf = io.BytesIO()
-            np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-            self._add(f"{key}.{suffix}", buf.getvalue())
-        self._add(f"{key}.json", json.dumps(record).encode())
+        self._tar.write({"__key__": key, "mr.npy": _npy(mr), "hr.npy": _npy(hr), "json": json.dumps(record).encode()})
         self._keys.add(key)
         self._count += 1
         self.num_samples += 1

@@ -1,0 +1,226 @@
+"""The per-worker read pipeline: webdataset stages, with exact resume and counted bad samples on top.
+
+One epoch of one logical worker is a ``wds.DataPipeline``::
+
+    wds.SimpleShardList(epoch_shards(names, seed, epoch))     one permutation per epoch: f(seed, epoch)
+    -> wds.slice(rank, None, world_size)                      node split (every shard once per epoch)
+    -> wds.slice(worker, None, num_workers)                   worker split (logical worker, see loader)
+    -> wds.tarfile_to_samples(handler=CountingHandler)        tar expansion + grouping by key
+    -> wds.shuffle(buffer, rng=Random(seed, epoch, rank, worker))
+
+The caller enumerates the shuffled samples and skips the first ``offset`` (consumed before a resume)
+without decoding them; everything before that point is raw bytes, so skipping costs only the read.
+A shard that cannot be read to its end, and a shard with fewer samples than ``index.json`` lists, is
+recorded by the handler (no sleep, unlike ``wds.warn_and_continue``); the caller counts and logs it
+with the shard and the last key read.
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+import zlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import webdataset as wds
+
+NODATA = -10000
+MIN_MR_SIDE = 8
+
+
+class BadSample(Exception):
+    """A sample that cannot be used; ``reason`` is the counter key, ``detail`` the logged message."""
+
+    def __init__(self, reason: str, detail: str, key: str = "?", shard: str = "?") -> None:
+        super().__init__(detail)
+        self.reason, self.detail, self.key, self.shard = reason, detail, key, shard
+
+
+class CountingHandler:
+    """A webdataset exception handler that records the error and lets the pipeline continue.
+
+    Errors land in ``self.errors`` as :class:`BadSample`: reason ``truncated`` for a shard that cannot be
+    read to its end (once per opening, however many stages report it), ``duplicate_member`` for a member
+    written twice. ``self.last`` is the last ``(shard, key)`` grouped, named in the message.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[BadSample] = []
+        self.failed: set[str] = set()  # shards whose current opening failed
+        self.failures: dict[str, int] = {}  # failed openings per shard, never reset
+        self.last: tuple[str, str] = ("?", "?")
+
+    def opened(self, url: str) -> None:
+        self.failed.discard(url)
+
+    def __call__(self, exn: Exception) -> bool:
+        first = str(exn.args[0]) if exn.args else type(exn).__name__
+        url = next((a for a in reversed(exn.args) if isinstance(a, str) and a.endswith(".tar")), None)
+        if url is None:  # tar_file_iterator names the file object in the message
+            m = re.search(r"name='([^']+)'", first)
+            url = m.group(1) if m else self.last[0]
+        first = first.split(" @ <")[0]
+        if isinstance(exn, ValueError) and "duplicate" in first:
+            self.errors.append(BadSample("duplicate_member", first, self.last[1], url))
+        elif url not in self.failed:
+            self.failed.add(url)
+            self.failures[url] = self.failures.get(url, 0) + 1
+            key = self.last[1] if self.last[0] == url else "?"
+            self.errors.append(BadSample("truncated", f"shard unreadable after sample {key!r}: "
+                                         f"{type(exn).__name__}: {first}", key, url))
+        return True
+
+
+def epoch_shards(names: list[str], *, seed: int, epoch: int) -> list[str]:
+    """The shard order of ``epoch``: one seeded permutation, identical on every rank and worker."""
+    perm = np.random.default_rng([seed & 0xFFFFFFFF, epoch, 0x5A4D]).permutation(len(names))
+    return [names[i] for i in perm]
+
+
+def resampled_shards(names: list[str], *, seed: int, epoch: int, rank: int, world_size: int, worker: int,
+                     num_workers: int) -> list[str]:
+    """With ``resampled``: ``ceil(n / readers)`` shards drawn with replacement for one worker."""
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, epoch, rank, worker, 0x2E5A])
+    k = max(1, -(-len(names) // (world_size * num_workers)))
+    return [names[i] for i in rng.integers(0, len(names), size=k)]
+
+
+def _note_opened(opened: list[str], handler: CountingHandler):
+    def stage(src):
+        for item in src:
+            opened.append(item["url"])
+            handler.opened(item["url"])
+            yield item
+    return stage
+
+
+def _track(handler: CountingHandler, counts: dict[str, int]):
+    def stage(src):
+        for sample in src:
+            if sample["__url__"] in handler.failed:  # the partial sample the failed read left: already counted
+                continue
+            handler.last = (sample["__url__"], sample["__key__"])
+            counts[sample["__url__"]] = counts.get(sample["__url__"], 0) + 1
+            yield sample
+    return stage
+
+
+def _check_lengths(opened: list[str], counts: dict[str, int], expected: dict[str, int | None],
+                   handler: CountingHandler):
+    """After the last sample: every opened shard that ended early without an error is ``truncated``."""
+    def stage(src):
+        before = dict(handler.failures)
+        yield from src
+        for url in dict.fromkeys(opened):
+            want = expected.get(Path(url).name)
+            got = counts.get(url, 0)
+            failed = handler.failures.get(url, 0) > before.get(url, 0)
+            if want is not None and not failed and got < want * opened.count(url):
+                handler.errors.append(BadSample("truncated", f"shard holds {got} samples but the index lists {want}",
+                                                "?", url))
+    return stage
+
+
+def worker_epoch(root: Path, names: list[str], *, expected: dict[str, int | None], seed: int, epoch: int,
+                 rank: int, world_size: int, worker: int, num_workers: int, resampled: bool,
+                 shuffle_buffer: int, handler: CountingHandler) -> wds.DataPipeline:
+    """The raw samples (``{"__key__", "__url__", "mr.npy", ...}`` of bytes) of one worker in one epoch."""
+    if resampled:
+        stages = [wds.SimpleShardList([str(root / n) for n in resampled_shards(
+            names, seed=seed, epoch=epoch, rank=rank, world_size=world_size, worker=worker,
+            num_workers=num_workers)])]
+    else:
+        stages = [wds.SimpleShardList([str(root / n) for n in epoch_shards(names, seed=seed, epoch=epoch)]),
+                  wds.slice(rank, None, world_size), wds.slice(worker, None, num_workers)]
+    opened: list[str] = []
+    counts: dict[str, int] = {}
+    stages += [_note_opened(opened, handler), wds.tarfile_to_samples(handler=handler), _track(handler, counts),
+               _check_lengths(opened, counts, expected, handler)]
+    if shuffle_buffer > 1:
+        rng = random.Random(f"{seed}/{epoch}/{rank}/{worker}")
+        stages.append(wds.shuffle(shuffle_buffer, initial=shuffle_buffer, rng=rng))
+    return wds.DataPipeline(*stages)
+
+
+def shard_samples(path: str | Path, handler=wds.reraise_exception) -> Iterator[dict]:
+    """Raw samples of one shard in file order (``{"__key__", "mr.npy": bytes, ...}``)."""
+    return iter(wds.DataPipeline(wds.SimpleShardList([str(path)]), wds.tarfile_to_samples(handler=handler)))
+
+
+def first_sample(path: str | Path) -> dict | BadSample | None:
+    """The first sample of a shard, a :class:`BadSample` when the shard cannot be read, or None if empty."""
+    try:
+        return next(shard_samples(path), None)
+    except Exception as e:  # noqa: BLE001 - tarfile.ReadError, OSError, EOFError ... from the expansion
+        return BadSample("truncated", f"shard {path} unreadable: {e}")
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    """Zero-copy, read-only view of an ``.npy`` payload (no pickles)."""
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    if dtype.hasobject:
+        raise ValueError("object arrays are not allowed")
+    count = int(np.prod(shape)) if shape else 1
+    offset = f.tell()
+    if len(data) - offset < count * dtype.itemsize:
+        raise ValueError(f"payload holds {len(data) - offset} bytes, the header promises {count * dtype.itemsize}")
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+
+
+def decode_pair(members: dict[str, Any], *, bands: int, scale: int | None, nodata: float | None = NODATA,
+                ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Decode and validate one sample's members; return ``(mr (C, h, w), hr (C, sh, sw), s)``.
+
+    Raises:
+        BadSample: a member is missing or unreadable, the shapes or band count are wrong, the tile is too
+            small, or it holds NaN/inf or nodata pixels.
+    """
+    for suffix in ("mr.npy", "hr.npy"):
+        if suffix not in members:
+            have = sorted(k for k in members if not k.startswith("__"))
+            raise BadSample("missing_member", f"no '{suffix}' member (has {have})")
+    try:
+        mr, hr = decode_npy(members["mr.npy"]), decode_npy(members["hr.npy"])
+    except Exception as e:  # noqa: BLE001 - any decoding failure is a bad sample
+        raise BadSample("unreadable_npy", f"cannot decode npy: {e}") from None
+    if mr.ndim != 3 or hr.ndim != 3:
+        raise BadSample("shape", f"pairs must be (C, H, W), got MR {mr.shape} and HR {hr.shape}")
+    if mr.shape[0] != bands or hr.shape[0] != bands:
+        raise BadSample("band_count", f"MR {mr.shape} / HR {hr.shape} but PairedTiles.bands = {bands}")
+    h, w = mr.shape[1:]
+    H, W = hr.shape[1:]
+    if h < 1 or w < 1 or H % h or W % w or H // h != W // w:
+        raise BadSample("shape", f"HR {hr.shape} is not an integer multiple of MR {mr.shape}")
+    s = H // h
+    if scale is not None and s != scale:
+        raise BadSample("scale", f"HR/MR scale {s} (MR {mr.shape}, HR {hr.shape}) but PairedTiles.scale = {scale}")
+    if min(h, w) < MIN_MR_SIDE:
+        raise BadSample("too_small", f"MR tile {h}x{w} is smaller than {MIN_MR_SIDE} px")
+    for name, a in (("MR", mr), ("HR", hr)):
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise BadSample("non_finite", f"{name} holds NaN or inf")
+        if nodata is not None and (a == nodata).any():
+            raise BadSample("nodata", f"{name} holds no-data pixels ({nodata})")
+    return mr, hr, s
+
+
+def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    """The RNG of one sample's crop and jitter: a function of ``(seed, epoch, key)`` only."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, epoch, zlib.crc32(key.encode())])
+
+
+def sample_meta(members: dict[str, Any]) -> dict:
+    """The sample's ``.json`` record (empty when missing or unreadable)."""
+    try:
+        return json.loads(members.get("json", b"{}"))
+    except ValueError:
+        return {}
