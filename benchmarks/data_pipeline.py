@@ -1,15 +1,21 @@
-"""Throughput of the paired-tile reader: shard read + decode + validate + crop + normalise + batch.
+"""Throughput of the paired-tile reader, old against new, on the same shards in the same run.
 
-    python benchmarks/data_pipeline.py                      # MR 128 / HR 256 int16 -> 224 / 448, workers 0,1,2,4
-    python benchmarks/data_pipeline.py --workers 0 2 --batches 20 --mr-size 128 --crop 224 --jitter none
+    python benchmarks/data_pipeline.py                       # MR 128 / HR 256 int16, workers 1 and 2
+    python benchmarks/data_pipeline.py --rounds 3 --batches 12 --workers 1
+    python benchmarks/data_pipeline.py --feed-gpu            # loader + to_device feeding a GPU (CUDA only)
 
-Two crop pipelines by default: plain (I-JEPA recipes: crop resized to 224 / 448) and LatentMIM's patch
-jitter (crop resized to 280 / 560, 16 px patches cut from 20 px cells, also giving 224 / 448).
+Readers:
+- ``old``: the reader as it was at ``--baseline`` (a git commit; default the last one before the webdataset
+  reader), loaded from git into a temporary package: it crops, resizes and normalises in the workers and
+  hands over float32 images at model size.
+- ``new``: the webdataset reader of this checkout: workers decode and validate the int16 tiles and hand
+  over the tiles plus crop/jitter parameters; ``PairedTiles.to_device`` finishes the batch on the device.
+- ``decode``: read + decode of the same shards in this process (one core): the reader's ceiling.
 
-Shards are the synthetic set (written once to the cache). Prints a table of pairs/s in total and per
-worker (num_workers 0 = in the calling process, one torch thread) and appends rows to
-benchmarks/results/data_pipeline.csv. Worker counts above the CPU count are skipped. With workers 0
-the row also gives pairs per CPU-second of the process: the per-core rate, robust to a busy machine.
+Two crop pipelines: ``ijepa`` (crop resized to 224 / 448) and ``latentmim`` (280 / 560, 16 px patches cut
+from 20 px cells, giving 224 / 448). Variants alternate within each round (the CPU may be shared); the
+table gives the median over rounds, per-worker rates, bytes handed over per pair, and the ratios new/old
+and new/decode. One CSV row per case goes to benchmarks/results/data_pipeline.csv.
 """
 from __future__ import annotations
 
@@ -19,93 +25,168 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import os  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
 
 from benchmarks._common import RESULTS, append_csv, env_info, print_table  # noqa: E402
-from kit.data.loader import PairedTiles  # noqa: E402
+from kit.data.loader import PairedTiles, list_shards  # noqa: E402
+from kit.data.reader import decode_npy, shard_samples  # noqa: E402
 from kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache  # noqa: E402
 from kit.data.transforms import PairedRandomResizedCrop  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = "44d1f64"  # main before the webdataset reader and the device-side crop
+PIPELINES = {"ijepa": dict(size=224), "latentmim": dict(size=280, patch_jitter=(20, 16))}
 
-def measure(root: Path, *, workers: int, batch_size: int, batches: int, crop: int, warmup: int,
-            jitter: str = "none") -> dict:
-    """Time ``batches`` batches after ``warmup`` (which absorbs worker start-up)."""
-    if jitter == "none":
-        transform = PairedRandomResizedCrop(size=crop)
-    else:
-        cell, patch = (int(v) for v in jitter.split("/"))
-        transform = PairedRandomResizedCrop(size=crop * cell // patch, patch_jitter=(cell, patch))
-    tiles = PairedTiles(str(root), batch_size=batch_size, num_workers=workers, shuffle_buffer=64,
-                        resampled=True, crop=transform)
+
+def load_baseline(commit: str):
+    """``(PairedTiles, PairedRandomResizedCrop)`` of the reader at ``commit``, or None when git cannot give it."""
+    pkg = Path(tempfile.mkdtemp(prefix="old_reader_")) / "old_reader"
+    pkg.mkdir()
+    for name in ("loader", "transforms"):
+        r = subprocess.run(["git", "show", f"{commit}:kit/data/{name}.py"], cwd=REPO, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"baseline {commit} unavailable ({r.stderr.strip()}); measuring the new reader only")
+            return None
+        src = r.stdout.replace("from kit.data.transforms", "from old_reader.transforms").replace("@gin.register\n", "")
+        (pkg / f"{name}.py").write_text(src)
+    (pkg / "__init__.py").write_text("")
+    sys.path.insert(0, str(pkg.parent))
+    loader, transforms = importlib.import_module("old_reader.loader"), importlib.import_module("old_reader.transforms")
+    return loader.PairedTiles, transforms.PairedRandomResizedCrop
+
+
+def batch_bytes(batch: dict) -> int:
+    return sum(v.numel() * v.element_size() for v in batch.values() if torch.is_tensor(v))
+
+
+def measure_reader(tiles_cls, crop, root: Path, *, workers: int, batch_size: int, batches: int, warmup: int,
+                   device: str | None = None) -> dict:
+    """pairs/s of ``batches`` batches after ``warmup``; with ``device``, each batch also goes through to_device."""
+    tiles = tiles_cls(str(root), batch_size=batch_size, num_workers=workers, shuffle_buffer=64, resampled=True,
+                      crop=crop)
     stream = tiles.stream(seed=0)
     it = iter(stream)
+    finish = (lambda b: tiles.to_device(b, device)) if device else (lambda b: b)
     for _ in range(warmup):
-        next(it)
-    t0, c0 = time.perf_counter(), time.process_time()
+        finish(next(it))
+    if device and device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    nbytes = 0
     for _ in range(batches):
-        b = next(it)
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        raw = next(it)
+        nbytes += batch_bytes(raw)
+        out = finish(raw)
+    if device and device.startswith("cuda"):
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
     stream.close()
     pairs = batches * batch_size
-    return {
-        "jitter": jitter,
-        "workers": workers,
-        "mr_px": tiles.check()["mr_shape"][-1],
-        "hr_px": tiles.check()["hr_shape"][-1],
-        "out_mr": b["mr"].shape[-1],
-        "out_hr": b["hr"].shape[-1],
-        "batch": batch_size,
-        "pairs": pairs,
-        "seconds": round(dt, 3),
-        "pairs_per_s": round(pairs / dt, 1),
-        "pairs_per_s_per_worker": round(pairs / dt / max(1, workers), 1),
-        # CPU time of this process: with workers 0 the whole pipeline, so pairs per CPU-second is the
-        # per-core rate independent of other load on the machine; with workers it is the consumer's cost.
-        "main_cpu_s": round(cpu, 3),
-        "pairs_per_cpu_s": round(pairs / cpu, 1) if workers == 0 and cpu > 0 else "",
-    }
+    return {"pairs_per_s": pairs / dt, "bytes_per_pair": nbytes / pairs, "out_mr": out["mr"].shape[-1],
+            "out_hr": out["hr"].shape[-1]}
+
+
+def measure_decode(root: Path, pairs: int) -> float:
+    """pairs/s of read + decode (zero-copy npy views) of the shards in this process: the reader's ceiling."""
+    names = [s["name"] for s in list_shards(root)]
+    n, t0 = 0, time.perf_counter()
+    while n < pairs:
+        for name in names:
+            for sample in shard_samples(root / name):
+                decode_npy(sample["mr.npy"]), decode_npy(sample["hr.npy"])
+                n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def run_cpu(args, root: Path) -> list[dict]:
+    old = load_baseline(args.baseline)
+    samples: dict[tuple, list[dict]] = {}
+    for rnd in range(args.rounds):
+        for pipe in args.pipelines:
+            for w in args.workers:
+                variants = [("new", PairedTiles, PairedRandomResizedCrop)]
+                if old is not None:
+                    variants.insert(0 if rnd % 2 == 0 else 1, ("old", *old))
+                for name, tiles_cls, crop_cls in variants:
+                    m = measure_reader(tiles_cls, crop_cls(**PIPELINES[pipe]), root, workers=w,
+                                       batch_size=args.batch_size, batches=args.batches, warmup=args.warmup)
+                    samples.setdefault((pipe, w, name), []).append(m)
+            samples.setdefault((pipe, 0, "decode"), []).append(
+                {"pairs_per_s": measure_decode(root, args.batches * args.batch_size)})
+        print(f"round {rnd + 1}/{args.rounds} done")
+    rows = []
+    for (pipe, w, name), ms in samples.items():
+        rate = statistics.median(m["pairs_per_s"] for m in ms)
+        per_worker = rate / max(1, w)
+        row = {"pipeline": pipe, "reader": name, "workers": w,
+               "pairs_per_s": round(rate, 1), "pairs_per_s_per_worker": round(per_worker, 1),
+               "bytes_per_pair": int(ms[0].get("bytes_per_pair", 0)), "rounds": len(ms)}
+        rows.append(row)
+    by = {(r["pipeline"], r["reader"], r["workers"]): r for r in rows}
+    for r in rows:
+        if r["reader"] != "new":
+            continue
+        o = by.get((r["pipeline"], "old", r["workers"]))
+        d = by.get((r["pipeline"], "decode", 0))
+        r["vs_old_rate"] = round(r["pairs_per_s_per_worker"] / o["pairs_per_s_per_worker"], 2) if o else ""
+        r["vs_old_bytes"] = round(r["bytes_per_pair"] / o["bytes_per_pair"], 3) if o else ""
+        r["vs_decode"] = round(r["pairs_per_s_per_worker"] / d["pairs_per_s"], 2) if d else ""
+    return rows
+
+
+def run_gpu(args, root: Path) -> list[dict]:
+    rows = []
+    for pipe in args.pipelines:
+        for w in args.workers:
+            m = measure_reader(PairedTiles, PairedRandomResizedCrop(**PIPELINES[pipe]), root, workers=w,
+                               batch_size=args.batch_size, batches=args.batches, warmup=args.warmup, device="cuda")
+            rows.append({"pipeline": pipe, "reader": "new+to_device", "workers": w,
+                         "pairs_per_s": round(m["pairs_per_s"], 1),
+                         "pairs_per_s_per_worker": round(m["pairs_per_s"] / w, 1),
+                         "bytes_per_pair": int(m["bytes_per_pair"]), "rounds": 1})
+            print_table(rows[-1:])
+    return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2, 4])
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
     p.add_argument("--mr-size", type=int, default=128)
-    p.add_argument("--crop", type=int, default=224, help="MR output side; HR is s times it")
-    p.add_argument("--jitter", nargs="+", default=["none", "20/16"],
-                   help="'none' and/or CELL/PATCH patch jitter (LatentMIM: 20/16)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--batches", type=int, default=16)
+    p.add_argument("--batches", type=int, default=12)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     p.add_argument("--num-pairs", type=int, default=128, help="pairs in the synthetic set (read repeatedly)")
+    p.add_argument("--baseline", default=BASELINE, help="git commit of the old reader")
+    p.add_argument("--feed-gpu", action="store_true", help="time loader + to_device feeding a CUDA device")
     p.add_argument("--no-csv", action="store_true")
     args = p.parse_args(argv)
-
-    config = SyntheticScenes(mr_size=args.mr_size, scale=2, num_pairs=args.num_pairs, seed=0, shard_size=8)
-    root = ensure_synthetic_cache(config)
+    if args.feed_gpu and not torch.cuda.is_available():
+        print("--feed-gpu needs a CUDA device; none is available here (nothing measured).")
+        return []
+    root = ensure_synthetic_cache(SyntheticScenes(mr_size=args.mr_size, scale=2, num_pairs=args.num_pairs, seed=0,
+                                                  shard_size=8))
     cpus = os.cpu_count() or 1
-    torch.set_num_threads(1)  # the in-process row measures one core, like one worker
-    rows = []
-    for jitter in args.jitter:
-        for w in args.workers:
-            if w > cpus:
-                print(f"skipping num_workers={w}: only {cpus} CPUs")
-                continue
-            rows.append(measure(root, workers=w, batch_size=args.batch_size, batches=args.batches, crop=args.crop,
-                                warmup=args.warmup, jitter=jitter))
-            print_table(rows[-1:])
-    env = env_info("cpu")
+    args.workers = [w for w in args.workers if 1 <= w <= cpus] or [1]
+    torch.set_num_threads(1)
+    rows = run_gpu(args, root) if args.feed_gpu else run_cpu(args, root)
+    env = env_info("cuda" if args.feed_gpu else "cpu")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    rows = [{**r, **env, "cpus": cpus, "load_avg_1m": round(load, 2)} for r in rows]
+    rows = [{**r, "mr_px": args.mr_size, "batch": args.batch_size, **env, "cpus": cpus, "load_avg_1m": round(load, 2)}
+            for r in rows]
     print()
-    print_table(rows, ["jitter", "workers", "mr_px", "hr_px", "out_mr", "out_hr", "batch", "pairs_per_s",
-                       "pairs_per_s_per_worker", "pairs_per_cpu_s", "main_cpu_s", "cpus",
-                       "load_avg_1m"])
+    print_table(rows, ["pipeline", "reader", "workers", "pairs_per_s", "pairs_per_s_per_worker", "bytes_per_pair",
+                       "vs_old_rate", "vs_old_bytes", "vs_decode", "load_avg_1m"])
     if not args.no_csv:
-        path = append_csv(RESULTS / "data_pipeline.csv", rows)
-        print(f"appended {len(rows)} rows to {path}")
+        print(f"appended {len(rows)} rows to {append_csv(RESULTS / 'data_pipeline.csv', rows)}")
     return rows
 
 

@@ -35,7 +35,7 @@ from kit.data.errors import DataError
 from kit.data.reader import (MIN_MR_SIDE, BadSample, CountingHandler, decode_npy, decode_pair, first_sample,
                              sample_rng, shard_samples, worker_epoch)
 from kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache
-from kit.data.transforms import FALSE_HR_MODES, PairedRandomResizedCrop, SensorNormalize, false_hr_from_mr
+from kit.data.transforms import FALSE_HR_MODES, PARAM_KEYS, PairedRandomResizedCrop, SensorNormalize
 from kit.io import BANDS
 
 log = logging.getLogger(__name__)
@@ -87,20 +87,36 @@ class _PairIterable(torch.utils.data.IterableDataset):
                             resampled=self.resampled, shuffle_buffer=self.shuffle_buffer,
                             handler=handler or CountingHandler())
 
-    def _process(self, sample: dict, epoch: int, out: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def _decode(self, sample: dict, epoch: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Decode and validate one pair; draw its crop/jitter parameters from ``(seed, epoch, key)``."""
         mr, hr, s = decode_pair(sample, bands=self.bands, scale=self.scale)
-        if self.false_hr is not None:
-            hr = false_hr_from_mr(mr, s, self.false_hr)
-        self.crop(mr, hr, sample_rng(self.seed, epoch, sample["__key__"]), self.normalize, out=out)
+        params = self.crop.draw(mr.shape[1], mr.shape[2], s, sample_rng(self.seed, epoch, sample["__key__"]))
+        return mr, hr, params
+
+    def _collate(self, pairs: list, shared: bool) -> dict[str, torch.Tensor]:
+        """Stack tiles (zero-padded to the largest in the batch) and parameters, in shared memory in a worker."""
+        out = {}
+        names = ("mr", "hr") if self.false_hr is None else ("mr",)  # false HR is made from MR on the device
+        for j, name in enumerate(names):
+            tiles = [p[j] for p in pairs]
+            shape = (len(tiles), tiles[0].shape[0], max(t.shape[1] for t in tiles), max(t.shape[2] for t in tiles))
+            buf = _empty(shape, _tile_dtype(tiles), shared)
+            arr = buf.numpy()
+            if any(t.shape[1:] != shape[2:] for t in tiles):
+                arr[...] = 0
+            for i, t in enumerate(tiles):
+                arr[i, :, :t.shape[1], :t.shape[2]] = t
+            out[name] = buf
+        for name in pairs[0][2]:
+            out[name] = torch.from_numpy(np.stack([p[2][name] for p in pairs]))
+        return out
 
     def batches(self, worker: int, epoch: int, offset: int) -> Iterator[dict]:
         """Infinite batches of logical ``worker`` starting at raw ``offset`` of ``epoch``."""
-        B = self.batch_size
-        size, hr_size = self.crop.output_sizes(self.scale)
         shared = torch.utils.data.get_worker_info() is not None
         handler = CountingHandler()  # errors of the tar stages; kept across epochs so none is lost or doubled
         seen, bad_total, skipped = 0, Counter(), Counter()
-        mr_b = hr_b = None
+        pairs: list = []
         keys: list[str] = []
 
         def count(bad: BadSample) -> None:
@@ -120,11 +136,8 @@ class _PairIterable(torch.utils.data.IterableDataset):
                 for bad in handler.errors:
                     count(bad)
                 handler.errors.clear()
-                if mr_b is None:  # in a worker the batch is built in shared memory: sending it copies nothing
-                    mr_b = _empty((B, self.bands, size, size), shared)
-                    hr_b = _empty((B, self.bands, hr_size, hr_size), shared)
                 try:
-                    self._process(sample, epoch, (mr_b[len(keys)], hr_b[len(keys)]))
+                    pairs.append(self._decode(sample, epoch))
                 except Exception as e:  # noqa: BLE001 - a sample that cannot be used is skipped, counted, logged
                     bad = e if isinstance(e, BadSample) else BadSample("transform_error", f"{type(e).__name__}: {e}")
                     bad.key, bad.shard = sample["__key__"], sample["__url__"]
@@ -133,11 +146,10 @@ class _PairIterable(torch.utils.data.IterableDataset):
                     continue
                 seen += 1
                 keys.append(sample["__key__"])
-                if len(keys) == B:
+                if len(keys) == self.batch_size:
                     meta = {"worker": worker, "epoch": epoch, "offset": r + 1, "skipped": dict(skipped)}
-                    yield {"mr": mr_b, "hr": hr_b, "key": keys, "_meta": meta}
-                    mr_b = hr_b = None
-                    keys, skipped = [], Counter()
+                    yield {**self._collate(pairs, shared), "key": keys, "_meta": meta}
+                    pairs, keys, skipped = [], [], Counter()
                     self._check_bad(seen, bad_total)
             if raw == 0:
                 raise DataError(
@@ -163,15 +175,25 @@ class _PairIterable(torch.utils.data.IterableDataset):
         return self.batches(worker, epoch, offset)
 
 
-def _empty(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
-    """Uninitialised float32 tensor, allocated in shared memory when ``shared`` (as torch's collate does)."""
+def _tile_dtype(tiles: list[np.ndarray]) -> torch.dtype:
+    """int16 for int16/int8/uint8 tiles (the shard format), int32 for other integers, float32 otherwise."""
+    kinds = {(t.dtype.kind, t.dtype.itemsize) for t in tiles}
+    if all(k in ("i", "u") and (n == 1 or (k, n) == ("i", 2)) for k, n in kinds):
+        return torch.int16
+    if all(k in ("i", "u") and n <= 4 for k, n in kinds) and ("u", 4) not in kinds:
+        return torch.int32
+    return torch.float32
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, shared: bool) -> torch.Tensor:
+    """Uninitialised tensor, in shared memory when ``shared`` (so handing it to the main process copies nothing)."""
     if shared:
         try:
-            storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape), device="cpu")
-            return torch.empty(0).new(storage).view(shape)
-        except Exception:  # noqa: BLE001 - private API moved: fall back to a copy at send time
-            pass
-    return torch.empty(shape, dtype=torch.float32)
+            storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape), device="cpu")
+            return torch.empty(0, dtype=dtype).new(storage).view(shape)
+        except Exception:  # noqa: BLE001 - private API moved: the public call copies once
+            return torch.empty(shape, dtype=dtype).share_memory_()
+    return torch.empty(shape, dtype=dtype)
 
 
 def _worker_init(_: int) -> None:
@@ -181,7 +203,11 @@ def _worker_init(_: int) -> None:
 # -- the stream the training loop consumes ------------------------------------------------------------
 
 class PairStream:
-    """Infinite iterable of batches ``{"mr" (B, C, S, S), "hr" (B, C, hrS, hrS), "key" list[str]}``.
+    """Infinite iterable of raw batches: int16 tiles, their crop parameters and keys.
+
+    A batch is ``{"mr" int16 (B, C, h, w), "hr" int16 (B, C, s*h, s*w), "box" int32 (B, 4), "flip" bool
+    (B, 2), ["mr_offsets" int8 (B, 2, G, G), "hr_offsets" int8 (B, 2, Gh, Gh)], "key" list[str]}`` (tiles of
+    other dtypes travel as int32/float32); :meth:`PairedTiles.to_device` turns it into model inputs.
 
     ``state_dict()`` is the exact position after the batches the caller has taken so far; pass it to
     :meth:`PairedTiles.stream` (same seed, rank, world size, workers) to continue with the next batch.
@@ -213,7 +239,8 @@ class PairStream:
         if self._gen is None:
             kwargs = {}
             if self._num_workers > 0:
-                kwargs = dict(worker_init_fn=_worker_init, prefetch_factor=2, persistent_workers=False)
+                kwargs = dict(worker_init_fn=_worker_init, prefetch_factor=2, persistent_workers=False,
+                              pin_memory=torch.cuda.is_available())  # pinned: the copy to the GPU does not block
             self._loader = torch.utils.data.DataLoader(
                 self._dataset, batch_size=None, num_workers=self._num_workers, **kwargs
             )
@@ -473,6 +500,35 @@ class PairedTiles:
             bands=self.bands, scale=info["scale"], false_hr=self.false_hr, max_bad_fraction=self.max_bad_fraction,
         )
         return PairStream(dataset, num_workers=self.num_workers, state=fresh)
+
+    # -- the device side ---------------------------------------------------------------------------
+    def to_device(self, raw: dict, device: torch.device | str) -> dict:
+        """Finish a batch of the stream on ``device``: crop, resize, flip, jitter, normalise in one batched op.
+
+        Args:
+            raw: a batch of :meth:`stream`: ``mr`` int16 ``(B, C, h, w)``, ``hr`` int16 ``(B, C, s*h, s*w)``
+                (absent with ``false_hr``), the crop parameters (``box``, ``flip``, jitter offsets) and ``key``.
+            device: the training device. On CUDA the copies are non-blocking from pinned memory; the only
+                host values used (the supersampling factors) are read from the CPU parameters, never the device.
+
+        Returns:
+            ``{"mr": float32 (B, C, S', S'), "hr": float32 (B, C, hrS', hrS'), "key": list[str]}`` with
+            ``(S', hrS') = crop.output_sizes(s)``; deterministic on CPU.
+        """
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            if cuda and not t.is_pinned():
+                t = t.pin_memory()
+            return t.to(device, non_blocking=cuda)
+
+        scale = self.check()["scale"]
+        k = self.crop.supersampling(raw["box"], scale)
+        params = {name: move(raw[name]) for name in PARAM_KEYS if name in raw}
+        hr = move(raw["hr"]) if "hr" in raw else None
+        mr, hr = self.crop.apply(move(raw["mr"]), hr, params, scale, self.normalize, self.false_hr, k)
+        return {"mr": mr, "hr": hr, "key": raw["key"]}
 
     def __repr__(self) -> str:
         return (f"PairedTiles(root={self.root!r}, batch_size={self.batch_size}, num_workers={self.num_workers}, "

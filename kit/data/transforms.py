@@ -2,8 +2,15 @@
 
 The paper applies one random-resized crop (scale 0.2-1, ratio 3/4-4/3) to both images in ground
 coordinates, resizes MR to the model input and HR to ``s`` times that, and normalises each sensor with
-its own per-band statistics. Both transforms take ``(C, h, w)`` MR and ``(C, s*h, s*w)`` HR arrays
-(numpy or torch, any numeric dtype) and return float32 torch tensors.
+its own per-band statistics. LatentMIM then cuts each 16 px patch at a random offset inside its 20 px
+cell (patch jitter).
+
+The work is split at the worker boundary: a worker draws the parameters of each pair
+(:meth:`PairedRandomResizedCrop.draw`: crop box, flips, jitter offsets) and hands them over with the
+int16 tiles; the training side resamples the whole batch in one ``grid_sample`` with a per-sample
+sampling grid (:meth:`PairedRandomResizedCrop.apply`) and normalises it on the device. Bilinear,
+``align_corners=False`` and clamped to the crop box, i.e. ``F.interpolate`` of the cropped tile; when an
+axis shrinks, ``k x k`` sub-samples per output pixel are averaged (box antialiasing).
 """
 from __future__ import annotations
 
@@ -22,63 +29,27 @@ VENUS_MEAN = (444.30, 716.14, 813.64, 2605.50)
 VENUS_STD = (279.91, 385.40, 648.59, 797.14)
 
 FALSE_HR_MODES = (None, "bilinear", "bicubic")
-
-
-def _as_float_tensor(x) -> torch.Tensor:
-    """A fresh contiguous float32 tensor holding ``x`` (exactly one copy, so in-place ops are safe)."""
-    if isinstance(x, torch.Tensor):
-        return torch.empty(x.shape, dtype=torch.float32).copy_(x)
-    return torch.from_numpy(np.array(x, dtype=np.float32, order="C", copy=True))
-
-
-_OUT_OPS = {
-    ("bilinear", False): "upsample_bilinear2d",
-    ("bilinear", True): "_upsample_bilinear2d_aa",
-    ("bicubic", False): "upsample_bicubic2d",
-    ("bicubic", True): "_upsample_bicubic2d_aa",
-}
-
-
-def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear", out: torch.Tensor | None = None,
-           ) -> torch.Tensor:
-    """Resize ``(C, h, w)`` float32 to ``(C, *size)``; antialiased when shrinking an axis.
-
-    ``align_corners=False``, as ``F.interpolate``. Without ``out``: identity (no copy) when the size
-    already matches. With ``out`` (a contiguous ``(C, *size)`` float32 tensor, e.g. a slot of a batch)
-    the result is written there directly, saving a copy.
-    """
-    size = (int(size[0]), int(size[1]))
-    same = tuple(x.shape[-2:]) == size
-    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-    if out is None:
-        if same:
-            return x
-        return F.interpolate(x[None], size=size, mode=mode, align_corners=False, antialias=shrink)[0]
-    if same:
-        return out.copy_(x)
-    try:
-        op = getattr(torch.ops.aten, _OUT_OPS[(mode, shrink)]).out
-        op(x[None], list(size), False, None, None, out=out[None])
-    except (AttributeError, RuntimeError, KeyError):  # op signature changed: interpolate, then copy
-        out.copy_(F.interpolate(x[None], size=size, mode=mode, align_corners=False, antialias=shrink)[0])
-    return out
+HR_JITTER_MODES = ("independent", "aligned")
+PARAM_KEYS = ("box", "flip", "mr_offsets", "hr_offsets")
 
 
 def false_hr_from_mr(mr, scale: int, mode: str = "bilinear") -> torch.Tensor:
     """The control experiment's "false HR": MR upsampled by ``scale``.
 
     Args:
-        mr: ``(C, h, w)``.
+        mr: ``(C, h, w)`` or ``(B, C, h, w)`` array or tensor.
         scale: integer ``s``.
         mode: ``"bilinear"`` or ``"bicubic"`` (``align_corners=False``).
 
     Returns:
-        float32 ``(C, s*h, s*w)``: same ground, no detail beyond MR's.
+        float32 ``(..., C, s*h, s*w)``: same ground, no detail beyond MR's.
     """
     if mode not in ("bilinear", "bicubic"):
         raise ValueError(f"false_hr must be one of {FALSE_HR_MODES}, got {mode!r}.")
-    x = _as_float_tensor(mr)
-    return resize(x, (x.shape[-2] * scale, x.shape[-1] * scale), mode)
+    x = torch.as_tensor(np.asarray(mr) if not isinstance(mr, torch.Tensor) else mr).float()
+    single = x.dim() == 3
+    y = F.interpolate(x[None] if single else x, scale_factor=scale, mode=mode, align_corners=False)
+    return y[0] if single else y
 
 
 @gin.register
@@ -92,7 +63,7 @@ class SensorNormalize:
     Defaults are the authors' Sen2Venus statistics, band order B2 B3 B4 B8. Call with float32 tensors
     ``mr (C, h, w)`` and ``hr (C, H, W)``; normalises in place and returns them. Because the crop's
     resampling is linear with weights summing to one, normalising before or after resizing gives the
-    same result; the loader normalises the (smaller) crop before resizing.
+    same result; the device side normalises the resampled batch (:meth:`batch`).
     """
 
     def __init__(
@@ -127,6 +98,17 @@ class SensorNormalize:
         hr = hr.sub_(self.hr_mean).mul_(self.hr_scale)
         return mr, hr
 
+    def batch(self, mr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalise float batches ``mr (B, C, h, w)`` and ``hr (B, C, H, W)`` on their device (new tensors)."""
+        if mr.shape[1] != self.bands or hr.shape[1] != self.bands:
+            raise ValueError(
+                f"SensorNormalize holds statistics for {self.bands} bands but got MR {tuple(mr.shape)} and HR "
+                f"{tuple(hr.shape)}; give per-band statistics matching PairedTiles.bands."
+            )
+        dev = mr.device
+        return ((mr - self.mr_mean.to(dev)) * self.mr_scale.to(dev),
+                (hr - self.hr_mean.to(dev)) * self.hr_scale.to(dev))
+
     def describe(self, view: str = "mr") -> dict:
         """The statistics applied to one sensor's images, for an exported encoder's ``meta.json``.
 
@@ -154,8 +136,7 @@ class PairedRandomResizedCrop:
     The box is drawn in MR pixels as an integer box (as torchvision's ``RandomResizedCrop``): area
     fraction ``U(scale)``, log-uniform aspect ratio in ``ratio``, up to 10 tries, then a centre crop
     clamped to ``ratio``. The HR box is exactly ``s`` times it, so both crops cover the same ground.
-    MR is resized to ``size``, HR to ``hr_size`` (default ``s * size``), bilinear, antialiased when
-    shrinking; the same flips go to both.
+    MR is resized to ``size``, HR to ``hr_size`` (default ``s * size``), bilinear; the same flips go to both.
 
     Args:
         size: MR output side ``S``.
@@ -165,13 +146,18 @@ class PairedRandomResizedCrop:
         hr_size: HR output side, or None for ``s * size``.
         patch_jitter: None, or ``(cell, patch)``: LatentMIM's patch jitter. The crop is resized to
             ``size`` (a grid of ``size / cell`` cells), then every ``patch x patch`` patch is cut at a
-            random offset inside its ``cell x cell`` cell and the patches are tiled into an image of side
-            ``size * patch / cell`` (LatentMIM: cells of 20 px, patches of 16 px, 280 -> 224). HR cells,
-            patches and offsets are scaled by ``hrS / S``, so each HR block still covers exactly the
-            ground of its MR patch.
+            random offset in ``{0, ..., cell - patch - 1}`` (the released code's ``randint(0, patch_gap)``)
+            inside its ``cell x cell`` cell and the patches are tiled into an image of side
+            ``size * patch / cell`` (LatentMIM: cells of 20 px, patches of 16 px, offsets 0-3, 280 -> 224).
+        hr_jitter: how the HR image is jittered. ``"independent"`` (the authors' fork, the paper recipe):
+            HR gets its own offsets in its own ``cell x cell`` HR cells with ``patch x patch`` HR patches,
+            so an HR patch sits a few HR pixels off its MR patch's ground. ``"aligned"`` (the kit's option):
+            HR cells, patches and offsets are MR's scaled by ``hrS / S``, so each HR block covers exactly
+            the ground of its MR patch.
 
-    Call ``crop(mr, hr, rng)`` with ``mr (C, h, w)``, ``hr (C, s*h, s*w)`` and a numpy Generator;
-    returns float32 ``(C, S, S)`` and ``(C, hrS, hrS)``.
+    Use :meth:`draw` per pair in a worker and :meth:`apply` per batch on the device; ``crop(mr, hr, rng)``
+    does both for one pair (``mr (C, h, w)``, ``hr (C, s*h, s*w)``) and returns float32 ``(C, S', S')``,
+    ``(C, hrS', hrS')`` with ``(S', hrS') = output_sizes(s)``.
     """
 
     def __init__(
@@ -183,6 +169,7 @@ class PairedRandomResizedCrop:
         vflip: float = 0.0,
         hr_size: int | None = None,
         patch_jitter: tuple[int, int] | None = None,
+        hr_jitter: str = "independent",
     ) -> None:
         if int(size) != size or size < 1:
             raise ValueError(f"PairedRandomResizedCrop.size must be a positive integer, got {size!r}.")
@@ -195,11 +182,14 @@ class PairedRandomResizedCrop:
                 raise ValueError(f"PairedRandomResizedCrop.{name} is a probability in [0, 1], got {p}.")
         if hr_size is not None and (int(hr_size) != hr_size or hr_size < 1):
             raise ValueError(f"PairedRandomResizedCrop.hr_size must be a positive integer or None, got {hr_size!r}.")
+        if hr_jitter not in HR_JITTER_MODES:
+            raise ValueError(f"PairedRandomResizedCrop.hr_jitter must be one of {HR_JITTER_MODES}, got {hr_jitter!r}.")
         self.size = int(size)
         self.scale = (float(scale[0]), float(scale[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))
         self.hflip, self.vflip = float(hflip), float(vflip)
         self.hr_size = None if hr_size is None else int(hr_size)
+        self.hr_jitter = hr_jitter
         self.patch_jitter = None
         if patch_jitter is not None:
             cell, patch = (int(v) for v in patch_jitter)
@@ -210,8 +200,36 @@ class PairedRandomResizedCrop:
                 )
             if self.hr_size is not None and (self.hr_size * cell) % self.size:
                 raise ValueError(f"hr_size {self.hr_size} must scale the {cell} px cells to whole pixels.")
+            if self.hr_size is not None and hr_jitter == "independent" and self.hr_size % cell:
+                raise ValueError(f"hr_size {self.hr_size} must be a multiple of the {cell} px cells with "
+                                 f"hr_jitter = 'independent' (or set hr_jitter = 'aligned').")
             self.patch_jitter = (cell, patch)
 
+    # -- sizes -------------------------------------------------------------------------------------------
+    def resize_sizes(self, scale: int) -> tuple[int, int]:
+        """``(S, hrS)`` the crops are resized to (before any patch jitter)."""
+        return self.size, self.hr_size or scale * self.size
+
+    def output_sizes(self, scale: int) -> tuple[int, int]:
+        """``(S', hrS')`` of the returned images for pairs of integer scale ``s``."""
+        size, hr_size = self.resize_sizes(scale)
+        if self.patch_jitter is None:
+            return size, hr_size
+        cell, patch = self.patch_jitter
+        return size // cell * patch, hr_size // cell * patch
+
+    def _jitter(self, scale: int) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+        """``((G, cell, patch) of MR, (G, cell, patch) of HR)`` in resized pixels, or None without jitter."""
+        if self.patch_jitter is None:
+            return None
+        cell, patch = self.patch_jitter
+        size, hr_size = self.resize_sizes(scale)
+        if self.hr_jitter == "independent":
+            return (size // cell, cell, patch), (hr_size // cell, cell, patch)
+        k = hr_size // size  # aligned: HR cells, patches and offsets are MR's times hrS / S
+        return (size // cell, cell, patch), (size // cell, k * cell, k * patch)
+
+    # -- the worker side: parameters of one pair -------------------------------------------------------
     def get_params(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         """Draw the crop box ``(top, left, h, w)`` in MR pixels of an ``height x width`` tile."""
         area = height * width
@@ -234,96 +252,140 @@ class PairedRandomResizedCrop:
             w, h = width, height
         return (height - h) // 2, (width - w) // 2, h, w
 
-    def resize_sizes(self, scale: int) -> tuple[int, int]:
-        """``(S, hrS)`` the crops are resized to (before any patch jitter)."""
-        return self.size, self.hr_size or scale * self.size
+    def param_shapes(self, scale: int) -> dict[str, tuple[int, ...]]:
+        """Shape of each parameter of one pair (the batch stacks them on a leading axis)."""
+        shapes = {"box": (4,), "flip": (2,)}
+        jit = self._jitter(scale)
+        if jit is not None:
+            shapes["mr_offsets"] = (2, jit[0][0], jit[0][0])
+            if self.hr_jitter == "independent":
+                shapes["hr_offsets"] = (2, jit[1][0], jit[1][0])
+        return shapes
 
-    def output_sizes(self, scale: int) -> tuple[int, int]:
-        """``(S, hrS)`` of the returned images for pairs of integer scale ``s``."""
-        size, hr_size = self.resize_sizes(scale)
-        if self.patch_jitter is None:
-            return size, hr_size
-        cell, patch = self.patch_jitter
-        return size // cell * patch, hr_size // cell * patch
-
-    def __call__(self, mr, hr, rng: np.random.Generator, normalize: SensorNormalize | None = None,
-                 out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crop, flip, (normalise), resize.
-
-        Args:
-            mr: ``(C, h, w)`` array or tensor.
-            hr: ``(C, s*h, s*w)`` array or tensor.
-            rng: numpy Generator of the box and flips.
-            normalize: optional :class:`SensorNormalize` applied to the crops before resizing.
-            out: optional contiguous ``(mr (C, S, S), hr (C, hrS, hrS))`` float32 tensors to write into.
+    def draw(self, height: int, width: int, scale: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """The random parameters of one pair of an ``height x width`` MR tile.
 
         Returns:
-            ``mr (C, S, S)``, ``hr (C, hrS, hrS)`` float32.
+            ``box`` int32 ``(4,)`` (top, left, h, w in MR pixels), ``flip`` bool ``(2,)`` (horizontal,
+            vertical) and, with patch jitter, ``mr_offsets`` int8 ``(2, G, G)`` (row, column offset per
+            cell) and, with independent HR jitter, ``hr_offsets`` int8 ``(2, Gh, Gh)``.
         """
+        out = {"box": np.asarray(self.get_params(height, width, rng), dtype=np.int32)}
+        flip_h = self.hflip > 0 and rng.random() < self.hflip
+        flip_v = self.vflip > 0 and rng.random() < self.vflip
+        out["flip"] = np.asarray([flip_h, flip_v], dtype=bool)
+        shapes = self.param_shapes(scale)
+        if self.patch_jitter is not None:
+            cell, patch = self.patch_jitter
+            values = max(1, cell - patch)  # offsets 0 .. cell - patch - 1
+            for name in ("mr_offsets", "hr_offsets"):
+                if name in shapes:
+                    out[name] = rng.integers(0, values, size=shapes[name]).astype(np.int8)
+        return out
+
+    # -- the device side: one batched resampling ---------------------------------------------------------
+    def supersampling(self, box: torch.Tensor, scale: int) -> tuple[int, int]:
+        """Sub-samples per output pixel and axis ``(k_mr, k_hr)`` for CPU boxes ``(B, 4)``: ``ceil(crop / S)``."""
+        size, hr_size = self.resize_sizes(scale)
+        longest = int(box[:, 2:].max()) if box.numel() else 1
+        return max(1, math.ceil(longest / size)), max(1, math.ceil(longest * scale / hr_size))
+
+    def apply(self, mr: torch.Tensor, hr: torch.Tensor | None, params: dict[str, torch.Tensor], scale: int,
+              normalize: SensorNormalize | None = None, false_hr: str | None = None,
+              supersample: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop, flip, resize, jitter (and normalise) a batch in one ``grid_sample`` per sensor.
+
+        Args:
+            mr: ``(B, C, h, w)`` tiles of any numeric dtype (int16 from the loader), on the target device.
+            hr: ``(B, C, s*h, s*w)`` tiles, or None with ``false_hr``.
+            params: the :meth:`draw` results stacked, ``box (B, 4)``, ``flip (B, 2)`` ..., same device.
+            scale: the pairs' integer scale ``s``.
+            normalize: optional :class:`SensorNormalize` applied to the result.
+            false_hr: None, or ``"bilinear"``/``"bicubic"``: HR is MR upsampled by ``s`` (control experiment).
+            supersample: ``(k_mr, k_hr)`` from :meth:`supersampling` (computed from ``params`` if None; that
+                reads the boxes, a host sync on a GPU).
+
+        Returns:
+            float32 ``mr (B, C, S', S')`` and ``hr (B, C, hrS', hrS')``.
+        """
+        if supersample is None:
+            supersample = self.supersampling(params["box"].cpu(), scale)
+        size, hr_size = self.resize_sizes(scale)
+        jit = self._jitter(scale)
+        box = params["box"].to(torch.float32)
+        flip = params["flip"].to(torch.bool)
+        mr_jit = hr_jit = None
+        if jit is not None:
+            mr_jit = (*jit[0][1:], params["mr_offsets"])
+            hr_off = params["hr_offsets"] if self.hr_jitter == "independent" else params["mr_offsets"] * (
+                hr_size // size)
+            hr_jit = (*jit[1][1:], hr_off)
+        x = mr.to(torch.float32)
+        y = false_hr_from_mr(x, scale, false_hr) if false_hr is not None else hr.to(torch.float32)
+        m = _resample(x, box, size, flip, mr_jit, supersample[0])
+        h = _resample(y, box * scale, hr_size, flip, hr_jit, supersample[1])
+        if normalize is not None:
+            m, h = normalize.batch(m, h)
+        return m, h
+
+    def __call__(self, mr, hr, rng: np.random.Generator, normalize: SensorNormalize | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw and apply for one pair: ``mr (C, h, w)``, ``hr (C, s*h, s*w)`` -> float32 crops."""
         c, h, w = mr.shape
         s = hr.shape[-1] // w
         if hr.shape[-2] != s * h or hr.shape[-1] != s * w or s < 1:
             raise ValueError(f"HR {tuple(hr.shape)} is not an integer multiple of MR {tuple(mr.shape)}.")
-        top, left, ch, cw = self.get_params(h, w, rng)
-        flip_h = self.hflip > 0 and rng.random() < self.hflip
-        flip_v = self.vflip > 0 and rng.random() < self.vflip
-        mr_c = mr[:, top:top + ch, left:left + cw]
-        hr_c = hr[:, s * top:s * (top + ch), s * left:s * (left + cw)]
-        # Flipping the crop before resizing equals flipping after: the resampling grid is symmetric.
-        if flip_h:
-            mr_c, hr_c = _flip(mr_c, -1), _flip(hr_c, -1)
-        if flip_v:
-            mr_c, hr_c = _flip(mr_c, -2), _flip(hr_c, -2)
-        mr_t, hr_t = _as_float_tensor(mr_c), _as_float_tensor(hr_c)
-        if normalize is not None:
-            mr_t, hr_t = normalize(mr_t, hr_t)
-        size, hr_size = self.resize_sizes(s)
-        mr_out, hr_out = out if out is not None else (None, None)
-        if self.patch_jitter is None:
-            return resize(mr_t, (size, size), out=mr_out), resize(hr_t, (hr_size, hr_size), out=hr_out)
-        mr_r, hr_r = resize(mr_t, (size, size)), resize(hr_t, (hr_size, hr_size))
-        cell, patch = self.patch_jitter
-        grid = size // cell
-        offsets = rng.integers(0, cell - patch + 1, size=(2, grid, grid))
-        k = hr_size // size  # HR pixels per MR pixel of the resized pair (s, or 1 for HR-only runs)
-        return (jitter_patches(mr_r, cell, patch, offsets, out=mr_out),
-                jitter_patches(hr_r, k * cell, k * patch, k * offsets, out=hr_out))
+        params = {k: torch.from_numpy(v)[None] for k, v in self.draw(h, w, s, rng).items()}
+        as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))[None]  # noqa: E731
+        m, hh = self.apply(as_t(mr), as_t(hr), params, s, normalize)
+        return m[0], hh[0]
 
     def __repr__(self) -> str:
         return (f"PairedRandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
-                f"hflip={self.hflip}, vflip={self.vflip}, hr_size={self.hr_size}, patch_jitter={self.patch_jitter})")
+                f"hflip={self.hflip}, vflip={self.vflip}, hr_size={self.hr_size}, patch_jitter={self.patch_jitter}, "
+                f"hr_jitter={self.hr_jitter!r})")
 
 
-def jitter_patches(x: torch.Tensor, cell: int, patch: int, offsets: np.ndarray,
-                   out: torch.Tensor | None = None) -> torch.Tensor:
-    """Cut one ``patch x patch`` window per ``cell x cell`` cell at the given offsets and tile them.
-
-    Args:
-        x: ``(C, G*cell, G*cell)``.
-        offsets: ``(2, G, G)`` integer (row, column) offsets in ``[0, cell - patch]`` per cell.
-        out: optional ``(C, G*patch, G*patch)`` tensor to write into.
+def _positions(n: int, k: int, jitter, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per axis: position in the resized image of each of the ``n' * k`` sub-samples, before the cell offsets.
 
     Returns:
-        ``(C, G*patch, G*patch)``: patch ``(u, v)`` of the result is ``x[:, u*cell+dy : u*cell+dy+patch,
-        v*cell+dx : v*cell+dx+patch]``.
+        ``base (n'k,)`` float positions (sub-sample fractions included) and, with jitter, the cell index
+        ``(n'k,)`` of each (None without).
     """
-    g = x.shape[-1] // cell
-    if x.shape[-2] != g * cell or x.shape[-1] != g * cell or offsets.shape != (2, g, g):
-        raise ValueError(f"cannot jitter {tuple(x.shape)} with cells of {cell} and offsets {offsets.shape}.")
-    # flat source index of output pixel (u*patch + i, v*patch + j): (u*cell + dy[u, v] + i) * W + v*cell + dx[u, v] + j
-    width = g * cell
-    base = (np.arange(g)[:, None] * cell + offsets[0]) * width + np.arange(g)[None, :] * cell + offsets[1]  # (G, G)
-    inner = np.arange(patch)[:, None] * width + np.arange(patch)[None, :]  # (p, p)
-    flat = (base[:, None, :, None] + inner[None, :, None, :]).reshape(-1)  # (G*p*G*p,) row-major output
-    index = torch.from_numpy(flat)
-    src = x.reshape(x.shape[0], -1)
-    if out is not None:
-        torch.index_select(src, 1, index, out=out.view(x.shape[0], -1))
-        return out
-    return torch.index_select(src, 1, index).view(x.shape[0], g * patch, g * patch)
+    if jitter is None:
+        pos = torch.arange(n * k, device=device)
+        return (pos // k).float() + ((pos % k).float() + 0.5) / k - 0.5, None
+    cell, patch, off = jitter
+    g = n // cell
+    pos = torch.arange(g * patch * k, device=device)
+    p = pos // k
+    u = p // patch
+    base = (u * cell + p % patch).float() + ((pos % k).float() + 0.5) / k - 0.5
+    return base, u
 
 
-def _flip(x, dim: int):
-    if isinstance(x, torch.Tensor):
-        return x.flip(dim)
-    return np.flip(x, axis=dim)
+def _resample(x: torch.Tensor, box: torch.Tensor, size: int, flip: torch.Tensor, jitter, k: int) -> torch.Tensor:
+    """Crop ``box`` (B, 4: top, left, h, w in x's pixels) of ``x`` (B, C, H, W), resize to ``size``, flip, jitter.
+
+    Every output pixel's source position is computed in closed form and sampled bilinearly; with ``k > 1``
+    the ``k x k`` sub-samples of each output pixel are averaged. Positions are clamped to the crop box's
+    pixel centres, so the result equals ``F.interpolate`` of the cropped tile (align_corners=False).
+    """
+    B, _, H, W = x.shape
+    base, cell_of = _positions(size, k, jitter, x.device)
+    n = base.numel()
+    ry, rx = base.view(1, n, 1), base.view(1, 1, n)  # broadcast; (B, n, n) only where the jitter needs it
+    if jitter is not None:
+        off = jitter[2].to(torch.float32)  # (B, 2, G, G)
+        dy = off[:, 0][:, cell_of][:, :, cell_of]  # (B, n, n): offset of the cell each sub-sample falls in
+        dx = off[:, 1][:, cell_of][:, :, cell_of]
+        ry, rx = ry + dy, rx + dx
+    ry = torch.where(flip[:, 1].view(B, 1, 1), size - 1 - ry, ry)
+    rx = torch.where(flip[:, 0].view(B, 1, 1), size - 1 - rx, rx)
+    top, left, ch, cw = (box[:, i].view(B, 1, 1) for i in range(4))
+    sy = torch.minimum(torch.maximum(top + (ry + 0.5) * ch / size - 0.5, top), top + ch - 1)
+    sx = torch.minimum(torch.maximum(left + (rx + 0.5) * cw / size - 0.5, left), left + cw - 1)
+    grid = torch.stack(torch.broadcast_tensors((2 * sx + 1) / W - 1, (2 * sy + 1) / H - 1), dim=-1)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.avg_pool2d(out, k) if k > 1 else out

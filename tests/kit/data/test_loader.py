@@ -61,7 +61,9 @@ def test_writer_reader_round_trip(tmp_path):
     tiles = PairedTiles(str(tmp_path), batch_size=5, num_workers=0, shuffle_buffer=1, normalize=False,
                         crop=PairedRandomResizedCrop(size=8, scale=(1, 1), ratio=(1, 1)))
     assert tiles.num_samples == 5
-    batch = take(tiles.stream(seed=0), 1)[0]
+    raw = take(tiles.stream(seed=0), 1)[0]
+    assert raw["mr"].dtype == torch.int16 and raw["hr"].shape == (5, 4, 16, 16)  # tiles cross as stored
+    batch = tiles.to_device(raw, "cpu")
     assert sorted(batch["key"]) == sorted(pairs)
     for i, k in enumerate(batch["key"]):
         assert torch.equal(batch["mr"][i], torch.from_numpy(pairs[k][0].astype(np.float32)))
@@ -77,7 +79,10 @@ def test_check_reports(root):
 
 def test_batch_contract(root):
     tiles = PairedTiles(str(root), batch_size=5, num_workers=0, **SMALL)
-    b = take(tiles.stream(seed=1), 1)[0]
+    raw = take(tiles.stream(seed=1), 1)[0]
+    assert set(raw) == {"mr", "hr", "key", "box", "flip"}
+    assert raw["mr"].shape == (5, 4, 16, 16) and raw["hr"].shape == (5, 4, 32, 32) and raw["mr"].dtype == torch.int16
+    b = tiles.to_device(raw, "cpu")
     assert set(b) == {"mr", "hr", "key"}
     assert b["mr"].shape == (5, 4, 12, 12) and b["hr"].shape == (5, 4, 24, 24)
     assert b["mr"].dtype == torch.float32 and len(b["key"]) == 5
@@ -90,7 +95,7 @@ def test_synthetic_default_root(tmp_path, monkeypatch):
                         crop=PairedRandomResizedCrop(size=8))
     info = tiles.check()
     assert info["root"].startswith(str(tmp_path)) and info["num_samples"] == 4
-    assert take(tiles.stream(seed=0), 1)[0]["hr"].shape == (2, 4, 16, 16)
+    assert tiles.to_device(take(tiles.stream(seed=0), 1)[0], "cpu")["hr"].shape == (2, 4, 16, 16)
 
 
 # -- exact resume -----------------------------------------------------------------------------------
@@ -119,7 +124,11 @@ def test_exact_resume(root, workers):
                 it2 = iter(resumed)
             b = next(it2)
             assert b["key"] == ref[k]["key"], (workers, n, k)
-            assert torch.equal(b["mr"], ref[k]["mr"]) and torch.equal(b["hr"], ref[k]["hr"])
+            for name in ("mr", "hr", "box", "flip"):
+                assert torch.equal(b[name], ref[k][name])
+            if k == n:  # the device side is a pure function of the raw batch
+                x, y = tiles.to_device(b, "cpu"), tiles.to_device(ref[k], "cpu")
+                assert torch.equal(x["mr"], y["mr"]) and torch.equal(x["hr"], y["hr"])
         resumed.close()
 
 
@@ -286,9 +295,11 @@ def test_too_many_bad_samples_stop_the_run(tmp_path):
 def test_false_hr_stream(root):
     tiles = PairedTiles(str(root), batch_size=4, num_workers=0, false_hr="bilinear", normalize=False,
                         crop=PairedRandomResizedCrop(size=16, scale=(1, 1), ratio=(1, 1)))
-    b = take(tiles.stream(seed=0), 1)[0]
-    for mr, hr in zip(b["mr"], b["hr"]):  # identity crop: HR is exactly MR upsampled by s
-        torch.testing.assert_close(hr, false_hr_from_mr(mr, 2, "bilinear"))
+    raw = take(tiles.stream(seed=0), 1)[0]
+    assert "hr" not in raw  # false HR is made from MR on the device: HR tiles never cross
+    b = tiles.to_device(raw, "cpu")
+    for mr, hr in zip(b["mr"], b["hr"]):  # identity crop: HR is MR upsampled by s
+        torch.testing.assert_close(hr, false_hr_from_mr(mr, 2, "bilinear"), atol=1e-2, rtol=1e-5)
 
 
 def test_config_validation():

@@ -14,8 +14,8 @@ from kit.data.transforms import (
     PairedRandomResizedCrop,
     SensorNormalize,
     false_hr_from_mr,
-    resize,
 )
+import torch.nn.functional as F
 
 
 def block_mean(x: torch.Tensor, s: int) -> torch.Tensor:
@@ -118,11 +118,72 @@ def test_hr_size_override_and_shrink():
     assert m.shape == (4, 8, 8) and h.shape == (4, 12, 12)
 
 
-def test_resize_out_matches_interpolate():
-    x = torch.randn(4, 30, 17)
-    for size in ((50, 40), (10, 9), (30, 17)):
-        out = torch.empty(4, *size)
-        torch.testing.assert_close(resize(x, size, out=out), resize(x, size))
+def test_upsampling_equals_interpolate_of_the_crop():
+    """The device-side resampling is F.interpolate (bilinear, align_corners=False) of the cropped tile."""
+    mr = smooth_mr(4, size=40)
+    hr = np.repeat(np.repeat(mr, 2, axis=1), 2, axis=2) + 7.0
+    crop = PairedRandomResizedCrop(size=48)
+    for seed in range(4):
+        top, left, ch, cw = crop.get_params(40, 40, np.random.default_rng(seed))
+        m, h = crop(mr, hr, np.random.default_rng(seed))
+        ref_m = F.interpolate(torch.from_numpy(mr[None, :, top:top + ch, left:left + cw]), size=(48, 48),
+                              mode="bilinear", align_corners=False)[0]
+        ref_h = F.interpolate(torch.from_numpy(hr[None, :, 2 * top:2 * (top + ch), 2 * left:2 * (left + cw)]),
+                              size=(96, 96), mode="bilinear", align_corners=False)[0]
+        torch.testing.assert_close(m, ref_m, atol=0.05, rtol=1e-4)
+        torch.testing.assert_close(h, ref_h, atol=0.05, rtol=1e-4)
+
+
+def test_shrinking_is_antialiased():
+    """A 1-px checkerboard shrunk 4x averages to its mean instead of aliasing into stripes."""
+    board = (np.indices((64, 64)).sum(0) % 2 * 2000.0).astype(np.float32)[None].repeat(4, 0)
+    hr = np.repeat(np.repeat(board, 2, axis=1), 2, axis=2)
+    m, h = PairedRandomResizedCrop(size=16, scale=(1, 1), ratio=(1, 1))(board, hr, np.random.default_rng(0))
+    assert (m - 1000).abs().max() < 1.0 and (h - 1000).abs().max() < 1.0
+
+
+def test_batched_apply_equals_per_pair():
+    rng = np.random.default_rng(0)
+    mr = rng.integers(0, 4000, (3, 4, 24, 24)).astype(np.int16)
+    hr = rng.integers(0, 4000, (3, 4, 48, 48)).astype(np.int16)
+    crop = PairedRandomResizedCrop(size=40, hflip=0.5, vflip=0.5, patch_jitter=(10, 8))
+    params = [crop.draw(24, 24, 2, np.random.default_rng(i)) for i in range(3)]
+    stacked = {k: torch.from_numpy(np.stack([p[k] for p in params])) for k in params[0]}
+    m, h = crop.apply(torch.from_numpy(mr), torch.from_numpy(hr), stacked, 2, SensorNormalize())
+    assert m.shape == (3, 4, 32, 32) and h.shape == (3, 4, 64, 64) and m.dtype == torch.float32
+    for i in range(3):
+        mi, hi = crop(mr[i], hr[i], np.random.default_rng(i), SensorNormalize())
+        torch.testing.assert_close(m[i], mi)
+        torch.testing.assert_close(h[i], hi)
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(8, 64), s=st.integers(1, 4), seed=st.integers(0, 2**31), extra=st.integers(0, 30))
+def test_hr_box_is_s_times_the_mr_box_on_the_ground(h, s, seed, extra):
+    """Footprint contract: on a ground ramp (value = ground x, y in metres), the HR output's corners sit
+    where the MR output's do; both crops start and end at the same ground coordinates."""
+    gsd = 10.0
+    c_mr = (np.arange(h) + 0.5) * gsd
+    c_hr = (np.arange(h * s) + 0.5) * gsd / s
+    mr = np.stack([np.broadcast_to(c_mr[None], (h, h)), np.broadcast_to(c_mr[:, None], (h, h))]).astype(np.float32)
+    hr = np.stack([np.broadcast_to(c_hr[None], (h * s, h * s)),
+                   np.broadcast_to(c_hr[:, None], (h * s, h * s))]).astype(np.float32)
+    crop = PairedRandomResizedCrop(size=h + extra)  # no shrinking: samples are plain bilinear, exact on a ramp
+    top, left, ch, cw = (int(v) for v in crop.draw(h, h, s, np.random.default_rng(seed))["box"])
+    m, hh = crop(mr, hr, np.random.default_rng(seed))
+    # ground extent each output covers: its outermost sample positions map back to the same ground
+    for img, gs in ((m, gsd), (hh, gsd / s)):
+        n = img.shape[-1]
+        step_x, step_y = cw * gsd / n, ch * gsd / n  # ground metres per output pixel (both sensors)
+        x0 = left * gsd + 0.5 * step_x
+        y0 = top * gsd + 0.5 * step_y
+        # interior samples of a linear ramp are exact (edges are clamped to the crop's pixel centres)
+        lo_x, hi_x = left * gsd + gs / 2, (left + cw) * gsd - gs / 2
+        want_x = np.clip(x0 + np.arange(n) * step_x, lo_x, hi_x)
+        lo_y, hi_y = top * gsd + gs / 2, (top + ch) * gsd - gs / 2
+        want_y = np.clip(y0 + np.arange(n) * step_y, lo_y, hi_y)
+        np.testing.assert_allclose(img[0, 0].numpy(), want_x, atol=1e-3 * gsd * h)
+        np.testing.assert_allclose(img[1, :, 0].numpy(), want_y, atol=1e-3 * gsd * h)
 
 
 def test_sensor_normalize_defaults():
@@ -180,32 +241,59 @@ def test_normalize_validation():
 
 # -- LatentMIM patch jitter ----------------------------------------------------------------------------
 
-def test_jitter_patches_cuts_each_patch_at_its_cell_offset():
-    from kit.data.transforms import jitter_patches
+def jitter_reference(x: torch.Tensor, cell: int, patch: int, off: np.ndarray) -> torch.Tensor:
+    """Patch ``(u, v)`` of the result is ``x[:, u*cell+dy : +patch, v*cell+dx : +patch]`` (loops, obviously right)."""
+    g = x.shape[-1] // cell
+    out = torch.empty(x.shape[0], g * patch, g * patch)
+    for u in range(g):
+        for v in range(g):
+            dy, dx = int(off[0, u, v]), int(off[1, u, v])
+            out[:, u * patch:(u + 1) * patch, v * patch:(v + 1) * patch] = \
+                x[:, u * cell + dy:u * cell + dy + patch, v * cell + dx:v * cell + dx + patch]
+    return out
 
-    x = torch.arange(2 * 40 * 40, dtype=torch.float32).reshape(2, 40, 40)
-    off = np.random.default_rng(0).integers(0, 3, size=(2, 4, 4))
-    y = jitter_patches(x, 10, 8, off)
-    assert y.shape == (2, 32, 32)
-    for u in range(4):
-        for v in range(4):
-            dy, dx = off[0, u, v], off[1, u, v]
-            assert torch.equal(y[:, u * 8:(u + 1) * 8, v * 8:(v + 1) * 8],
-                               x[:, u * 10 + dy:u * 10 + dy + 8, v * 10 + dx:v * 10 + dx + 8])
+
+def test_jitter_offsets_are_0_to_3_like_the_released_code():
+    """patch_gap 4 (16 px patches in 20 px cells): offsets {0, 1, 2, 3}, all of them drawn, never 4."""
+    crop = PairedRandomResizedCrop(size=280, patch_jitter=(20, 16))
+    p = crop.draw(128, 128, 2, np.random.default_rng(0))
+    assert p["mr_offsets"].shape == (2, 14, 14) and p["hr_offsets"].shape == (2, 28, 28)
+    for name in ("mr_offsets", "hr_offsets"):
+        assert set(np.unique(p[name]).tolist()) == {0, 1, 2, 3}
+
+
+def test_independent_hr_jitter_is_the_default_and_draws_its_own_offsets():
+    """The authors' fork: HR patches are cut at their own offsets in their own 20 px HR cells."""
+    rng = np.random.default_rng(3)
+    mr = rng.integers(0, 3000, (4, 40, 40)).astype(np.float32)
+    hr = rng.integers(0, 3000, (4, 80, 80)).astype(np.float32)
+    crop = PairedRandomResizedCrop(size=40, scale=(1, 1), ratio=(1, 1), patch_jitter=(10, 8))
+    assert crop.hr_jitter == "independent"
+    p = crop.draw(40, 40, 2, np.random.default_rng(0))
+    assert p["mr_offsets"].shape == (2, 4, 4) and p["hr_offsets"].shape == (2, 8, 8)
+    assert not np.array_equal(np.kron(p["mr_offsets"], np.ones((1, 2, 2))), p["hr_offsets"])
+    a, b = crop(mr, hr, np.random.default_rng(0))
+    # no resizing (crop = tile = size): outputs are cuts of the tiles at the drawn offsets (up to the float32
+    # rounding of grid_sample's normalised coordinates)
+    torch.testing.assert_close(a, jitter_reference(torch.from_numpy(mr), 10, 8, p["mr_offsets"]), atol=0.02, rtol=0)
+    torch.testing.assert_close(b, jitter_reference(torch.from_numpy(hr), 10, 8, p["hr_offsets"]), atol=0.02, rtol=0)
+    assert crop.output_sizes(2) == (32, 64)
 
 
 def test_paired_jitter_keeps_every_hr_block_under_its_mr_patch():
-    """With HR = MR upsampled x2 (nearest), the HR block under each jittered MR patch is that patch."""
+    """hr_jitter='aligned': with HR = MR upsampled x2 (nearest), the HR block under each MR patch is that patch."""
     from kit.data.transforms import PairedRandomResizedCrop
 
     rng = np.random.default_rng(3)
     mr = rng.integers(0, 3000, (4, 40, 40)).astype(np.float32)
     hr = np.kron(mr, np.ones((1, 2, 2), dtype=np.float32))
-    crop = PairedRandomResizedCrop(size=40, scale=(1, 1), ratio=(1, 1), patch_jitter=(10, 8))
+    crop = PairedRandomResizedCrop(size=40, scale=(1, 1), ratio=(1, 1), patch_jitter=(10, 8), hr_jitter="aligned")
+    assert "hr_offsets" not in crop.draw(40, 40, 2, np.random.default_rng(0))
     a, b = crop(mr, hr, np.random.default_rng(0))
     assert crop.output_sizes(2) == (32, 64) and a.shape == (4, 32, 32) and b.shape == (4, 64, 64)
-    # no resizing happened (crop = tile, size = tile side), so HR pixels are exact copies of MR pixels
-    assert torch.equal(b[:, ::2, ::2], a) and torch.equal(b[:, 1::2, 1::2], a)
+    # no resizing happened (crop = tile, size = tile side), so HR pixels are copies of MR pixels
+    torch.testing.assert_close(b[:, ::2, ::2], a, atol=0.02, rtol=0)
+    torch.testing.assert_close(b[:, 1::2, 1::2], a, atol=0.02, rtol=0)
     # and the jitter really moved patches: the output is not the plain top-left 32 x 32 of the tile
     assert not torch.equal(a, torch.from_numpy(mr[:, :32, :32]))
 
@@ -217,3 +305,5 @@ def test_patch_jitter_arguments_are_checked():
         PairedRandomResizedCrop(size=280, patch_jitter=(16, 20))
     with pytest.raises(ValueError, match="divisible"):
         PairedRandomResizedCrop(size=90, patch_jitter=(20, 16))
+    with pytest.raises(ValueError, match="hr_jitter"):
+        PairedRandomResizedCrop(size=280, patch_jitter=(20, 16), hr_jitter="lockstep")
