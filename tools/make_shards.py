@@ -5,6 +5,9 @@
     python tools/make_shards.py geotiff ...
 
 Each sub-command is a module of ``kit.data.sources`` (imported only when chosen); it prints a summary.
+Every sub-command writes a whole shard set: into a temporary folder, ``index.json`` last, renamed into
+place when complete. A non-empty ``--out`` is refused unless ``--replace`` is given; then the old set is
+replaced only once the new one is complete (a failed run leaves it whole).
 """
 from __future__ import annotations
 
@@ -18,6 +21,10 @@ import importlib  # noqa: E402
 import json  # noqa: E402
 
 from kit.data.sources import SOURCES  # noqa: E402
+from kit.data.writer import check_tile_size  # noqa: E402
+from tools._cli import main_guard  # noqa: E402
+
+SHARED_FLAGS = ("replace", "debug")  # the tool's own flags, not the source's options
 
 BANDS = ("blue", "green", "red", "nir")
 
@@ -71,12 +78,27 @@ def _load(name: str):
         return importlib.import_module(SOURCES[name])
     except ModuleNotFoundError as e:
         if e.name and SOURCES[name].startswith(e.name):
-            raise SystemExit(f"make_shards: source {name!r} is not available in this checkout (module "
+            raise ValueError(f"make_shards: source {name!r} is not available in this checkout (module "
                              f"{SOURCES[name]} is missing); choose one of the others or update the kit.") from None
-        raise SystemExit(f"make_shards: source {name!r} needs the package {e.name!r}: pip install {e.name}") from None
+        raise ValueError(f"make_shards: source {name!r} needs the package {e.name!r}: pip install {e.name}") from None
 
 
-def main(argv: list[str] | None = None) -> dict:
+def check_output(args: argparse.Namespace) -> None:
+    """Refuse, before any work, a non-empty ``--out`` without ``--replace`` and a tile side the reader rejects."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; choose a folder for the shard set.")
+    if out.is_dir() and any(out.iterdir()) and not args.replace:
+        entries = sorted(p.name for p in out.iterdir())
+        raise ValueError(f"--out {out} is not empty ({len(entries)} entries: {', '.join(entries[:3])}"
+                         f"{', ...' if len(entries) > 3 else ''}); pass --replace to replace that shard set once the "
+                         f"new one is complete, or choose an empty --out.")
+    if getattr(args, "tile", None) is not None:
+        check_tile_size(args.tile)
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="make_shards.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="source", metavar="{" + ",".join(SOURCES) + "}")
@@ -87,19 +109,24 @@ def main(argv: list[str] | None = None) -> dict:
         p = sub.add_parser(name, help=f"pairs from {name}")
         if name == chosen:
             (ARGUMENTS.get(name) or _load(name).add_arguments)(p)
+            p.add_argument("--replace", action="store_true",
+                           help="replace the shard set in a non-empty --out once the new one is complete")
+            p.add_argument("--debug", "--traceback", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     module = _load(args.source)
+    check_output(args)
     try:
         if hasattr(module, "Options"):
-            summary = module.run(module.Options(**{k: v for k, v in vars(args).items() if k != "source"}))
+            options = {k: v for k, v in vars(args).items() if k != "source" and k not in SHARED_FLAGS}
+            summary = module.run(module.Options(**options))
         else:
             summary = module.run(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"make_shards.py {args.source}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(json.dumps(summary, indent=2, default=str))
-    return summary
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -48,18 +48,33 @@ _MAKE = "python tools/make_shards.py synthetic --out {root}"
 def list_shards(root: str | Path) -> list[dict[str, Any]]:
     """Shards of a root as ``[{"name", "num_samples" (int or None)}]``, in a fixed order.
 
-    Uses ``index.json`` when present (and every listed shard exists), else every ``*.tar`` sorted by name.
+    With ``index.json`` the shards it lists, which must be exactly the folder's ``*.tar`` files (a set
+    never mixes runs); without one, every ``*.tar`` sorted by name.
+
+    Raises:
+        DataError: an unreadable index, a listed shard missing, or a shard the index does not list.
     """
     root = Path(root)
     index = root / "index.json"
-    if index.is_file():
-        try:
-            shards = json.loads(index.read_text()).get("shards", [])
-            if shards and all((root / s["name"]).is_file() for s in shards):
-                return [{"name": s["name"], "num_samples": s.get("num_samples")} for s in shards]
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring unreadable %s; listing *.tar instead", index)
-    return [{"name": p.name, "num_samples": None} for p in sorted(root.glob("*.tar"))]
+    tars = sorted(p.name for p in root.glob("*.tar"))
+    if not index.is_file():
+        return [{"name": n, "num_samples": None} for n in tars]
+    fix = "re-write the set: python tools/make_shards.py ... --out DIR --replace"
+    try:
+        shards = [{"name": s["name"], "num_samples": s.get("num_samples")} for s in json.loads(index.read_text())["shards"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{index} is unreadable ({type(e).__name__}: {e}); {fix}.") from None
+    listed = {s["name"] for s in shards}
+    missing = sorted(listed - set(tars))
+    extra = sorted(set(tars) - listed)
+    if missing or extra:
+        raise DataError(
+            f"{root} is not one shard set: "
+            + (f"index.json lists {len(missing)} shard(s) that are missing ({', '.join(missing[:3])}); " if missing else "")
+            + (f"{len(extra)} shard(s) are not in index.json ({', '.join(extra[:3])}), left by another run; " if extra else "")
+            + f"{fix} (or move the foreign shards out)."
+        )
+    return shards
 
 
 class _PairIterable(torch.utils.data.IterableDataset):
@@ -68,7 +83,8 @@ class _PairIterable(torch.utils.data.IterableDataset):
     def __init__(self, *, root: Path, shards: list[dict], seed: int, rank: int, world_size: int, num_workers: int,
                  rotation: int, positions: dict[int, tuple[int, int]], batch_size: int, shuffle_buffer: int,
                  resampled: bool, crop: PairedRandomResizedCrop, normalize: SensorNormalize | None, bands: int,
-                 scale: int, false_hr: str | None, max_bad_fraction: float) -> None:
+                 scale: int, false_hr: str | None, max_bad_fraction: float, nodata: float | None = None,
+                 max_nodata_fraction: float = 0.0) -> None:
         super().__init__()
         self.root, self.shards = root, shards
         self.names = [s["name"] for s in shards]
@@ -79,6 +95,7 @@ class _PairIterable(torch.utils.data.IterableDataset):
         self.batch_size, self.shuffle_buffer, self.resampled = batch_size, shuffle_buffer, resampled
         self.crop, self.normalize, self.bands, self.scale = crop, normalize, bands, scale
         self.false_hr, self.max_bad_fraction = false_hr, max_bad_fraction
+        self.nodata, self.max_nodata_fraction = nodata, max_nodata_fraction
 
     def raw_epoch(self, epoch: int, worker: int, handler: CountingHandler | None = None):
         """The webdataset pipeline of raw samples of logical ``worker`` in ``epoch`` (see :mod:`kit.data.reader`)."""
@@ -89,7 +106,8 @@ class _PairIterable(torch.utils.data.IterableDataset):
 
     def _decode(self, sample: dict, epoch: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Decode and validate one pair; draw its crop/jitter parameters from ``(seed, epoch, key)``."""
-        mr, hr, s = decode_pair(sample, bands=self.bands, scale=self.scale)
+        mr, hr, s = decode_pair(sample, bands=self.bands, scale=self.scale, nodata=self.nodata,
+                                max_nodata_fraction=self.max_nodata_fraction)
         params = self.crop.draw(mr.shape[1], mr.shape[2], s, sample_rng(self.seed, epoch, sample["__key__"]))
         return mr, hr, params
 
@@ -339,6 +357,7 @@ class PairedTiles:
         self.max_bad_fraction = float(max_bad_fraction)
         self._info: dict | None = None
         self._shards: list[dict] | None = None
+        self._nodata: tuple[float | None, float] = (None, 0.0)
 
     # -- checks -----------------------------------------------------------------------------------
     def _root(self) -> Path:
@@ -380,6 +399,8 @@ class PairedTiles:
             except ValueError:
                 pass
         index_scale = index.get("scale")
+        declared = [v for v in index.get("nodata", []) if v != -10000]
+        self._nodata = (declared[0] if declared else None, float(index.get("max_nodata_fraction", 0.0)))
         first = shards[0]["name"]
         members = first_sample(root / first)
         if members is None:
@@ -498,6 +519,7 @@ class PairedTiles:
             positions={int(k): tuple(v) for k, v in fresh["positions"].items()}, batch_size=self.batch_size,
             shuffle_buffer=self.shuffle_buffer, resampled=self.resampled, crop=self.crop, normalize=self.normalize,
             bands=self.bands, scale=info["scale"], false_hr=self.false_hr, max_bad_fraction=self.max_bad_fraction,
+            nodata=self._nodata[0], max_nodata_fraction=self._nodata[1],
         )
         return PairStream(dataset, num_workers=self.num_workers, state=fresh)
 

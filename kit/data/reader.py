@@ -17,7 +17,6 @@ with the shard and the last key read.
 from __future__ import annotations
 
 import io
-import json
 import random
 import re
 import zlib
@@ -27,8 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 import webdataset as wds
 
-NODATA = -10000
-MIN_MR_SIDE = 8
+from kit.data.writer import MIN_MR_SIDE, NODATA, nodata_fraction  # noqa: F401 - the format's constants
 
 
 class BadSample(Exception):
@@ -176,9 +174,12 @@ def decode_npy(data: bytes) -> np.ndarray:
     return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
 
-def decode_pair(members: dict[str, Any], *, bands: int, scale: int | None, nodata: float | None = NODATA,
-                ) -> tuple[np.ndarray, np.ndarray, int]:
+def decode_pair(members: dict[str, Any], *, bands: int, scale: int | None, nodata: float | None = None,
+                max_nodata_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
     """Decode and validate one sample's members; return ``(mr (C, h, w), hr (C, sh, sw), s)``.
+
+    Nodata: -10000 and ``nodata`` (the index's declared value); a pair with more than
+    ``max_nodata_fraction`` nodata pixels (0: any) is rejected.
 
     Raises:
         BadSample: a member is missing or unreadable, the shapes or band count are wrong, the tile is too
@@ -205,22 +206,41 @@ def decode_pair(members: dict[str, Any], *, bands: int, scale: int | None, nodat
         raise BadSample("scale", f"HR/MR scale {s} (MR {mr.shape}, HR {hr.shape}) but PairedTiles.scale = {scale}")
     if min(h, w) < MIN_MR_SIDE:
         raise BadSample("too_small", f"MR tile {h}x{w} is smaller than {MIN_MR_SIDE} px")
+    if max_nodata_fraction == 0.0:  # the common case: any nodata pixel (or NaN/inf) rejects the pair
+        for name, a in (("MR", mr), ("HR", hr)):
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise BadSample("non_finite", f"{name} holds NaN or inf")
+            if (a == NODATA).any() or (nodata is not None and (a == nodata).any()):
+                raise BadSample("nodata", f"{name} holds no-data pixels ({NODATA if nodata is None else nodata})")
+        return mr, hr, s
+    out = []
     for name, a in (("MR", mr), ("HR", hr)):
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise BadSample("non_finite", f"{name} holds NaN or inf")
-        if nodata is not None and (a == nodata).any():
-            raise BadSample("nodata", f"{name} holds no-data pixels ({nodata})")
+        if a.dtype.kind == "f" and np.isinf(a).any():
+            raise BadSample("non_finite", f"{name} holds inf")
+        frac = nodata_fraction(a, nodata)
+        if frac > max_nodata_fraction:
+            raise BadSample("nodata", f"{name} has {frac:.1%} no-data pixels, more than the index's "
+                                      f"max_nodata_fraction {max_nodata_fraction}")
+        out.append(fill_nodata(a, nodata) if frac > 0 else a)
+    mr, hr = out
     return mr, hr, s
+
+
+def fill_nodata(a: np.ndarray, nodata: float | None = None) -> np.ndarray:
+    """A copy of ``a (C, H, W)`` with its nodata pixels set to the band's mean over the valid pixels."""
+    bad = a == NODATA
+    if nodata is not None and not np.isnan(nodata):
+        bad |= a == nodata
+    if a.dtype.kind == "f":
+        bad |= np.isnan(a)
+    out = a.copy()
+    for c in range(a.shape[0]):
+        valid = a[c][~bad[c]]
+        out[c][bad[c]] = np.round(valid.mean()) if valid.size and a.dtype.kind in "iu" else (
+            valid.mean() if valid.size else 0)
+    return out
 
 
 def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
     """The RNG of one sample's crop and jitter: a function of ``(seed, epoch, key)`` only."""
     return np.random.default_rng([seed & 0xFFFFFFFF, epoch, zlib.crc32(key.encode())])
-
-
-def sample_meta(members: dict[str, Any]) -> dict:
-    """The sample's ``.json`` record (empty when missing or unreadable)."""
-    try:
-        return json.loads(members.get("json", b"{}"))
-    except ValueError:
-        return {}

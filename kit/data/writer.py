@@ -12,16 +12,24 @@ On-disk layout of a shard folder (the contract every reader and writer of the ki
                             "shards": [{"name": "pairs-000000.tar", "num_samples": k}, ...]}
 
 Keys contain no dots (WebDataset splits member names at the first dot). Band order is the kit's:
-``BANDS = ("blue", "green", "red", "nir")`` (Sentinel-2 B2 B3 B4 B8). Every shard is written to a
-temporary name and renamed when complete, so an interrupted run never leaves a truncated shard under
-a final name, and re-running a writer into the same folder replaces shards whole.
+``BANDS = ("blue", "green", "red", "nir")`` (Sentinel-2 B2 B3 B4 B8).
+
+A shard set is written whole: into a temporary sibling folder ``.ROOT.tmp-PID``, ``index.json`` last,
+then renamed into place. An interrupted or failed run leaves an existing set untouched (its temporary
+folder is removed, or, after a kill, by the next writer); a set never mixes shards of two runs, and the
+reader refuses a folder whose shards are not all in its index. Tiles whose nodata fraction exceeds
+``max_nodata_fraction`` are skipped and counted; the index records the nodata rule so the reader applies
+the same one.
 """
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
+import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +38,11 @@ import webdataset as wds
 
 from kit.io import BANDS, write_json_atomic
 
+log = logging.getLogger(__name__)
+
 FORMAT = "crossscale-pairs/1"
+NODATA = -10000  # the Sen2Venus / kit convention, always treated as nodata
+MIN_MR_SIDE = 8  # smallest MR tile side the reader accepts
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
@@ -73,19 +85,52 @@ def _npy(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def check_tile_size(mr_side: int, scale: int = 1) -> None:
+    """Refuse up front an MR tile side the reader would reject (before any tile is written)."""
+    if int(mr_side) < MIN_MR_SIDE:
+        raise ValueError(f"MR tiles of {mr_side} px (HR {mr_side * scale} px) are below the reader's minimum of "
+                         f"{MIN_MR_SIDE} px; choose a tile side >= {MIN_MR_SIDE} (e.g. --tile 64).")
+
+
+def nodata_fraction(a: np.ndarray, nodata: float | None = None) -> float:
+    """Fraction of pixels of ``a (C, H, W)`` where any band is nodata: -10000, ``nodata``, or NaN."""
+    mask = a == NODATA
+    if nodata is not None and nodata != NODATA and not np.isnan(nodata):
+        mask |= a == nodata
+    if a.dtype.kind == "f":
+        mask |= np.isnan(a)
+    return float(mask.any(axis=0).mean())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PairShardWriter:
-    """Streams pairs into ``pairs-%06d.tar`` shards and writes ``index.json`` on close.
+    """Streams pairs into ``pairs-%06d.tar`` shards of a new set; ``close`` writes ``index.json`` and renames it in.
 
     Args:
-        root: output folder (created).
+        root: output folder of the set.
         shard_size: pairs per shard.
         bands: band names of the stored arrays, in order.
         mr_gsd, hr_gsd: ground sample distances in metres; their ratio must be the pair's scale.
         prefix: shard file-name prefix.
-        start_shard: number of the first shard (to append to a folder).
+        replace: a non-empty ``root`` is replaced by the new set once it is complete (True), or refused at
+            once (False; the CLI's default without ``--replace``).
+        nodata: the source's declared nodata value (besides -10000 and NaN, which always count).
+        max_nodata_fraction: largest fraction of nodata pixels (in MR or HR) of a written pair; pairs above
+            it are skipped and counted in ``skipped["nodata"]``, and the reader uses the pairs below it (their
+            nodata pixels filled with the band mean). None: pairs are written as given, those holding nodata
+            counted in ``nodata_pairs`` (the reader will skip them) and a warning logged on close.
 
-    Use as a context manager; ``write`` returns nothing and raises on an invalid pair before anything
-    of that pair is written.
+    Use as a context manager (an exception drops the new set and keeps the old one); ``write`` returns
+    whether the pair was written and raises on an invalid pair before anything of it is written.
     """
 
     def __init__(
@@ -97,53 +142,75 @@ class PairShardWriter:
         mr_gsd: float = 10.0,
         hr_gsd: float = 5.0,
         prefix: str = "pairs",
-        start_shard: int = 0,
+        replace: bool = True,
+        nodata: float | None = None,
+        max_nodata_fraction: float | None = None,
     ) -> None:
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
         ratio = mr_gsd / hr_gsd
         if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
             raise ValueError(f"mr_gsd / hr_gsd = {mr_gsd}/{hr_gsd} is not an integer scale.")
+        if max_nodata_fraction is not None and not 0.0 <= max_nodata_fraction <= 1.0:
+            raise ValueError(f"max_nodata_fraction must be in [0, 1], got {max_nodata_fraction}.")
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"{self.root} exists and is not a folder; choose another output folder.")
+        if not replace and self.root.is_dir() and any(self.root.iterdir()):
+            raise ValueError(f"{self.root} is not empty; pass --replace (replace=True) to replace its shard set once "
+                             f"the new one is complete, or choose an empty output folder.")
         self.shard_size = shard_size
         self.bands = tuple(bands)
         self.mr_gsd, self.hr_gsd = float(mr_gsd), float(hr_gsd)
         self.scale = int(round(ratio))
         self.prefix = prefix
-        self._shard_no = start_shard
+        self.nodata = None if nodata is None else float(nodata)
+        self.max_nodata_fraction = None if max_nodata_fraction is None else float(max_nodata_fraction)
+        self.nodata_pairs = 0
+        self._remove_stale_temporaries()
+        self.staging = self.root.parent / f".{self.root.name}.tmp-{os.getpid()}"
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        self._shard_no = 0
         self._tar: wds.TarWriter | None = None
-        self._tmp: Path | None = None
         self._count = 0
         self.shards: list[dict[str, Any]] = []
         self.num_samples = 0
+        self.skipped: Counter = Counter()
         self._keys: set[str] = set()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary sets of killed writers (their process is gone) next to ``root``."""
+        for p in self.root.parent.glob(f".{self.root.name}.tmp-*"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True)
 
     # -- writing ---------------------------------------------------------------------------------
     def _open(self) -> None:
         name = f"{self.prefix}-{self._shard_no:06d}.tar"
-        self._tmp = self.root / f".{name}.tmp{os.getpid()}"
-        self._tar = wds.TarWriter(str(self._tmp), encoder=False)  # payloads are encoded here, as bytes
+        self._tar = wds.TarWriter(str(self.staging / name), encoder=False)  # payloads are encoded here, as bytes
         self._count = 0
 
     def _finish_shard(self) -> None:
         if self._tar is None:
             return
         self._tar.close()
-        name = f"{self.prefix}-{self._shard_no:06d}.tar"
-        os.replace(self._tmp, self.root / name)
-        self.shards.append({"name": name, "num_samples": self._count})
-        self._tar, self._tmp = None, None
+        self.shards.append({"name": f"{self.prefix}-{self._shard_no:06d}.tar", "num_samples": self._count})
+        self._tar = None
         self._shard_no += 1
 
-    def write(self, key: str, mr: np.ndarray, hr: np.ndarray, meta: dict[str, Any] | None = None) -> None:
-        """Add one pair.
+    def write(self, key: str, mr: np.ndarray, hr: np.ndarray, meta: dict[str, Any] | None = None) -> bool:
+        """Add one pair; return False when it was skipped for nodata.
 
         Args:
             key: unique sample key of letters, digits, ``_`` and ``-`` (no dots).
             mr: ``(C, h, w)`` integer array (int16, reflectance x 10000).
             hr: ``(C, s*h, s*w)`` array of the same dtype kind.
             meta: extra JSON-serialisable fields (site, date, bounds, crs ...).
+
+        Raises:
+            ValueError: a bad key, shape, band count or scale, or a tile smaller than the reader accepts.
         """
         if not _KEY_RE.match(key):
             raise ValueError(f"sample key {key!r} may hold only letters, digits, '_' and '-' (no dots).")
@@ -155,9 +222,17 @@ class PairShardWriter:
                 f"pair {key!r} has scale {s} but the writer was opened for {self.scale} "
                 f"(mr_gsd {self.mr_gsd}, hr_gsd {self.hr_gsd})."
             )
+        check_tile_size(min(mr.shape[1:]), s)
+        frac = max(nodata_fraction(mr, self.nodata), nodata_fraction(hr, self.nodata))
+        if self.max_nodata_fraction is not None and frac > self.max_nodata_fraction:
+            self.skipped["nodata"] += 1
+            return False
+        self.nodata_pairs += frac > 0
         if self._tar is None:
             self._open()
         record = {"key": key, "scale": s, "mr_gsd": self.mr_gsd, "hr_gsd": self.hr_gsd, "bands": list(self.bands)}
+        if frac > 0:
+            record["nodata_fraction"] = round(frac, 6)
         record.update(meta or {})
         self._tar.write({"__key__": key, "mr.npy": _npy(mr), "hr.npy": _npy(hr), "json": json.dumps(record).encode()})
         self._keys.add(key)
@@ -165,9 +240,10 @@ class PairShardWriter:
         self.num_samples += 1
         if self._count >= self.shard_size:
             self._finish_shard()
+        return True
 
     def close(self) -> dict[str, Any]:
-        """Finish the open shard, write ``index.json`` atomically and return it."""
+        """Finish the last shard, write ``index.json`` (last), put the set in place whole and return the index."""
         self._finish_shard()
         index = {
             "format": FORMAT,
@@ -176,17 +252,38 @@ class PairShardWriter:
             "mr_gsd": self.mr_gsd,
             "hr_gsd": self.hr_gsd,
             "num_samples": self.num_samples,
+            "nodata": [NODATA] + ([self.nodata] if self.nodata not in (None, NODATA) else []),
+            "max_nodata_fraction": self.max_nodata_fraction or 0.0,
+            "nodata_pairs": self.nodata_pairs,
+            "skipped": dict(self.skipped),
             "shards": self.shards,
         }
-        write_json_atomic(self.root / "index.json", index)
+        if self.nodata_pairs and self.max_nodata_fraction is None:
+            log.warning("%d of %d pairs written to %s hold nodata pixels (%s or NaN); the reader will skip them. "
+                        "Pass max_nodata_fraction (make_shards --max-nodata) to drop or keep them at write time.",
+                        self.nodata_pairs, self.num_samples, self.root, index["nodata"])
+        write_json_atomic(self.staging / "index.json", index)
+        old = None
+        if self.root.exists():  # move the old set aside, put the new one in, then drop the old one
+            old = self.root.parent / f".{self.root.name}.old-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(self.root, old)
+        try:
+            os.rename(self.staging, self.root)
+        except OSError:
+            if old is not None:
+                os.rename(old, self.root)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         return index
 
     def abort(self) -> None:
-        """Drop the shard in progress (its temporary file) without writing the index."""
+        """Drop the new set (its temporary folder); an existing set at ``root`` stays as it was."""
         if self._tar is not None:
             self._tar.close()
-            self._tmp.unlink(missing_ok=True)
-            self._tar, self._tmp = None, None
+            self._tar = None
+        shutil.rmtree(self.staging, ignore_errors=True)
 
     def __enter__(self) -> "PairShardWriter":
         return self

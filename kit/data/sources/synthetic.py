@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "out": str(args.out),
         "written": index["num_samples"],
-        "skipped": {},
+        "skipped": index.get("skipped", {}),
         "shards": len(index["shards"]),
         "scale": index["scale"],
         "mr_size": args.mr_size,
