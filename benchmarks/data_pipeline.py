@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--num-pairs", type=int, default=128, help="pairs in the synthetic set (read repeatedly)")
     p.add_argument("--baseline", default=BASELINE, help="git commit of the old reader")
     p.add_argument("--feed-gpu", action="store_true", help="time loader + to_device feeding a CUDA device")
+    p.add_argument("--csv", type=Path, default=RESULTS / "data_pipeline.csv", help="CSV the rows are appended to")
     p.add_argument("--no-csv", action="store_true")
     args = p.parse_args(argv)
     if args.feed_gpu and not torch.cuda.is_available():
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print_table(rows, ["pipeline", "reader", "workers", "pairs_per_s", "pairs_per_s_per_worker", "bytes_per_pair",
                        "vs_old_rate", "vs_old_bytes", "vs_decode", "load_avg_1m"])
     if not args.no_csv:
-        print(f"appended {len(rows)} rows to {append_csv(RESULTS / 'data_pipeline.csv', rows)}")
+        print(f"appended {len(rows)} rows to {append_csv(args.csv, rows)}")
     return rows
 
 
