@@ -1,0 +1,245 @@
+"""The stream of one rank: DataLoader workers each play a logical reader; exact resume by position.
+
+Each worker runs the webdataset pipeline of :mod:`kit.data.reader` for its logical worker, skips the
+samples consumed before a resume undecoded, decodes and validates the rest, draws each pair's crop and
+jitter parameters from ``(seed, epoch, key)`` and batches the int16 tiles with them in shared memory.
+Torch's DataLoader hands out batches round-robin from worker 0; :class:`PairStream` records the tag
+``(logical worker, epoch, offset)`` of every batch the caller has taken, and on resume new worker ``p``
+plays logical worker ``(p + n) % W`` (``n`` batches consumed) so the interleaving goes on exactly where
+it stopped.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from kit.data.errors import DataError
+from kit.data.reader import BadSample, CountingHandler, decode_pair, sample_rng, worker_epoch
+from kit.data.transforms import PairedRandomResizedCrop, SensorNormalize
+
+log = logging.getLogger(__name__)
+
+MIN_SAMPLES_FOR_BAD_CHECK = 100
+
+
+class _PairIterable(torch.utils.data.IterableDataset):
+    """Infinite batches of one rank; each DataLoader worker plays one logical worker."""
+
+    def __init__(self, *, root: Path, shards: list[dict], seed: int, rank: int, world_size: int, num_workers: int,
+                 rotation: int, positions: dict[int, tuple[int, int]], batch_size: int, shuffle_buffer: int,
+                 resampled: bool, crop: PairedRandomResizedCrop, normalize: SensorNormalize | None, bands: int,
+                 scale: int, false_hr: str | None, max_bad_fraction: float, nodata: float | None = None,
+                 max_nodata_fraction: float = 0.0) -> None:
+        super().__init__()
+        self.root, self.shards = root, shards
+        self.names = [s["name"] for s in shards]
+        self.expected = {s["name"]: s.get("num_samples") for s in shards}
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.W = max(1, num_workers)
+        self.rotation, self.positions = rotation, positions
+        self.batch_size, self.shuffle_buffer, self.resampled = batch_size, shuffle_buffer, resampled
+        self.crop, self.normalize, self.bands, self.scale = crop, normalize, bands, scale
+        self.false_hr, self.max_bad_fraction = false_hr, max_bad_fraction
+        self.nodata, self.max_nodata_fraction = nodata, max_nodata_fraction
+
+    def raw_epoch(self, epoch: int, worker: int, handler: CountingHandler | None = None):
+        """The webdataset pipeline of raw samples of logical ``worker`` in ``epoch`` (see :mod:`kit.data.reader`)."""
+        return worker_epoch(self.root, self.names, expected=self.expected, seed=self.seed, epoch=epoch,
+                            rank=self.rank, world_size=self.world_size, worker=worker, num_workers=self.W,
+                            resampled=self.resampled, shuffle_buffer=self.shuffle_buffer,
+                            handler=handler or CountingHandler())
+
+    def _decode(self, sample: dict, epoch: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Decode and validate one pair; draw its crop/jitter parameters from ``(seed, epoch, key)``."""
+        mr, hr, s = decode_pair(sample, bands=self.bands, scale=self.scale, nodata=self.nodata,
+                                max_nodata_fraction=self.max_nodata_fraction)
+        params = self.crop.draw(mr.shape[1], mr.shape[2], s, sample_rng(self.seed, epoch, sample["__key__"]))
+        return mr, hr, params
+
+    def _collate(self, pairs: list, shared: bool) -> dict[str, torch.Tensor]:
+        """Stack tiles (zero-padded to the largest in the batch) and parameters, in shared memory in a worker."""
+        out = {}
+        names = ("mr", "hr") if self.false_hr is None else ("mr",)  # false HR is made from MR on the device
+        for j, name in enumerate(names):
+            tiles = [p[j] for p in pairs]
+            shape = (len(tiles), tiles[0].shape[0], max(t.shape[1] for t in tiles), max(t.shape[2] for t in tiles))
+            buf = _empty(shape, _tile_dtype(tiles), shared)
+            arr = buf.numpy()
+            if any(t.shape[1:] != shape[2:] for t in tiles):
+                arr[...] = 0
+            for i, t in enumerate(tiles):
+                arr[i, :, :t.shape[1], :t.shape[2]] = t
+            out[name] = buf
+        for name in pairs[0][2]:
+            out[name] = torch.from_numpy(np.stack([p[2][name] for p in pairs]))
+        return out
+
+    def batches(self, worker: int, epoch: int, offset: int) -> Iterator[dict]:
+        """Infinite batches of logical ``worker`` starting at raw ``offset`` of ``epoch``."""
+        shared = torch.utils.data.get_worker_info() is not None
+        handler = CountingHandler()  # errors of the tar stages; kept across epochs so none is lost or doubled
+        seen, bad_total, skipped = 0, Counter(), Counter()
+        pairs: list = []
+        keys: list[str] = []
+
+        def count(bad: BadSample) -> None:
+            nonlocal seen
+            seen += 1
+            skipped[bad.reason] += 1
+            bad_total[bad.reason] += 1
+            log.warning("skipping sample %r of shard %s (%s): %s", bad.key, bad.shard, bad.reason, bad.detail)
+
+        while True:
+            raw = 0
+            for r, sample in enumerate(self.raw_epoch(epoch, worker, handler)):
+                raw += 1
+                if r < offset:  # consumed before the resume: skipped as raw bytes, never decoded
+                    handler.errors.clear()
+                    continue
+                for bad in handler.errors:
+                    count(bad)
+                handler.errors.clear()
+                try:
+                    pairs.append(self._decode(sample, epoch))
+                except Exception as e:  # noqa: BLE001 - a sample that cannot be used is skipped, counted, logged
+                    bad = e if isinstance(e, BadSample) else BadSample("transform_error", f"{type(e).__name__}: {e}")
+                    bad.key, bad.shard = sample["__key__"], sample["__url__"]
+                    count(bad)
+                    self._check_bad(seen, bad_total)
+                    continue
+                seen += 1
+                keys.append(sample["__key__"])
+                if len(keys) == self.batch_size:
+                    meta = {"worker": worker, "epoch": epoch, "offset": r + 1, "skipped": dict(skipped)}
+                    yield {**self._collate(pairs, shared), "key": keys, "_meta": meta}
+                    pairs, keys, skipped = [], [], Counter()
+                    self._check_bad(seen, bad_total)
+            if raw == 0:
+                raise DataError(
+                    f"logical worker {worker} of rank {self.rank} got no samples in epoch {epoch} from "
+                    f"{self.root}; write more shards or set PairedTiles.resampled = True."
+                )
+            epoch, offset = epoch + 1, 0
+
+    def _check_bad(self, seen: int, bad: Counter) -> None:
+        n_bad = sum(bad.values())
+        if seen >= MIN_SAMPLES_FOR_BAD_CHECK and n_bad > self.max_bad_fraction * seen:
+            raise DataError(
+                f"{n_bad} of {seen} samples read from {self.root} were bad ({dict(bad)}), more than "
+                f"PairedTiles.max_bad_fraction = {self.max_bad_fraction}; see the logged shard and key of each, "
+                f"then re-write those shards (python tools/make_shards.py ...) or raise PairedTiles.max_bad_fraction."
+            )
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        phys = info.id if info is not None else 0
+        worker = (phys + self.rotation) % self.W
+        epoch, offset = self.positions.get(worker, (0, 0))
+        return self.batches(worker, epoch, offset)
+
+
+def _tile_dtype(tiles: list[np.ndarray]) -> torch.dtype:
+    """int16 for int16/int8/uint8 tiles (the shard format), int32 for other integers, float32 otherwise."""
+    kinds = {(t.dtype.kind, t.dtype.itemsize) for t in tiles}
+    if all(k in ("i", "u") and (n == 1 or (k, n) == ("i", 2)) for k, n in kinds):
+        return torch.int16
+    if all(k in ("i", "u") and n <= 4 for k, n in kinds) and ("u", 4) not in kinds:
+        return torch.int32
+    return torch.float32
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, shared: bool) -> torch.Tensor:
+    """Uninitialised tensor, in shared memory when ``shared`` (so handing it to the main process copies nothing)."""
+    if shared:
+        try:
+            storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape), device="cpu")
+            return torch.empty(0, dtype=dtype).new(storage).view(shape)
+        except Exception:  # noqa: BLE001 - private API moved: the public call copies once
+            return torch.empty(shape, dtype=dtype).share_memory_()
+    return torch.empty(shape, dtype=dtype)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+# -- the stream the training loop consumes ------------------------------------------------------------
+
+class PairStream:
+    """Infinite iterable of raw batches: int16 tiles, their crop parameters and keys.
+
+    A batch is ``{"mr" int16 (B, C, h, w), "hr" int16 (B, C, s*h, s*w), "box" int32 (B, 4), "flip" bool
+    (B, 2), ["mr_offsets" int8 (B, 2, G, G), "hr_offsets" int8 (B, 2, Gh, Gh)], "key" list[str]}`` (tiles of
+    other dtypes travel as int32/float32); :meth:`PairedTiles.to_device` turns it into model inputs.
+
+    ``state_dict()`` is the exact position after the batches the caller has taken so far; pass it to
+    :meth:`PairedTiles.stream` (same seed, rank, world size, workers) to continue with the next batch.
+    """
+
+    def __init__(self, dataset: _PairIterable, *, num_workers: int, state: dict) -> None:
+        self._dataset = dataset
+        self._num_workers = num_workers
+        self._W = dataset.W
+        self._state = state
+        self._positions = {int(k): tuple(v) for k, v in state["positions"].items()}
+        self._rotation0 = state["rotation"]
+        self._consumed = 0
+        self._stats: Counter = Counter(state.get("stats", {}))
+        self._loader = None
+        self._it = None
+        self._gen = None
+
+    def _batches(self) -> Iterator[dict]:
+        while True:
+            batch = next(self._it)
+            meta = batch.pop("_meta")
+            self._positions[int(meta["worker"])] = (int(meta["epoch"]), int(meta["offset"]))
+            self._stats.update(meta["skipped"])
+            self._consumed += 1
+            yield batch
+
+    def __iter__(self) -> Iterator[dict]:
+        if self._gen is None:
+            kwargs = {}
+            if self._num_workers > 0:
+                kwargs = dict(worker_init_fn=_worker_init, prefetch_factor=2, persistent_workers=False,
+                              pin_memory=torch.cuda.is_available())  # pinned: the copy to the GPU does not block
+            self._loader = torch.utils.data.DataLoader(
+                self._dataset, batch_size=None, num_workers=self._num_workers, **kwargs
+            )
+            self._it = iter(self._loader)
+            self._gen = self._batches()
+        return self._gen
+
+    def state_dict(self) -> dict:
+        """Position after the consumed batches (JSON-serialisable)."""
+        st = dict(self._state)
+        st["batches"] = self._state["batches"] + self._consumed
+        st["rotation"] = (self._rotation0 + self._consumed) % self._W
+        st["positions"] = {str(k): list(v) for k, v in sorted(self._positions.items())}
+        st["stats"] = dict(self._stats)
+        return st
+
+    @property
+    def stats(self) -> dict:
+        """Skipped samples by reason among the consumed batches (cumulative over resumes)."""
+        return dict(self._stats)
+
+    def close(self) -> None:
+        """Stop the workers."""
+        it = self._it
+        self._gen = self._it = self._loader = None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
