@@ -156,18 +156,27 @@ def first_sample(path: str | Path) -> dict | BadSample | None:
         return BadSample("truncated", f"shard {path} unreadable: {e}")
 
 
+_HEADERS: dict[bytes, tuple] = {}  # npy header bytes -> (shape, fortran, dtype, data offset): tiles share a few
+
+
 def decode_npy(data: bytes) -> np.ndarray:
-    """Zero-copy, read-only view of an ``.npy`` payload (no pickles)."""
-    f = io.BytesIO(data)
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-    else:
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    if dtype.hasobject:
-        raise ValueError("object arrays are not allowed")
+    """Zero-copy, read-only view of an ``.npy`` payload (no pickles); headers seen before are not re-parsed."""
+    key = bytes(data[:128])  # the magic and the header dict (its length is in the first 10 bytes)
+    parsed = _HEADERS.get(key)
+    if parsed is None:
+        f = io.BytesIO(data)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        if dtype.hasobject:
+            raise ValueError("object arrays are not allowed")
+        parsed = (shape, fortran, dtype, f.tell())
+        if parsed[3] <= len(key) and len(_HEADERS) < 256:
+            _HEADERS[key] = parsed
+    shape, fortran, dtype, offset = parsed
     count = int(np.prod(shape)) if shape else 1
-    offset = f.tell()
     if len(data) - offset < count * dtype.itemsize:
         raise ValueError(f"payload holds {len(data) - offset} bytes, the header promises {count * dtype.itemsize}")
     arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)

@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,9 @@ class PairShardWriter:
     # -- writing ---------------------------------------------------------------------------------
     def _open(self) -> None:
         name = f"{self.prefix}-{self._shard_no:06d}.tar"
-        self._tar = wds.TarWriter(str(self.staging / name), encoder=False)  # payloads are encoded here, as bytes
+        # payloads are encoded here, as bytes; a whole-second mtime keeps the members plain ustar headers
+        # (a float mtime costs every member an extra pax header, which the reader then has to parse)
+        self._tar = wds.TarWriter(str(self.staging / name), encoder=False, mtime=int(time.time()))
         self._count = 0
 
     def _finish_shard(self) -> None:
