@@ -346,23 +346,21 @@ class PairedRandomResizedCrop:
                 f"hr_jitter={self.hr_jitter!r})")
 
 
-def _positions(n: int, k: int, jitter, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _positions(n: int, k: int, jitter, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Per axis: position in the resized image of each of the ``n' * k`` sub-samples, before the cell offsets.
 
     Returns:
-        ``base (n'k,)`` float positions (sub-sample fractions included) and, with jitter, the cell index
-        ``(n'k,)`` of each (None without).
+        ``base (n'k,)`` the output pixel's position, ``frac (n'k,)`` the sub-sample's offset from it in
+        ``(-0.5, 0.5)`` and, with jitter, the cell index ``(n'k,)`` of each (None without).
     """
+    frac = ((torch.arange(n * k if jitter is None else n // jitter[0] * jitter[1] * k, device=device) % k).float()
+            + 0.5) / k - 0.5
+    p = torch.arange(frac.numel(), device=device) // k
     if jitter is None:
-        pos = torch.arange(n * k, device=device)
-        return (pos // k).float() + ((pos % k).float() + 0.5) / k - 0.5, None
-    cell, patch, off = jitter
-    g = n // cell
-    pos = torch.arange(g * patch * k, device=device)
-    p = pos // k
+        return p.float(), frac, None
+    cell, patch, _ = jitter
     u = p // patch
-    base = (u * cell + p % patch).float() + ((pos % k).float() + 0.5) / k - 0.5
-    return base, u
+    return (u * cell + p % patch).float(), frac, u
 
 
 def _resample(x: torch.Tensor, box: torch.Tensor, size: int, flip: torch.Tensor, jitter, k: int) -> torch.Tensor:
@@ -373,9 +371,13 @@ def _resample(x: torch.Tensor, box: torch.Tensor, size: int, flip: torch.Tensor,
     pixel centres, so the result equals ``F.interpolate`` of the cropped tile (align_corners=False).
     """
     B, _, H, W = x.shape
-    base, cell_of = _positions(size, k, jitter, x.device)
+    base, frac, cell_of = _positions(size, k, jitter, x.device)
     n = base.numel()
-    ry, rx = base.view(1, n, 1), base.view(1, 1, n)  # broadcast; (B, n, n) only where the jitter needs it
+    top, left, ch, cw = (box[:, i].view(B, 1, 1) for i in range(4))
+    # sub-samples spread over the output pixel only on an axis this sample shrinks; elsewhere they coincide
+    # and the average is plain bilinear, so a pair's result does not depend on the rest of its batch
+    ry = base.view(1, n, 1) + frac.view(1, n, 1) * (ch > size).to(x.dtype)
+    rx = base.view(1, 1, n) + frac.view(1, 1, n) * (cw > size).to(x.dtype)
     if jitter is not None:
         off = jitter[2].to(torch.float32)  # (B, 2, G, G)
         dy = off[:, 0][:, cell_of][:, :, cell_of]  # (B, n, n): offset of the cell each sub-sample falls in
@@ -383,7 +385,6 @@ def _resample(x: torch.Tensor, box: torch.Tensor, size: int, flip: torch.Tensor,
         ry, rx = ry + dy, rx + dx
     ry = torch.where(flip[:, 1].view(B, 1, 1), size - 1 - ry, ry)
     rx = torch.where(flip[:, 0].view(B, 1, 1), size - 1 - rx, rx)
-    top, left, ch, cw = (box[:, i].view(B, 1, 1) for i in range(4))
     sy = torch.minimum(torch.maximum(top + (ry + 0.5) * ch / size - 0.5, top), top + ch - 1)
     sx = torch.minimum(torch.maximum(left + (rx + 0.5) * cw / size - 0.5, left), left + cw - 1)
     grid = torch.stack(torch.broadcast_tensors((2 * sx + 1) / W - 1, (2 * sy + 1) / H - 1), dim=-1)

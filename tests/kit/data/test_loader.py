@@ -370,3 +370,20 @@ def test_shard_shorter_than_its_index_is_counted_once_per_epoch(tmp_path):
     stream = tiles.stream(seed=0)
     take(stream, 6 * 2 + 1)  # two epochs of 6 readable pairs
     assert stream.stats == {"truncated": 2}
+
+
+def test_tiles_of_different_sizes_share_a_batch(tmp_path):
+    """Smaller tiles are zero-padded in the hand-over; the crop box keeps the padding out of the result."""
+    rng = np.random.default_rng(0)
+    small, large = good_pair(rng, h=8), good_pair(rng, h=12)
+    with PairShardWriter(tmp_path, shard_size=4) as w:
+        w.write("small", *small)
+        w.write("large", *large)
+    crop = PairedRandomResizedCrop(size=8, scale=(1, 1), ratio=(1, 1))
+    tiles = PairedTiles(str(tmp_path), batch_size=2, num_workers=0, shuffle_buffer=1, normalize=False, crop=crop)
+    raw = take(tiles.stream(seed=0), 1)[0]
+    assert raw["mr"].shape == (2, 4, 12, 12) and raw["hr"].shape == (2, 4, 24, 24)
+    out = tiles.to_device(raw, "cpu")
+    i = raw["key"].index("small")
+    torch.testing.assert_close(out["mr"][i], torch.from_numpy(small[0].astype(np.float32)), atol=0.02, rtol=0)
+    torch.testing.assert_close(out["hr"][i], crop(*small, np.random.default_rng(0))[1], atol=0.02, rtol=0)
