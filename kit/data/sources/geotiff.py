@@ -11,7 +11,8 @@ The two rasters may differ in CRS, GSD and extent; their GSD ratio ``s`` must be
    already is that grid (same CRS, pixel size MR/s, origin on it), else through a ``WarpedVRT``
    (``--resampling``, default bilinear). Both rasters are read by window, one row of tiles at a time.
 4. Tiles of ``T x T`` MR px and ``sT x sT`` HR px; a tile pair with a non-finite value or more than
-   ``--max-nodata`` nodata pixels (either side) is skipped and counted.
+   ``--max-nodata`` nodata pixels (either side; counted by the shard writer, nodata stored as -10000) is
+   skipped and counted.
 5. Bands are mapped to the kit's order (``--bands``, default blue green red nir) from
    ``--mr-bands``/``--hr-bands`` when given (``blue=2,green=3,red=4,nir=8`` with 1-based indices or
    descriptions, or a plain list in ``--bands`` order), else from band descriptions (``B2``/``B02``/``blue``
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.data.sources.pairs import nodata_fraction, remove_stale_shards, to_int16
+from kit.data.sources.pairs import check_pair, to_int16
 from kit.data.writer import PairShardWriter
 from kit.io import BANDS, BandStatistics, add_to_index, units_warning, write_json_atomic
 
@@ -293,18 +294,16 @@ def run(args: GeoTiffOptions) -> dict:
         out = Path(args.out)
         try:
             with PairShardWriter(out, args.shard_size, bands=bands, mr_gsd=mr_gsd, hr_gsd=mr_gsd / s,
-                                 prefix=args.prefix) as wr:
+                                 prefix=args.prefix, max_nodata_fraction=args.max_nodata) as wr:
                 for ty in range(ny):
                     mstrip = mr.read(mi, window=Window(c0, r0 + ty * T, w, T)).astype(np.float64)
                     hstrip = src.read(hi, window=Window(hc0, hr0 + ty * T * s, w * s, T * s)).astype(np.float64)
                     for tx in range(nx):
                         m = mstrip[:, :, tx * T:(tx + 1) * T]
                         hh = hstrip[:, :, tx * T * s:(tx + 1) * T * s]
-                        if not (np.isfinite(m).all() and np.isfinite(hh).all()):
-                            skipped["nonfinite"] += 1
-                            continue
-                        if max(nodata_fraction(m, mr_nod), nodata_fraction(hh, hr_nod)) > args.max_nodata:
-                            skipped["nodata"] += 1
+                        reason = check_pair(m, hh, s)
+                        if reason:
+                            skipped[reason] += 1
                             continue
                         col, row = c0 + tx * T, r0 + ty * T
                         x0 = mr.transform.c + col * g["mr_res"]
@@ -312,15 +311,15 @@ def run(args: GeoTiffOptions) -> dict:
                         meta = {"source": "geotiff", "mr_file": Path(args.mr).name, "hr_file": Path(args.hr).name,
                                 "crs": mr.crs.to_string(), "mr_col": col, "mr_row": row,
                                 "bounds": [x0, y1 - T * g["mr_res"], x0 + T * g["mr_res"], y1]}
-                        mr_tile = to_int16(m * mr_scale)
-                        wr.write(f"gt-r{row:06d}-c{col:06d}", mr_tile, to_int16(hh * hr_scale), meta)
-                        stats.update(mr_tile)
+                        mr_tile = to_int16(m, mr_nod, mr_scale)  # nodata stored as the kit's -10000
+                        if wr.write(f"gt-r{row:06d}-c{col:06d}", mr_tile, to_int16(hh, hr_nod, hr_scale), meta):
+                            stats.update(mr_tile, -10000)
                 written = wr.num_samples
+                skipped.update(wr.skipped)
         finally:
             if src is not hr:
                 src.close()
     index = add_to_index(out, band_stats=stats.summary())
-    remove_stale_shards(out, args.prefix, index)
     units = units_warning(index["band_stats"], *zip(*[(S2_MEAN[BANDS.index(b)], S2_STD[BANDS.index(b)]) for b in bands]),
                           bands=bands) if written else None
     if units:

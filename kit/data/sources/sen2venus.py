@@ -16,9 +16,9 @@ cells, which sit in different inner zips. The members are read in place through 
 zip that was extracted (``ROOT/<SITE>/index.csv`` beside the inner zips) is read the same way.
 
 A pair is skipped and counted when a file is missing or unreadable, the shapes are not an s = 2 pair, a
-value is not finite, or more than ``max_nodata`` of its pixels are nodata (-10000, or the file's own
-nodata). Shards are written through :class:`kit.data.writer.PairShardWriter`; shards of an earlier run in
-the same folder that the new index does not list are removed, so re-running into one folder is safe.
+value is not finite, or (counted by :class:`kit.data.writer.PairShardWriter`) more than ``max_nodata`` of
+its pixels are nodata (-10000, or the file's own nodata, stored as -10000); the reader fills the nodata
+pixels of the pairs below that limit. The writer builds the whole set and puts it in place at the end.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.data.sources.pairs import check_pair, remove_stale_shards, to_int16
+from kit.data.sources.pairs import check_pair, to_int16
 from kit.data.writer import PairShardWriter
 from kit.io import BANDS, BandStatistics, add_to_index, write_json_atomic
 
@@ -102,7 +102,8 @@ def run(opts: Sen2VenusOptions) -> dict:
     per_site: Counter = Counter()
     stats = BandStatistics(bands)
     out = Path(opts.out)
-    with PairShardWriter(out, opts.shard_size, bands=bands, mr_gsd=10.0, hr_gsd=5.0, prefix=opts.prefix) as w:
+    with PairShardWriter(out, opts.shard_size, bands=bands, mr_gsd=10.0, hr_gsd=5.0, prefix=opts.prefix,
+                         max_nodata_fraction=opts.max_nodata) as w:
         for ref in refs:
             if opts.limit is not None and w.num_samples >= opts.limit:
                 break
@@ -111,17 +112,18 @@ def run(opts: Sen2VenusOptions) -> dict:
             except _Skip as s:
                 skipped[s.reason] += 1
                 continue
-            reason = check_pair(mr, hr, nod_mr, nod_hr, opts.max_nodata)
+            reason = check_pair(mr, hr)
             if reason:
                 skipped[reason] += 1
                 continue
             key, meta = ref_key(ref)
-            w.write(key, to_int16(mr), to_int16(hr), meta)
-            stats.update(mr, nod_mr)
-            per_site[ref[1]] += 1
+            mr16 = to_int16(mr, nod_mr)
+            if w.write(key, mr16, to_int16(hr, nod_hr), meta):  # False: over the nodata limit (counted by the writer)
+                stats.update(mr16, -10000)
+                per_site[ref[1]] += 1
         written = w.num_samples
+        skipped.update(w.skipped)
     index = add_to_index(out, band_stats=stats.summary())
-    remove_stale_shards(out, opts.prefix, index)
     summary = {
         "source": "sen2venus",
         "out": str(out),
