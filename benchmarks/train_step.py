@@ -15,8 +15,10 @@ ratio of host + SA to the host in the same mode, and the compiled/eager ratio of
 Host syncs: one extra untimed step per variant runs under a ``TorchDispatchMode`` that counts the ops
 that make the host wait for a value: ``_local_scalar_dense`` (``.item()``, ``bool()``, ``int()``),
 ``nonzero``-like ops whose output size depends on the data, ``equal``, and device-to-host copies. Reads
-inside a sampler's draw are counted apart (``sampler_reads``): samplers draw on the CPU from the step's
-CPU generator, so on an accelerator they never wait for it; every other read would (``host_syncs``).
+of CPU tensors inside a sampler's draw or issued from ``kit/samplers/`` (drawing and checking the masks)
+are counted apart (``sampler_reads``): the masks are made on the CPU from the step's CPU generator, so
+on an accelerator they never wait for it. Every other read would (``host_syncs``, with its call sites).
+On a CPU run every tensor is a CPU tensor, so this split is by where the read happens.
 
 Rows are appended to ``benchmarks/results/train_step.csv`` with device, torch/triton versions and commit.
 """
@@ -86,11 +88,12 @@ class SyncCounter(TorchDispatchMode):
         else:
             sync = func.overloadpacket in SYNC_OPS
         if sync:
-            if self.in_sampler and not on_device:
+            site = _caller()
+            if not on_device and (self.in_sampler or site.startswith("kit/samplers/")):
                 self.sampler_reads += 1
             else:
                 self.host_syncs += 1
-                self.sites[_caller()] += 1
+                self.sites[site] += 1
         return out
 
     @contextlib.contextmanager

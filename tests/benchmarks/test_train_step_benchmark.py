@@ -23,6 +23,7 @@ def test_sync_counter_tells_device_reads_from_sampler_draws():
         bool(x.sum() > 0)
         torch.nonzero(x)
     assert counter.sampler_reads == 1 and counter.host_syncs == 2
+    assert set(counter.sites) == {"other"}  # issued from this test, not from kit/
     assert "sample" not in vars(owner.sampler)  # the wrapper is removed again
 
 
