@@ -99,7 +99,8 @@ class SyncCounter(TorchDispatchMode):
     @contextlib.contextmanager
     def samplers(self, fw):
         """Mark the draws of every sampler of ``fw`` (the host's and the add-on's)."""
-        owners = [m for m in (fw, getattr(fw, "host", None)) if m is not None and getattr(m, "sampler", None) is not None]
+        owners = [m for m in (fw, getattr(fw, "host", None))
+                  if m is not None and getattr(m, "sampler", None) is not None]
         originals = [(m.sampler, m.sampler.sample) for m in owners]
 
         def wrap(fn):
@@ -186,7 +187,8 @@ def _count_syncs(fw, step) -> dict:
 def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--paper-shapes", action="store_true", help="the paper's ViT-S shapes (default: the tiny config)")
-    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd step (kit.train.compile.compile_framework)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the torch.compile'd step (kit.train.compile.compile_framework)")
     ap.add_argument("--compile-backend", default="inductor",
                     help="torch.compile backend of the compiled variants (aot_eager: capture without code generation)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast, as the loop runs on CUDA (CUDA only)")

@@ -117,7 +117,8 @@ class TrainStep:
     """
 
     def __init__(self, model: Framework, optimizer: torch.optim.Optimizer, *, forward: nn.Module | None = None,
-                 accum_steps: int = 1, grad_clip: float | None = None, autocast_dtype: torch.dtype | None = None) -> None:
+                 accum_steps: int = 1, grad_clip: float | None = None,
+                 autocast_dtype: torch.dtype | None = None) -> None:
         if int(accum_steps) != accum_steps or accum_steps < 1:
             raise ValueError(f"accum_steps must be a positive integer, got {accum_steps!r}.")
         if grad_clip is not None and not grad_clip > 0:

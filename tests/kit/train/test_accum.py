@@ -53,7 +53,8 @@ def test_compiled_and_eager_losses_agree(tmp_path):
     # aot_eager: dynamo capture and AOT autograd of every network and loss, without inductor's C++
     # code generation, which takes minutes on a shared 2-core CPU (the benchmark times inductor)
     eager = losses(run(RECIPE, tmp_path / "eager", max_steps=3)["workdir"])
-    compiled = losses(run(RECIPE, tmp_path / "compiled", max_steps=3, bindings=["train.compile = 'aot_eager'"])["workdir"])
+    compiled = run(RECIPE, tmp_path / "compiled", max_steps=3, bindings=["train.compile = 'aot_eager'"])
+    compiled = losses(compiled["workdir"])
     assert [r["step"] for r in compiled] == [1, 2, 3]
     for a, b in zip(eager, compiled):
         for k in ("loss/total", "loss/host", "loss/gram"):
@@ -75,8 +76,9 @@ def test_torchrun_with_accumulation_matches_single_process(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((ddp / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["rank_param_checksums"][0] == summary["rank_param_checksums"][1]
-    done = subprocess.run([sys.executable, "tools/train.py", *ARGS, *_bindings(shards), *extra, "--workdir", str(single)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "tools/train.py", *ARGS, *_bindings(shards), *extra, "--workdir", str(single)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = losses(ddp), losses(single)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
