@@ -21,12 +21,14 @@ import argparse
 import functools
 import logging
 import os
+import re
 import sys
 from typing import Callable
 
 #: errors a user can act on from the message alone
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError)
 DEBUG_FLAGS = ("--debug", "--traceback")
+_GIN_NOTE = re.compile(r"^\s*In call to configurable ")
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
@@ -50,7 +52,9 @@ def configure_logging(debug: bool = False) -> None:
 def report(exc: BaseException, *, code: int = 2) -> int:
     """Print ``exc`` as one user-facing error and return the exit code."""
     hint = "" if hasattr(exc, "exit_code") else "\n(run again with --debug for the full traceback)"
-    print(f"error: {exc}{hint}", file=sys.stderr)
+    # gin appends "In call to configurable ..." to errors raised inside a configurable: noise to a user
+    text = "\n".join(line for line in str(exc).splitlines() if not _GIN_NOTE.match(line))
+    print(f"error: {text}{hint}", file=sys.stderr)
     return code
 
 

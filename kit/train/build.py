@@ -11,11 +11,14 @@ from torch import nn
 
 from kit.frameworks.base import Framework
 from kit.train import checkpoint as ckpt
+from kit.train import distributed as distr
+from kit.train import fingerprint as fp
 from kit.train.distributed import DistInfo
 from kit.train.logger import MetricsLogger
 from kit.train.compile import compile_framework
 from kit.train.optim import build_adamw
-from kit.train.preflight import preflight
+from kit.train.preflight import ConfigError, check_settings, preflight
+from kit.train.rundir import Claim, RunFolderError, claim
 from kit.train.state import Run, TrainConfig
 from kit.train.step import TrainStep
 
@@ -38,11 +41,6 @@ def rank_data(data: Any, cfg: TrainConfig, info: DistInfo) -> Any:
 
     The gin-built object itself is left as configured.
     """
-    if cfg.batch_size % info.world_size:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} is not divisible by the {info.world_size} ranks; "
-            "pick a multiple of the world size."
-        )
     local = copy.copy(data)
     local.batch_size = cfg.batch_size // info.world_size
     return local
@@ -79,51 +77,70 @@ def restore(run: Run, state: dict, path: Path) -> dict | None:
     order restarts (weights, optimizer and schedules still resume exactly).
     """
     info = run.info
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
+    changes = fp.check_resume(state.get("config"), run.config, source=str(path))
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:  # only reachable for checkpoints without a config
+        raise fp.ResumeMismatchError(f"cannot resume from {path}: its weights do not fit this model ({exc}).") from None
     run.start_step = int(state["step"])
     same_world = len(state["data"]) == info.world_size
-    if not same_world and info.is_main:
-        log.warning("checkpoint was written by %d ranks, not %d: the data order restarts (weights, optimizer "
-                    "and schedules resume exactly)", len(state["data"]), info.world_size)
-    ckpt.restore_rng(state["rng"][info.rank] if same_world else state["rng"][0])
     if info.is_main:
-        log.info("resumed from %s at step %d", path, run.start_step)
+        log.info("resumed from %s at step %d%s", path, run.start_step,
+                 f" (allowed changes: {'; '.join(changes)})" if changes else "")
+        if not same_world:
+            log.warning("checkpoint was written by %d ranks, not %d: the data order restarts (weights, optimizer "
+                        "and schedules resume exactly)", len(state["data"]), info.world_size)
+    ckpt.restore_rng(state["rng"][info.rank] if same_world else state["rng"][0])
     return state["data"][info.rank] if same_world else None
 
 
-def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, *, resume: bool,
-              max_steps: int | None, recipe: list[str]) -> Run:
-    """Build (or resume) everything a run needs; nothing is written before preflight has passed."""
-    if cfg.precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be 'bf16' or 'fp32', got {cfg.precision!r}.")
-    if int(cfg.accum_steps) != cfg.accum_steps or cfg.accum_steps < 1:
-        raise ValueError(f"train.accum_steps must be a positive integer, got {cfg.accum_steps!r}.")
-    data = rank_data(data, cfg, info)
-    framework = build_framework(framework, cfg.seed)
-    data_info = preflight(framework, data, batch_size=cfg.batch_size, world_size=info.world_size)
-    horizon = cfg.horizon(data_info["num_samples"])
-    model = framework.to(info.device)
-    model.train()
+def claim_folder(workdir: Path, info: DistInfo, *, resume: bool | str, overwrite: bool) -> Claim:
+    """Rank 0 takes the run folder (:func:`kit.train.rundir.claim`); every rank learns the outcome."""
+    mine, error = None, None
     if info.is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            mine = claim(workdir, resume=resume, overwrite=overwrite)
+        except RunFolderError as exc:
+            error = exc
+    outcome = distr.broadcast_object(str(error) if error else mine.resume if mine else None, info)
+    if error is not None:
+        raise error
+    if isinstance(outcome, str):
+        raise RunFolderError(f"rank 0 could not take the run folder: {outcome}")
+    return mine or Claim(lock=None, resume=outcome)
+
+
+def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, *, resume: bool | str,
+              overwrite: bool = False, max_steps: int | None, recipe: list[str]) -> Run:
+    """Build (or resume) everything a run needs; nothing is written before every check has passed."""
+    if problems := check_settings(cfg, world_size=info.world_size, max_steps=max_steps):
+        raise ConfigError("the run cannot start; fix the following and run again:\n"
+                          + "\n".join(f"  - {p}" for p in problems))
+    framework = build_framework(framework, cfg.seed)
+    data_info = preflight(framework, data, cfg=cfg, world_size=info.world_size)
+    data, horizon = rank_data(data, cfg, info), cfg.horizon(data_info["num_samples"])
+    config = fp.current()  # every component is built: the operative config is the run's
+    model = framework.to(info.device).train()
+    folder = claim_folder(workdir, info, resume=resume, overwrite=overwrite)
     run = Run(cfg=cfg, info=info, workdir=workdir, model=model, ddp_model=model,
-              optimizer=build_adamw(model, betas=cfg.betas, no_decay=cfg.no_decay), data=data, stream=None, logger=None,
-              horizon=horizon, start_step=0, stop=horizon, data_info=data_info,
-              export=export_description(model, data, data_info, horizon, recipe))
-    data_state = None
-    loaded = ckpt.load_latest(workdir, map_location=info.device) if resume else None
-    if loaded is not None:
-        data_state = restore(run, *loaded)
-    if cfg.compile:
-        compile_framework(model, **({} if cfg.compile is True else {"backend": cfg.compile}))
-    if info.enabled:
-        run.ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    run.stepper = TrainStep(model, run.optimizer, forward=run.ddp_model, accum_steps=cfg.accum_steps,
-                            grad_clip=cfg.grad_clip, autocast_dtype=torch.bfloat16 if run.use_bf16 else None)
-    run.stop = horizon if max_steps is None else min(horizon, run.start_step + int(max_steps))
-    run.logger = MetricsLogger(workdir, resume_step=run.start_step if resume else None, enabled=info.is_main,
-                               tensorboard=cfg.tensorboard)
-    run.stream = data.stream(seed=cfg.seed, rank=info.rank, world_size=info.world_size, state=data_state)
+              optimizer=build_adamw(model, betas=cfg.betas, no_decay=cfg.no_decay), data=data, stream=None,
+              logger=None, horizon=horizon, start_step=0, stop=horizon, data_info=data_info, config=config,
+              lock=folder.lock, export=export_description(model, data, data_info, horizon, recipe))
+    try:
+        data_state = restore(run, *ckpt.load_newest(workdir, info.device)) if folder.resume else None
+        if cfg.compile:
+            compile_framework(model, **({} if cfg.compile is True else {"backend": cfg.compile}))
+        if info.enabled:
+            run.ddp_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        run.stepper = TrainStep(model, run.optimizer, forward=run.ddp_model, accum_steps=cfg.accum_steps,
+                                grad_clip=cfg.grad_clip, autocast_dtype=torch.bfloat16 if run.use_bf16 else None)
+        run.stop = horizon if max_steps is None else min(horizon, run.start_step + int(max_steps))
+        run.logger = MetricsLogger(workdir, resume_step=run.start_step if folder.resume else None,
+                                   enabled=info.is_main, tensorboard=cfg.tensorboard)
+        run.stream = data.stream(seed=cfg.seed, rank=info.rank, world_size=info.world_size, state=data_state)
+    except BaseException:
+        run.release()
+        raise
     return run

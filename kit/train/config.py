@@ -120,3 +120,21 @@ def parse(gin_files: list[str], bindings: list[str] | None = None) -> None:
         except (ValueError, KeyError, SyntaxError) as exc:
             raise _explain(exc, f"--gin_param {b!r}") from None
     gin.finalize()
+
+
+def require_bindings(configurable: str, params: tuple[str, ...], files: list[str]) -> None:
+    """Stop with a clear message when the parsed config leaves a required parameter unbound.
+
+    A preset (``gin/presets/*.gin``) given without a recipe is the usual cause.
+    """
+    missing = []
+    for p in params:
+        try:
+            gin.query_parameter(f"{configurable}.{p}")
+        except ValueError:
+            missing.append(f"{configurable}.{p}")
+    if missing:
+        raise GinConfigError(
+            f"{', '.join(files)}: {', '.join(missing)} not bound. Pass a recipe first (e.g. --gin gin/latentmim_sa.gin), "
+            "then presets or overrides (--gin gin/presets/cpu_quick.gin); presets only adjust a recipe."
+        )

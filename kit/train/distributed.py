@@ -28,7 +28,10 @@ def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     """``"auto"``: the local CUDA device when there is one, else the CPU."""
     if device == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"train.device = {device!r} is not a device ({exc}); use 'auto', 'cpu' or 'cuda'.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for but CUDA is not available; use device='cpu' or 'auto'.")
     return dev
@@ -78,3 +81,12 @@ def mean_over_ranks(values: dict, info: DistInfo) -> dict[str, float]:
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's ``obj`` on every rank (``obj`` itself when running alone)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -29,19 +30,23 @@ from kit.frameworks.base import Framework
 from kit.train import checkpoint as ckpt
 from kit.train import distributed as distr
 from kit.train.build import build_run
+from kit.train.signals import RunInterrupted, StopRequest
 from kit.train.state import Run, TrainConfig
 from kit.train.step import GLOBAL, StepResult, step_seed, train_step
 
-__all__ = ["GLOBAL", "NonFiniteError", "Run", "TrainConfig", "step_seed", "train"]
+__all__ = ["GLOBAL", "NonFiniteError", "Run", "RunInterrupted", "TrainConfig", "step_seed", "train"]
 
 log = logging.getLogger(__name__)
+
+#: under torchrun, the ranks agree on a stop request at least every this many steps
+STOP_CHECK_EVERY = 10
 
 
 class NonFiniteError(RuntimeError):
     """Raised when too many consecutive steps had a non-finite loss or gradient norm."""
 
 
-@gin.configurable(denylist=["workdir", "resume", "max_steps", "recipe"])
+@gin.configurable(denylist=["workdir", "resume", "overwrite", "max_steps", "recipe"])
 def train(
     workdir: str | os.PathLike,
     *,
@@ -66,7 +71,8 @@ def train(
     keep_checkpoints: int = 3,
     max_nonfinite: int = 5,
     tensorboard: bool = True,
-    resume: bool = False,
+    resume: bool | str = False,
+    overwrite: bool = False,
     max_steps: int | None = None,
     recipe: list[str] | None = None,
 ) -> dict:
@@ -80,19 +86,22 @@ def train(
         data: a ``kit.data.loader.PairedTiles`` (left as configured; the run reads a per-rank copy).
         batch_size ... tensorboard: the schedule, cadence and numerics bindings, documented on
             :class:`kit.train.state.TrainConfig`.
-        resume: continue from the newest checkpoint in ``workdir`` (a fresh start if there is none).
+        resume: ``True``: continue from the newest usable checkpoint in ``workdir`` (an error if there is
+            none, or if the config changes the trajectory); ``"auto"``: resume when ``workdir`` has a
+            checkpoint, else start fresh (what a requeued cluster job runs); ``False``: a fresh run, refused
+            in a folder that holds one. ``overwrite``: a fresh run moves an earlier one aside (kept).
         max_steps: stop after this many steps (smoke runs); the schedules keep the recipe's length.
         recipe: the gin files of the run (recorded in the export's meta.json).
 
-    Returns:
-        summary dict (steps run, last losses, paths).
+    Returns: a summary dict (steps run, last losses, paths).
     """
-    given = locals()
+    given = locals()  # the bindings, by name (a comprehension has its own locals())
     cfg = TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig)})
-    info = distr.setup(cfg.device)
+    info, stop, run = distr.setup(cfg.device), StopRequest().install(), None  # workers fork later: inherit it
     try:
-        run = build_run(cfg, framework, data, info, Path(workdir), resume=resume, max_steps=max_steps,
-                        recipe=list(recipe or []))
+        run = build_run(cfg, framework, data, info, Path(workdir), resume=resume, overwrite=overwrite,
+                        max_steps=max_steps, recipe=list(recipe or []))
+        run.stop_request = stop
         try:
             step = run_steps(run)
         finally:
@@ -100,12 +109,17 @@ def train(
             run.stream.close()
         return finish(run, step)
     finally:
+        stop.restore()
+        if run is not None:
+            run.release()
         distr.teardown()
 
 
 def run_steps(run: Run) -> int:
     """Train ``run.start_step .. run.stop``, checkpointing on cadence and at the end; return the last step."""
     announce(run)
+    if run.stop_request is not None:
+        run.stop_request.armed = True  # from now on SIGTERM / SIGINT end the run after a step and a checkpoint
     run.batches = iter(run.stream)
     bar = tqdm(total=run.stop, initial=run.start_step, disable=not run.info.is_main, desc="train",
                dynamic_ncols=True)
@@ -129,10 +143,39 @@ def run_steps(run: Run) -> int:
                     "enable grad_clip, or check the data for NaN tiles.")
             if ckpt_now and run.nonfinite == 0:
                 save(run, done)
+            if done != run.stop and stop_requested(run, done, check_all=log_now or ckpt_now):
+                interrupt(run, done)
         save(run, run.stop)
     finally:
         bar.close()
     return run.stop
+
+
+def stop_requested(run: Run, done: int, check_all: bool = False) -> bool:
+    """Whether a rank received SIGTERM / SIGINT; all ranks agree, so they stop at the same step.
+
+    Alone, every step looks. Under torchrun the ranks agree (one tiny all-reduce, a host sync) at log and
+    checkpoint steps and every :data:`STOP_CHECK_EVERY` steps, so a signal stops the run within that many
+    steps while the other steps stay free of syncs.
+    """
+    seen = run.stop_request is not None and run.stop_request.signum is not None
+    if not run.info.enabled:
+        return seen
+    if check_all or done % STOP_CHECK_EVERY == 0:
+        return distr.broadcast_flag(seen, run.info)
+    return False
+
+
+def interrupt(run: Run, done: int) -> None:
+    """Checkpoint step ``done`` (unless just saved) and stop the run with :class:`RunInterrupted`."""
+    if run.saved_step != done:
+        save(run, done)
+    signum = run.stop_request.signum or signal.SIGTERM
+    name = signal.Signals(signum).name
+    raise RunInterrupted(
+        f"stopped by {name} after step {done} of {run.horizon}; the checkpoint of step {done} is in "
+        f"{ckpt.checkpoint_dir(run.workdir)}. Run the same command with --resume (or --resume auto) to continue.",
+        signum)
 
 
 def announce(run: Run) -> None:
@@ -180,6 +223,7 @@ def log_step(run: Run, step: int, result: StepResult) -> None:
 
 def save(run: Run, step: int) -> None:
     """Write the checkpoint of ``step`` (everything an exact resume needs) from rank 0."""
+    run.saved_step = step
     rng_all = distr.all_gather_objects(ckpt.capture_rng(), run.info)
     data_all = distr.all_gather_objects(run.stream.state_dict(), run.info)
     if not run.info.is_main:
@@ -194,6 +238,7 @@ def save(run: Run, step: int) -> None:
         "world_size": run.info.world_size,
         "seed": run.cfg.seed,
         "export": run.export,
+        "config": run.config,
     }
     ckpt.save_checkpoint(run.workdir, step, state, gin.operative_config_str(), keep=run.cfg.keep_checkpoints)
 

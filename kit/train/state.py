@@ -12,6 +12,8 @@ from torch import nn
 from kit.frameworks.base import Framework
 from kit.train.distributed import DistInfo
 from kit.train.logger import MetricsLogger
+from kit.train.rundir import RunLock
+from kit.train.signals import StopRequest
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ class Run:
         start_step / stop: the steps this invocation runs, ``range(start_step, stop)``.
         export: the export description stored in every checkpoint (prefix, timm name and kwargs, meta).
         data_info: the data summary of preflight.
+        config: the operative gin bindings (the resume fingerprint, stored in every checkpoint).
+        lock: the run folder's lock (rank 0). stop_request: SIGTERM / SIGINT seen by this process.
+        saved_step: the step of the newest checkpoint this invocation wrote.
     """
 
     cfg: TrainConfig
@@ -103,7 +108,11 @@ class Run:
     export: dict
     data_info: dict
     stepper: Any = None
+    config: dict = field(default_factory=dict)
+    lock: RunLock | None = None
+    stop_request: StopRequest | None = None
     batches: Iterator[dict] | None = None
+    saved_step: int = -1
     nonfinite: int = 0
     skipped_since_log: int = 0
     last_logs: dict = field(default_factory=dict)
@@ -124,6 +133,12 @@ class Run:
     @property
     def use_bf16(self) -> bool:
         return self.info.device.type == "cuda" and self.cfg.precision == "bf16"
+
+    def release(self) -> None:
+        """Give up the run folder (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def weight_decay(self, step: int, total: int) -> float:
         """The weight decay of ``step`` (a schedule or a constant)."""

@@ -21,8 +21,8 @@ def test_resume_gives_identical_losses_and_weights(tmp_path):
     assert sa["data"] == sb["data"]
 
 
-def test_checkpoints_are_pruned_and_resume_without_checkpoint_starts_fresh(tmp_path):
-    run(RECIPE, tmp_path, max_steps=7, resume=True, bindings=["train.ckpt_every = 2", "train.keep_checkpoints = 2"])
+def test_checkpoints_are_pruned_and_resume_auto_without_checkpoint_starts_fresh(tmp_path):
+    run(RECIPE, tmp_path, max_steps=7, resume="auto", bindings=["train.ckpt_every = 2", "train.keep_checkpoints = 2"])
     names = sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-*.pt"))
     assert names == ["ckpt-00000006.pt", "ckpt-00000007.pt"]
     assert not list((tmp_path / "checkpoints").glob(".*tmp*"))
