@@ -43,7 +43,9 @@ STOP_CHECK_EVERY = 10
 
 
 class NonFiniteError(RuntimeError):
-    """Raised when too many consecutive steps had a non-finite loss or gradient norm."""
+    """Raised when too many consecutive steps had a non-finite loss or gradient norm (CLI exit code 2)."""
+
+    exit_code = 2
 
 
 @gin.configurable(denylist=["workdir", "resume", "overwrite", "max_steps", "recipe"])
