@@ -78,24 +78,18 @@ def train(
     max_steps: int | None = None,
     recipe: list[str] | None = None,
 ) -> dict:
-    """Pretrain ``framework`` on ``data`` and export the student encoder.
+    """Pretrain ``framework`` on ``data``, export the student encoder, return a summary dict.
 
     Args:
-        workdir: run folder: ``logs/`` (metrics.jsonl, metrics.csv, tb/, loss_curves.png),
-            ``checkpoints/`` (ckpt-*.pt + operative gin config), ``export/`` (encoder.safetensors, meta.json).
-        framework: host SSL framework or ``SpatialAffinity(host=...)``, or (as the recipes bind it, without
-            parentheses) its class, built after ``torch.manual_seed(seed)``.
-        data: a ``kit.data.loader.PairedTiles`` (left as configured; the run reads a per-rank copy).
-        batch_size ... tensorboard: the schedule, cadence and numerics bindings, documented on
-            :class:`kit.train.state.TrainConfig`.
-        resume: ``True``: continue from the newest usable checkpoint in ``workdir`` (an error if there is
-            none, or if the config changes the trajectory); ``"auto"``: resume when ``workdir`` has a
-            checkpoint, else start fresh (what a requeued cluster job runs); ``False``: a fresh run, refused
-            in a folder that holds one. ``overwrite``: a fresh run moves an earlier one aside (kept).
+        workdir: run folder: ``logs/``, ``checkpoints/`` (ckpt-*.pt + operative gin config), ``export/``.
+        framework: host SSL framework or ``SpatialAffinity(host=...)``, or (as the recipes bind it) its
+            class, built after ``torch.manual_seed(seed)``. data: a ``PairedTiles`` (left as configured).
+        batch_size ... tensorboard: documented on :class:`kit.train.state.TrainConfig`.
+        resume: ``True``: continue from the newest usable checkpoint (an error if none, or if the config
+            changes the trajectory); ``"auto"``: resume if ``workdir`` has a checkpoint, else start fresh;
+            ``False``: fresh, refused in a folder that holds a run unless ``overwrite`` moves it aside.
         max_steps: stop after this many steps (smoke runs); the schedules keep the recipe's length.
         recipe: the gin files of the run (recorded in the export's meta.json).
-
-    Returns: a summary dict (steps run, last losses, paths).
     """
     given = locals()  # the bindings, by name (a comprehension has its own locals())
     cfg = TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig)})
