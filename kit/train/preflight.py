@@ -130,7 +130,8 @@ def _warn_about_units(data, info: dict) -> None:
             logging.getLogger(__name__).warning("data: %s", note)
 
 
-def preflight(framework, data, *, cfg, world_size: int = 1, max_steps: int | None = None) -> dict:
+def preflight(framework, data, *, cfg=None, batch_size: int | None = None, world_size: int = 1,
+              max_steps: int | None = None) -> dict:
     """Validate settings, data and framework together before any training work.
 
     1. every schedule, cadence and numerics binding of ``train`` (:func:`check_settings`);
@@ -139,12 +140,21 @@ def preflight(framework, data, *, cfg, world_size: int = 1, max_steps: int | Non
     3. a dry forward of the framework on a batch of the loader's exact shapes (:func:`_model_problems`);
     4. the lr, weight-decay and momentum schedules over the run's length (:func:`check_schedules`).
 
+    Args:
+        cfg: the run's :class:`kit.train.state.TrainConfig`; None checks data and model only, with
+            ``batch_size`` (default: one image per rank).
+
     Returns:
         the data summary of ``data.check()``.
 
     Raises:
         ConfigError listing every problem found.
     """
+    schedules = cfg is not None
+    if cfg is None:  # data and model only (tools and tests): a config of this batch size, no schedule check
+        from kit.train.state import TrainConfig
+
+        cfg = TrainConfig(batch_size=batch_size or world_size, lr=lambda step, total: 1.0)
     problems = check_settings(cfg, world_size=world_size, max_steps=max_steps)
     info: dict = {}
     try:
@@ -155,7 +165,7 @@ def preflight(framework, data, *, cfg, world_size: int = 1, max_steps: int | Non
     # the model check runs even when the data check failed (with the configured shapes), so one
     # error lists the problems of both
     problems += _model_problems(framework, data, info)
-    if not problems:
+    if schedules and not problems:
         problems += check_schedules(cfg, framework, cfg.horizon(info["num_samples"]))
     if problems:
         raise ConfigError(
