@@ -26,6 +26,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from tools._cli import main_guard, parser  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Row:
@@ -123,7 +125,7 @@ def build_command(recipe: str, workdir: Path, args: argparse.Namespace) -> list[
     if args.max_steps is not None:
         cmd += ["--max_steps", str(int(args.max_steps))]
     if args.resume:
-        cmd.append("--resume")
+        cmd += ["--resume", "auto"]  # a row that has not started yet starts fresh
     return cmd
 
 
@@ -189,8 +191,9 @@ def list_tables() -> str:
     return "\n".join(lines)
 
 
+@main_guard
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("recipes", nargs="*", help="recipes by path or name (ijepa_sa, ablations/ijepa_sa_linear)")
     ap.add_argument("--table", action="append", default=[], choices=[*TABLES, "all"], help="all rows of a table (repeatable)")
     ap.add_argument("--out", default="runs/experiments", help="parent folder; each run goes to OUT/<recipe name>")
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="shard root for every run (binds PairedTiles.root)")
     ap.add_argument("--seed", type=int, default=None, help="train.seed of every run")
     ap.add_argument("--preset", action="append", default=[], help="gin file included after every recipe (repeatable)")
-    ap.add_argument("--resume", action="store_true", help="resume every run from its newest checkpoint")
+    ap.add_argument("--resume", action="store_true", help="resume every run from its newest checkpoint (runs without one start fresh)")
     ap.add_argument("--stop_on_error", action="store_true", help="stop at the first failed run")
     ap.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("--list", action="store_true", help="print the tables, their recipes and the paper's mIoU")
