@@ -6,12 +6,18 @@
     python tools/experiments.py ijepa_sa ablations/ijepa_sa_linear --max_steps 100 --data /data/shards
     python tools/experiments.py --table III --gin_param 'train.batch_size = 32' --seed 1 --dry_run
     python tools/experiments.py --list                                           # tables, rows, recipes
+    python tools/experiments.py --table mini --out results/mini                  # Tables I-II in miniature (~30 min CPU)
+    python tools/experiments.py --table mini --fast --out runs/mini_fast         # the same with one seed (<= 10 min)
 
 Each run is ``python tools/train.py --gin RECIPE [--gin PRESET] [--gin_param ...] --workdir OUT/<name>``
 in its own process (gin state never leaks between runs), its output kept in ``OUT/<name>/experiment.log``.
 At the end a table says where each run's encoder landed and its final logged losses, and
 ``OUT/experiments.json`` records the same. The paper's mIoU (m-cashew / m-SA-crop / MADOS) of each row is
 listed for reference: evaluate the exported encoders with ``tools/probe.py``.
+
+``--table mini`` is different: it pretrains CPU-sized models for every row of Tables I-II and every host,
+over 3 seeds, probes them on a synthetic downstream task where HR detail matters and writes a report with
+bootstrap intervals and figures (see ``tools/mini_experiment.py``). It resumes where a killed run stopped.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "tools"))
 
 from tools._cli import main_guard, parser  # noqa: E402
 
@@ -195,7 +202,8 @@ def list_tables() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__)
     ap.add_argument("recipes", nargs="*", help="recipes by path or name (ijepa_sa, ablations/ijepa_sa_linear)")
-    ap.add_argument("--table", action="append", default=[], choices=[*TABLES, "all"], help="all rows of a table (repeatable)")
+    ap.add_argument("--table", action="append", default=[], choices=[*TABLES, "all", "mini"],
+                    help="all rows of a table (repeatable); 'mini': the miniature experiment of Tables I-II")
     ap.add_argument("--out", default="runs/experiments", help="parent folder; each run goes to OUT/<recipe name>")
     ap.add_argument("--max_steps", type=int, default=None, help="stop every run after N steps (schedules keep their length)")
     ap.add_argument("--gin_param", action="append", default=[], help="binding added to every run (repeatable)")
@@ -206,8 +214,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop_on_error", action="store_true", help="stop at the first failed run")
     ap.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("--list", action="store_true", help="print the tables, their recipes and the paper's mIoU")
+    ap.add_argument("--fast", action="store_true", help="--table mini: one seed (<= 10 min on 2 CPU cores)")
+    ap.add_argument("--runs", default=None, help="--table mini: folder of the per-run work folders (default OUT/runs)")
+    ap.add_argument("--hosts", default=None, help="--table mini: comma-separated hosts (default: every host with recipes)")
+    ap.add_argument("--size", default=None, choices=["full", "fast", "tiny"], help=argparse.SUPPRESS)
     ap.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+
+    if "mini" in args.table:
+        if len(args.table) > 1 or args.recipes:
+            print("error: --table mini runs on its own; drop the other tables and recipes.", file=sys.stderr)
+            return 2
+        import mini_experiment
+
+        try:
+            return mini_experiment.main(args)
+        except (ValueError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
 
     if args.list:
         print(list_tables())

@@ -1,0 +1,153 @@
+"""``tools/experiments.py --table mini``: the task, the statistics and the plumbing end to end at a tiny size.
+
+The experiment itself (minutes) is not run here: ``--size tiny`` uses the test-suite's model preset, two
+pretraining steps, a 16 px task with a handful of tiles and one host.
+"""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools"))
+
+import experiments  # noqa: E402
+import mini_experiment  # noqa: E402
+import mini_report  # noqa: E402
+from kit.data.synthetic import GENERATOR_VERSION, SyntheticScenes  # noqa: E402
+from kit.eval.miou import mean_iou  # noqa: E402
+from kit.eval.minitask import CLASSES, MiniTask, assert_disjoint, load_split, mr_labels, tile_confusions  # noqa: E402
+
+TASK = MiniTask(mr_size=16, num_train=4, num_val=2, num_test=3)
+
+
+def test_scenes_are_deterministic_labelled_and_split_apart():
+    a, b = TASK.scene("test", 1), TASK.scene("test", 1)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert a["mr"].shape == (4, 16, 16) and a["hr"].shape == (4, 32, 32) and a["label"].shape == (16, 16)
+    assert a["mr"].dtype == np.int16 and set(np.unique(a["label"])) <= set(range(len(CLASSES)))
+    assert not np.array_equal(TASK.scene("train", 1)["hr"], a["hr"])  # splits draw different scenes
+    # labelled parcels and tracks appear across a few scenes
+    seen = set()
+    for i in range(12):
+        seen |= set(np.unique(TASK.scene("train", i)["label"]).tolist())
+    assert seen == set(range(len(CLASSES)))
+
+
+def test_task_streams_are_disjoint_from_the_pretraining_set():
+    assert_disjoint(TASK, SyntheticScenes(num_pairs=64, mr_size=16))
+
+    class Clashing(MiniTask):
+        def seed_of(self, split, index):  # what a careless task would do: reuse the pretraining stream
+            return [0, int(index), GENERATOR_VERSION]
+
+    with pytest.raises(AssertionError, match="share a random stream"):
+        assert_disjoint(Clashing(mr_size=16, num_train=4, num_val=2, num_test=3), SyntheticScenes(num_pairs=8))
+
+
+def test_mr_labels_majority_with_tracks_counting_double():
+    hr = np.zeros((4, 4), np.int8)
+    hr[:2, :2] = 2                    # block (0, 0): all meadow
+    hr[:2, 2:] = [[3, 3], [3, 0]]     # block (0, 1): 3 of 4 hamlet
+    track = np.zeros((4, 4), np.float32)
+    track[2, 0] = 1.0                 # block (1, 0): one track pixel of four (0.5 doubled) loses to 0.75 other
+    track[2:, 2] = 1.0                # block (1, 1): two track pixels -> 1.0 > 0.5 other
+    hr[track >= 0.5] = 4
+    lab = mr_labels(hr, track, 2)
+    assert lab.tolist() == [[2, 3], [0, 4]]
+
+
+def test_split_cache_is_written_once_and_reused(tmp_path):
+    d1 = load_split(TASK, "val", tmp_path)
+    files = list(tmp_path.rglob("val.npz"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    d2 = load_split(TASK, "val", tmp_path)
+    assert files[0].stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(d1["mr"], d2["mr"])
+    np.testing.assert_array_equal(d1["mr"][1], TASK.scene("val", 1)["mr"])
+
+
+def test_tile_confusions_and_miou_agree_with_the_kit_metric():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randint(0, 5, (6, 8, 8), generator=g), torch.randint(0, 5, (6, 8, 8), generator=g)
+    conf = tile_confusions(pred, target, 5)
+    assert conf.shape == (6, 5, 5) and conf.sum() == 6 * 64
+    assert conf[2].sum() == 64 and conf[2, int(target[2, 0, 0]), int(pred[2, 0, 0])] >= 1
+    assert mini_report.miou(conf.sum(0)) == pytest.approx(mean_iou(conf.sum(0)))
+
+
+def test_bootstrap_interval_of_a_paired_difference():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, (2, 40, 100))
+    good = np.where(rng.random(truth.shape) < 0.9, truth, rng.integers(0, 3, truth.shape))
+    bad = np.where(rng.random(truth.shape) < 0.5, truth, rng.integers(0, 3, truth.shape))
+    conf = lambda p: np.stack([tile_confusions(torch.from_numpy(p[s]), torch.from_numpy(truth[s]), 3)  # noqa: E731
+                               for s in range(2)])
+    d, lo, hi = mini_report.bootstrap_diff(conf(good), conf(bad), iters=200)
+    assert lo <= d <= hi and lo > 0.2
+    d, lo, hi = mini_report.bootstrap_diff(conf(good), conf(good), iters=50)
+    assert d == lo == hi == 0.0
+    with pytest.raises(ValueError, match="different shapes"):
+        mini_report.bootstrap_diff(conf(good), conf(good)[:1], iters=5)
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_mini_table_end_to_end_and_resumes(tmp_path, capsys):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    settings = mini_experiment.SIZES["tiny"]
+    # a partial run left behind by a kill: one of two steps done, a checkpoint, no DONE marker
+    part = mini_experiment.run_dir(runs, mini_experiment.Run("latentmim", "mr", 0))
+    cmd = [sys.executable, str(REPO / "tools" / "train.py"), "--gin", "gin/latentmim_mr.gin", "--gin", settings.preset,
+           "--workdir", str(part), "--max_steps", "1"]
+    for p in settings.gin_params(0):
+        cmd += ["--gin_param", p]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+
+    argv = ["--table", "mini", "--size", "tiny", "--hosts", "latentmim", "--out", str(out), "--runs", str(runs)]
+    assert experiments.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "resumed from" in (part / "experiment.log").read_text()
+    report = (out / "report.md").read_text()
+    for needle in ("Table I (miniature)", "Table II (miniature)", "SA − MR", "real HR − false HR", "LatentMIM",
+                   "random init (floor)", "supervised CNN on MR (ceiling)", "bars.png", "cluster_maps.png"):
+        assert needle in report, needle
+    results = _rows(out / "results.csv")
+    assert sorted(r["key"] for r in results) == ["ceiling", "latentmim_falsehr", "latentmim_hr", "latentmim_init",
+                                                 "latentmim_mr", "latentmim_sa"]
+    assert all(0.0 <= float(r["test_miou"]) <= 100.0 for r in results)
+    diffs = _rows(out / "differences.csv")
+    assert [d["comparison"] for d in diffs] == ["SA - MR", "real HR - false HR"]
+    assert all(float(d["low"]) <= float(d["diff"]) <= float(d["high"]) for d in diffs)
+    for fig in ("bars.png", "cluster_maps.png", "loss_curves.png"):
+        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    z = np.load(out / "tile_confusions.npz")
+    assert z["latentmim_sa_seed0"].shape == (settings.task.num_test, len(CLASSES), len(CLASSES))
+    assert not list(runs.rglob("ckpt-*.pt"))  # finished runs keep their export, not their checkpoints
+    assert "[6/6]" in text
+
+    # a second call redoes only the run whose DONE marker is gone
+    done = {p: p.stat().st_mtime_ns for p in runs.rglob("DONE")}
+    redo = mini_experiment.run_dir(runs, mini_experiment.Run("latentmim", "sa", 0))
+    (redo / "DONE").unlink()
+    before = json.loads((redo / "probe.json").read_text())["test_miou"]
+    assert experiments.main(argv) == 0
+    changed = [p for p in runs.rglob("DONE") if done.get(p) != p.stat().st_mtime_ns]
+    assert changed == [redo / "DONE"]
+    assert json.loads((redo / "probe.json").read_text())["test_miou"] == pytest.approx(before)
+
+
+def test_mini_table_rejects_bad_arguments(capsys):
+    assert experiments.main(["--table", "mini", "--table", "I"]) == 2
+    assert experiments.main(["--table", "mini", "--size", "tiny", "--hosts", "nohost", "--out", "/tmp/never"]) == 1
+    assert "nohost" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""Figures of the miniature experiment: bar chart, cluster maps in the layout of the paper's Fig. 3, loss curves."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+ROWS = ("init", "mr", "hr", "sa", "falsehr")
+LABELS = {"init": "random init", "mr": "MR-model", "hr": "HR-model", "sa": "SA-model", "falsehr": "SA w/ false HR"}
+HOSTS = {"latentmim": "LatentMIM", "ijepa": "I-JEPA", "mae": "MAE"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fig.savefig(tmp, format="png", dpi=90)
+    _plt().close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def bar_chart(stats: dict, hosts: list[str], path: Path) -> Path:
+    """Mean test mIoU per row, grouped by host, error bars = std over seeds, dots = seeds; ceiling as a line."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.6 + 2.4 * len(hosts), 3.6))
+    colours = plt.get_cmap("tab10")
+    width = 0.8 / len(ROWS)
+    for i, h in enumerate(hosts):
+        for j, r in enumerate(ROWS):
+            st = stats.get(f"{h}_{r}")
+            if st is None:
+                continue
+            x = i + (j - (len(ROWS) - 1) / 2) * width
+            ax.bar(x, st["mean"], width, yerr=st["std"], color=colours(j), capsize=3, label=LABELS[r] if i == 0 else None)
+            ax.plot([x] * len(st["values"]), st["values"], "k.", ms=3)
+    if "ceiling" in stats:
+        c = stats["ceiling"]
+        ax.axhline(c["mean"], color="k", ls="--", lw=1, label=f"supervised CNN (ceiling) {c['mean']:.1f}")
+    ax.set_xticks(range(len(hosts)), [HOSTS.get(h, h) for h in hosts])
+    ax.set_ylabel("test mIoU (%)")
+    lo = min(st["mean"] - st["std"] for st in stats.values())
+    ax.set_ylim(max(0.0, lo - 5), None)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def loss_curves(results: list[dict], hosts: list[str], path: Path) -> Path:
+    """``loss/total`` of every pretraining run against the step, one panel per host, one colour per row."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(hosts), figsize=(4.2 * len(hosts), 3.2), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, h in zip(axes[0], hosts):
+        for r in results:
+            if r["host"] != h or r["row"] in ("init", "ceiling"):
+                continue
+            f = Path(r["dir"]) / "logs" / "metrics.jsonl"
+            rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+            pts = [(x["step"], x["loss/total"]) for x in rows if "loss/total" in x]
+            if pts:
+                j = ROWS.index(r["row"])
+                ax.plot(*zip(*pts), color=colours(j), lw=1.2 if r["seed"] == 0 else 0.6, alpha=1.0 if r["seed"] == 0 else 0.5,
+                        label=LABELS[r["row"]] if r["seed"] == min(x["seed"] for x in results) else None)
+        ax.set_title(f"{HOSTS.get(h, h)}: loss/total (host + gram for SA)", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def cluster_maps(results: list[dict], hosts: list[str], settings, path: Path, k: int = 3) -> Path:
+    """Ward cluster maps (k = 3) of one larger test-stream tile per row, side by side as in the paper's Fig. 3.
+
+    One figure row per host: MR image (RGB), labels, then the patch-feature cluster map of each row's
+    seed-0 encoder (lowest seed run present).
+    """
+    import torch
+
+    from kit.encoders.export import load_exported_encoder
+    from kit.eval.cluster import patch_brightness, rgb_image, ward_clusters
+    from kit.eval.minitask import CLASSES, encode, normalise
+
+    plt = _plt()
+    scene = settings.task.scene("figure", 0, mr_size=settings.figure_mr_size)
+    mr = scene["mr"].astype(np.float32)
+    first = {}
+    for r in sorted(results, key=lambda r: r["seed"]):
+        first.setdefault(r["key"], r)
+    cols = 2 + len(ROWS)
+    fig, axes = plt.subplots(len(hosts), cols, figsize=(2.1 * cols, 2.3 * len(hosts)), squeeze=False)
+    cmap = plt.get_cmap("viridis", k)
+    for i, h in enumerate(hosts):
+        axes[i, 0].imshow(rgb_image(mr), interpolation="nearest")
+        axes[i, 0].set_title("MR image", fontsize=8)
+        axes[i, 0].set_ylabel(HOSTS.get(h, h))
+        axes[i, 1].imshow(scene["label"], cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+        axes[i, 1].set_title("labels: " + ", ".join(f"{j}={c}" for j, c in enumerate(CLASSES)), fontsize=5)
+        for j, row in enumerate(ROWS, start=2):
+            r = first.get(f"{h}_{row}")
+            axes[i, j].set_title(LABELS[row], fontsize=8)
+            if r is None:
+                continue
+            model, meta = load_exported_encoder(Path(r["dir"]) / "export")
+            with torch.no_grad():
+                tok = encode(model, normalise(mr[None], meta.get("normalization")))[0]
+            g = int(round(tok.shape[0] ** 0.5))
+            feats = tok.reshape(g, g, -1).numpy()
+            cl = ward_clusters(feats, k, patch_brightness(mr, (g, g)))
+            H = mr.shape[-1]
+            axes[i, j].imshow(cl, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest", extent=(0, H, H, 0))
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"Cluster maps (k = {k}) of one {settings.figure_mr_size} px MR tile from the task's held-out scene "
+                 "stream, seed-0 encoders", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

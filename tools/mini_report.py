@@ -1,0 +1,171 @@
+"""Report of the miniature experiment (see ``tools/mini_experiment.py``): tables, bootstrap intervals, figures.
+
+mIoU of a set of test tiles is computed from the sum of their per-tile confusion matrices, so a bootstrap
+replicate resamples seeds (with replacement, the same seed indices for both rows of a paired difference)
+and test tiles (with replacement, the same tiles for both rows) and recomputes each row's mean over
+seeds. The interval is the 2.5-97.5 percentile range of the replicates.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kit.eval.minitask import CLASSES
+from kit.io import write_text_atomic
+
+ROW_ORDER = ("init", "mr", "hr", "sa", "falsehr")
+ROW_LABEL = {"init": "random init (floor)", "mr": "MR-model", "hr": "HR-model", "sa": "SA-model",
+             "falsehr": "SA w/ false HR", "ceiling": "supervised CNN on MR (ceiling)"}
+HOST_LABEL = {"latentmim": "LatentMIM", "ijepa": "I-JEPA", "mae": "MAE", "": "reference"}
+
+
+def miou(conf: np.ndarray) -> np.ndarray:
+    """Mean IoU of confusion matrices ``(..., C, C)`` over classes with a non-empty union -> ``(...)``."""
+    tp = np.diagonal(conf, axis1=-2, axis2=-1).astype(np.float64)
+    union = conf.sum(-1) + conf.sum(-2) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    return np.nanmean(iou, axis=-1)
+
+
+def bootstrap_diff(a: np.ndarray, b: np.ndarray, iters: int, seed: int = 0) -> tuple[float, float, float]:
+    """Paired difference of mean mIoU, ``a - b``, with a 95 % bootstrap interval over seeds and tiles.
+
+    Args:
+        a, b: per-tile confusion matrices ``(S, N, C, C)`` of two rows, seed ``i`` of ``a`` paired with seed ``i`` of ``b``.
+        iters: bootstrap replicates.
+
+    Returns:
+        ``(point, low, high)`` as fractions.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"rows to compare have different shapes {a.shape} and {b.shape} (seeds, tiles, C, C).")
+    S, N = a.shape[:2]
+    point = float(miou(a.sum(1)).mean() - miou(b.sum(1)).mean())
+    rng = np.random.default_rng(seed)
+    reps = np.empty(iters)
+    for k in range(iters):
+        s = rng.integers(0, S, S)
+        w = np.bincount(rng.integers(0, N, N), minlength=N).astype(np.float64)
+        ca = np.einsum("snij,n->sij", a[s], w)
+        cb = np.einsum("snij,n->sij", b[s], w)
+        reps[k] = miou(ca).mean() - miou(cb).mean()
+    lo, hi = np.percentile(reps, [2.5, 97.5])
+    return point, float(lo), float(hi)
+
+
+def _by_key(results: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in sorted(results, key=lambda r: r["seed"]):
+        out.setdefault(r["key"], []).append(r)
+    return out
+
+
+def _stats(rows: list[dict]) -> dict:
+    v = 100.0 * np.array([r["test_miou"] for r in rows])
+    conf = np.stack([r["tile_confusion"].sum(0) for r in rows])
+    tp = np.diagonal(conf, axis1=-2, axis2=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = tp / (conf.sum(-1) + conf.sum(-2) - tp)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v),
+            "values": v.tolist(), "class_iou": (100 * np.nanmean(iou, 0)).tolist()}
+
+
+def _fmt(st: dict | None) -> str:
+    return "-" if st is None else f"{st['mean']:.2f} ± {st['std']:.2f}"
+
+
+def tables_markdown(stats: dict[str, dict], diffs: list[dict], hosts: list[str], n_seeds: int) -> str:
+    """Tables I and II in the paper's layout, and the paired differences."""
+    cls = " | ".join(CLASSES)
+    lines = [f"### Table I (miniature): linear probing on the synthetic task, test mIoU (%), mean ± std over {n_seeds} seed(s)",
+             "", f"| Model | mIoU | IoU per class: {cls} |", "|---|---|---|"]
+    for h in hosts:
+        lines.append(f"| *{HOST_LABEL[h]}* | | |")
+        for r in ("init", "mr", "hr", "sa"):
+            st = stats.get(f"{h}_{r}")
+            per = " / ".join(f"{v:.1f}" for v in st["class_iou"]) if st else "-"
+            lines.append(f"| {ROW_LABEL[r]} | {_fmt(st)} | {per} |")
+    st = stats.get("ceiling")
+    if st:
+        per = " / ".join(f"{v:.1f}" for v in st["class_iou"])
+        lines += ["| *reference* | | |", f"| {ROW_LABEL['ceiling']} | {_fmt(st)} | {per} |"]
+    lines += ["", "### Table II (miniature): real vs. false high-resolution imagery, test mIoU (%)", "",
+              "| Model | w/ real HR | w/ false HR |", "|---|---|---|"]
+    for h in hosts:
+        lines.append(f"| {HOST_LABEL[h]} | {_fmt(stats.get(f'{h}_sa'))} | {_fmt(stats.get(f'{h}_falsehr'))} |")
+    lines += ["", "### Paired differences (mIoU points, 95 % bootstrap interval over seeds and test tiles)", "",
+              "| Host | SA − MR | real HR − false HR |", "|---|---|---|"]
+    for h in hosts:
+        cells = []
+        for name in ("SA - MR", "real HR - false HR"):
+            d = next((d for d in diffs if d["host"] == h and d["comparison"] == name), None)
+            cells.append("-" if d is None else f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]")
+        lines.append(f"| {HOST_LABEL[h]} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["empty"])
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_report(results: list[dict], settings, hosts: list[str], out: Path, runs_root: Path) -> dict:
+    """Write ``report.md``, ``results.csv``, ``summary.csv``, ``differences.csv``, ``tile_confusions.npz`` and figures."""
+    from mini_figures import bar_chart, cluster_maps, loss_curves
+
+    out.mkdir(parents=True, exist_ok=True)
+    groups = _by_key(results)
+    stats = {k: _stats(v) for k, v in groups.items()}
+    diffs = []
+    for h in hosts:
+        for name, a, b in (("SA - MR", "sa", "mr"), ("real HR - false HR", "sa", "falsehr")):
+            ra, rb = groups.get(f"{h}_{a}"), groups.get(f"{h}_{b}")
+            if not ra or not rb:
+                continue
+            ca = np.stack([r["tile_confusion"] for r in ra])
+            cb = np.stack([r["tile_confusion"] for r in rb])
+            d, lo, hi = bootstrap_diff(ca, cb, settings.bootstrap)
+            diffs.append({"host": h, "comparison": name, "diff": 100 * d, "low": 100 * lo, "high": 100 * hi,
+                          "seeds": len(ra), "tiles": ca.shape[1], "excludes_zero": bool(lo > 0 or hi < 0)})
+    per_run = [{"host": r["host"], "row": r["row"], "key": r["key"], "seed": r["seed"],
+                "test_miou": round(100 * r["test_miou"], 3), "val_miou": round(100 * r["val_miou"], 3),
+                "best_epoch": r["best_epoch"], "seconds": r["seconds"]} for r in results]
+    summary = [{"key": k, "host": v[0]["host"], "row": v[0]["row"], "mean": round(stats[k]["mean"], 3),
+                "std": round(stats[k]["std"], 3), "n": stats[k]["n"],
+                **{f"iou_{c.replace(' ', '_')}": round(x, 2) for c, x in zip(CLASSES, stats[k]["class_iou"])}}
+               for k, v in groups.items()]
+    write_text_atomic(out / "results.csv", _csv(per_run))
+    write_text_atomic(out / "summary.csv", _csv(summary))
+    write_text_atomic(out / "differences.csv", _csv([{k: (round(v, 3) if isinstance(v, float) else v)
+                                                       for k, v in d.items()} for d in diffs]))
+    np.savez_compressed(out / "tile_confusions.npz", **{f"{k}_seed{r['seed']}": r["tile_confusion"].astype(np.uint16)
+                                                         for k, v in groups.items() for r in v})
+    figs = {"bars": bar_chart(stats, hosts, out / "bars.png"),
+            "loss": loss_curves(results, hosts, out / "loss_curves.png"),
+            "clusters": cluster_maps(results, hosts, settings, out / "cluster_maps.png")}
+    total = sum(r["seconds"] for r in results)
+    md = [f"# Results in miniature ({'one seed' if len(settings.seeds) == 1 else f'{len(settings.seeds)} seeds'})", "",
+          f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python tools/experiments.py --table mini`. "
+          f"Pretraining: each recipe with `{settings.preset}`, {settings.steps} steps of batch 32 on "
+          f"{settings.pretrain_pairs} synthetic pairs ({settings.pretrain_mr_size} px MR); task: "
+          f"{settings.task.num_train}/{settings.task.num_val}/{settings.task.num_test} train/val/test tiles of "
+          f"{settings.task.mr_size} px MR, classes {', '.join(CLASSES)} (see `kit/eval/minitask.py`); probe: linear "
+          f"head on frozen patch tokens, bilinear upsampling, cross-entropy, AdamW lr 1e-3 constant, batch "
+          f"{settings.probe_batch}, {settings.probe_epochs} epochs, best validation epoch scored on test. "
+          f"Compute: {total / 60:.1f} min summed over runs.", "",
+          tables_markdown(stats, diffs, hosts, len(settings.seeds)),
+          "![bar chart](bars.png)", "", "![cluster maps](cluster_maps.png)", "", "![loss curves](loss_curves.png)", ""]
+    write_text_atomic(out / "report.md", "\n".join(md))
+    write_text_atomic(out / "report.json", json.dumps({"stats": stats, "differences": diffs, "figures":
+                                                       {k: str(v) for k, v in figs.items()}}, indent=2))
+    print("\n" + tables_markdown(stats, diffs, hosts, len(settings.seeds)))
+    return {"stats": stats, "differences": diffs}
