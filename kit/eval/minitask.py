@@ -319,6 +319,7 @@ def probe_encoder(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, e
     for split in ("train", "val", "test"):
         d = load_split(task, split, cache_dir)
         data[split] = (encode(model, normalise(d["mr"], meta.get("normalization"))), torch.from_numpy(d["label"]).long())
+    torch.manual_seed(seed)
     head = _LinearHead(data["train"][0].shape[-1], task.num_classes)
     return _fit(head, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_classes=task.num_classes)
 
