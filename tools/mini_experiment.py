@@ -54,7 +54,7 @@ class Settings:
     task: MiniTask = MiniTask()
     probe_epochs: int = 40
     probe_batch: int = 16
-    ceiling_epochs: int = 20
+    ceiling_epochs: int = 15
     figure_mr_size: int = 96
     bootstrap: int = 2000
     extra_params: tuple[str, ...] = ()
@@ -104,10 +104,12 @@ def available_hosts() -> list[str]:
 
 
 def plan(settings: Settings, hosts: list[str]) -> list[Run]:
-    """Every run of the experiment in order: ceiling and floors first (cheap), then each seed's table rows."""
-    runs = [Run("", "ceiling", s) for s in settings.seeds]
-    runs += [Run(h, "init", s) for h in hosts for s in settings.seeds]
-    runs += [Run(h, r, s) for s in settings.seeds for h in hosts for r, _, _ in ROWS]
+    """Every run of the experiment, seed by seed (so a stopped full run holds complete ``--fast`` results):
+    the ceiling, each host's floor, then each host's table rows."""
+    runs = []
+    for s in settings.seeds:
+        runs += [Run("", "ceiling", s)] + [Run(h, "init", s) for h in hosts]
+        runs += [Run(h, r, s) for h in hosts for r, _, _ in ROWS]
     return runs
 
 

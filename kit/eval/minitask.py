@@ -327,7 +327,7 @@ def probe_encoder(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, e
 class SmallFCN(nn.Module):
     """The supervised ceiling: 4 dilated 3x3 conv blocks at full MR resolution, ``(B, 4, h, w) -> (B, C, h, w)``."""
 
-    def __init__(self, in_chans: int = 4, num_classes: int = len(CLASSES), width: int = 24) -> None:
+    def __init__(self, in_chans: int = 4, num_classes: int = len(CLASSES), width: int = 16) -> None:
         super().__init__()
         layers, c = [], in_chans
         for d in (1, 2, 4, 1):
@@ -340,7 +340,7 @@ class SmallFCN(nn.Module):
         return self.out(self.body(x))
 
 
-def supervised_ceiling(task: MiniTask, *, seed: int, epochs: int = 20, lr: float = 3e-3, batch_size: int = 32,
+def supervised_ceiling(task: MiniTask, *, seed: int, epochs: int = 15, lr: float = 3e-3, batch_size: int = 32,
                        cache_dir=None) -> dict:
     """Train :class:`SmallFCN` on the MR training tiles; best-validation model on test (same output as :func:`probe_encoder`)."""
     data = {}
