@@ -220,6 +220,7 @@ def load_split(task: MiniTask, split: str, cache_dir: str | os.PathLike | None =
         os.close(fd)
         try:
             np.savez(tmp, mr=np.stack([s["mr"] for s in scenes]), label=np.stack([s["label"] for s in scenes]))
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
