@@ -92,10 +92,20 @@ class Run:
 
     @property
     def recipe(self) -> str | None:
+        """The row's recipe; a host without a false-HR recipe runs its SA recipe with :attr:`extra_params`."""
         if self.row == "ceiling":
             return None
         stem = "{host}_mr" if self.row == "init" else dict((r, p) for r, _, p in ROWS)[self.row]
+        if self.row == "falsehr" and not _recipe_exists(self.host, stem):
+            stem = "{host}_sa"
         return f"gin/{stem.format(host=self.host)}.gin"
+
+    @property
+    def extra_params(self) -> list[str]:
+        """What ``gin/<host>_sa_falsehr.gin`` adds to the SA recipe, for hosts that ship no such file."""
+        if self.row == "falsehr" and not _recipe_exists(self.host, "{host}_sa_falsehr"):
+            return ["PairedTiles.false_hr = 'bicubic'"]
+        return []
 
 
 def available_hosts() -> list[str]:
@@ -109,11 +119,12 @@ def _recipe_exists(host: str, pattern: str) -> bool:
 
 def plan(settings: Settings, hosts: list[str]) -> list[Run]:
     """Every run of the experiment, seed by seed (so a stopped full run holds complete ``--fast`` results):
-    the ceiling, each host's floor, then each host's table rows whose recipe exists."""
+    the ceiling, each host's floor, then each host's table rows whose recipe exists (false HR always: see
+    :attr:`Run.extra_params`)."""
     runs = []
     for s in settings.seeds:
         runs += [Run("", "ceiling", s)] + [Run(h, "init", s) for h in hosts]
-        runs += [Run(h, r, s) for h in hosts for r, _, p in ROWS if _recipe_exists(h, p)]
+        runs += [Run(h, r, s) for h in hosts for r, _, p in ROWS if _recipe_exists(h, p) or r == "falsehr"]
     return runs
 
 
@@ -128,7 +139,7 @@ def _pretrain(run: Run, workdir: Path, settings: Settings, python: str) -> None:
     steps = 0 if run.row == "init" else settings.steps
     cmd = [python, str(REPO_ROOT / "tools" / "train.py"), "--gin", run.recipe, "--gin", settings.preset,
            "--workdir", str(workdir), "--resume", "--max_steps", str(steps)]
-    for p in settings.gin_params(run.seed):
+    for p in settings.gin_params(run.seed) + run.extra_params:
         cmd += ["--gin_param", p]
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "experiment.log"

@@ -153,8 +153,12 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
             "loss": loss_curves(results, hosts, out / "loss_curves.png"),
             "clusters": cluster_maps(results, hosts, settings, out / "cluster_maps.png")}
     total = sum(r["seconds"] for r in results)
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
     md = [f"# Results in miniature ({'one seed' if len(settings.seeds) == 1 else f'{len(settings.seeds)} seeds'})", "",
-          f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python tools/experiments.py --table mini`. "
+          f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python tools/experiments.py --table mini` at commit {commit}. "
           f"Pretraining: each recipe with `{settings.preset}`, {settings.steps} steps of batch 32 on "
           f"{settings.pretrain_pairs} synthetic pairs ({settings.pretrain_mr_size} px MR); task: "
           f"{settings.task.num_train}/{settings.task.num_val}/{settings.task.num_test} train/val/test tiles of "
