@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="print the tables, their recipes and the paper's mIoU")
     ap.add_argument("--fast", action="store_true", help="--table mini: one seed (<= 10 min on 2 CPU cores)")
     ap.add_argument("--runs", default=None, help="--table mini: folder of the per-run work folders (default OUT/runs)")
+    ap.add_argument("--jobs", type=int, default=1, help="--table mini: runs at a time (2 on a 2-core machine)")
     ap.add_argument("--hosts", default=None, help="--table mini: comma-separated hosts (default: every host with recipes)")
     ap.add_argument("--size", default=None, choices=["full", "fast", "tiny"], help=argparse.SUPPRESS)
     ap.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)

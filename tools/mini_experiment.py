@@ -48,7 +48,7 @@ class Settings:
 
     seeds: tuple[int, ...] = (0, 1, 2)
     preset: str = "gin/presets/cpu_mini.gin"
-    steps: int = 400
+    steps: int = 250
     pretrain_pairs: int = 512
     pretrain_mr_size: int = 48
     task: MiniTask = MiniTask()
@@ -197,7 +197,7 @@ def _load_result(d: Path) -> dict:
 
 
 def run_all(settings: Settings, out: Path, runs_root: Path, hosts: list[str] | None = None,
-            python: str = sys.executable) -> list[dict]:
+            python: str = sys.executable, jobs: int = 1) -> list[dict]:
     """Run (or resume) every run of the plan, then write the report, CSVs and figures into ``out``."""
     from kit.eval.minitask import assert_disjoint, load_split
     from mini_report import write_report
@@ -209,13 +209,22 @@ def run_all(settings: Settings, out: Path, runs_root: Path, hosts: list[str] | N
     for split in ("train", "val", "test"):
         load_split(settings.task, split)  # render once, before any timing
     runs = plan(settings, hosts)
-    results = []
     t0 = time.perf_counter()
-    for i, run in enumerate(runs, 1):
+    count = iter(range(1, len(runs) + 1))
+
+    def one(run: Run) -> dict:
         r = execute(run, runs_root, settings, python)
-        results.append(r)
-        print(f"[{i}/{len(runs)}] {run.key} seed {run.seed}: test mIoU {100 * r['test_miou']:.2f} "
+        print(f"[{next(count)}/{len(runs)}] {run.key} seed {run.seed}: test mIoU {100 * r['test_miou']:.2f} "
               f"({r['seconds']:.0f} s; {time.perf_counter() - t0:.0f} s elapsed)", flush=True)
+        return r
+
+    if jobs > 1:  # pretraining runs in subprocesses; threads only wait on them and run the small probes
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(jobs) as pool:
+            results = list(pool.map(one, runs))
+    else:
+        results = [one(run) for run in runs]
     write_report(results, settings, hosts, out, runs_root)
     return results
 
@@ -236,6 +245,6 @@ def main(args) -> int:
             raise ValueError(f"--hosts {','.join(unknown)}: no complete recipe set; available: {', '.join(hosts)}.")
         hosts = wanted
     out.mkdir(parents=True, exist_ok=True)
-    run_all(settings, out, runs_root, hosts=hosts, python=args.python)
+    run_all(settings, out, runs_root, hosts=hosts, python=args.python, jobs=max(1, int(getattr(args, "jobs", 1) or 1)))
     print(f"report: {out / 'report.md'}")
     return 0
