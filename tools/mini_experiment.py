@@ -146,7 +146,7 @@ def _pretrain(run: Run, workdir: Path, settings: Settings, python: str) -> None:
     metrics = workdir / "logs" / "metrics.jsonl"
     with open(log, "a") as f, tqdm(total=steps, desc=f"{run.key} seed {run.seed}", unit="step", leave=False) as bar:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+                                env={"OMP_NUM_THREADS": "1", **os.environ, "PYTHONPATH": str(REPO_ROOT)})
         while proc.poll() is None:
             time.sleep(1.0)
             bar.update(max(0, _last_step(metrics) - bar.n))
@@ -202,6 +202,11 @@ def run_all(settings: Settings, out: Path, runs_root: Path, hosts: list[str] | N
     from kit.eval.minitask import assert_disjoint, load_split
     from mini_report import write_report
 
+    import torch
+
+    # one thread per run: on a shared CPU, more threads than free cores slow a small model many-fold
+    # (measured on the loaded 2-core machine: 10 s per step with 2 threads, 0.4 s with 1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     hosts = hosts if hosts is not None else available_hosts()
     if not hosts:
         raise ValueError("no host has a recipe gin/<host>_mr.gin; nothing to run.")
