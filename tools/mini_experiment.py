@@ -138,7 +138,11 @@ def _pretrain(run: Run, workdir: Path, settings: Settings, python: str) -> None:
 
     steps = 0 if run.row == "init" else settings.steps
     cmd = [python, str(REPO_ROOT / "tools" / "train.py"), "--gin", run.recipe, "--gin", settings.preset,
-           "--workdir", str(workdir), "--resume", "--max_steps", str(steps)]
+           "--workdir", str(workdir), "--max_steps", str(steps)]
+    if list((workdir / "checkpoints").glob("ckpt-*.pt")):
+        cmd.append("--resume")  # a killed run continues from its newest checkpoint
+    elif any((workdir / p).exists() for p in ("export", "summary.json", "logs")):
+        cmd.append("--overwrite")  # killed before its first checkpoint: the remains are moved aside, not deleted
     for p in settings.gin_params(run.seed) + run.extra_params:
         cmd += ["--gin_param", p]
     workdir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +158,15 @@ def _pretrain(run: Run, workdir: Path, settings: Settings, python: str) -> None:
     if proc.returncode != 0 or not (workdir / "export" / "meta.json").is_file():
         tail = "\n  ".join(log.read_text(errors="replace").strip().splitlines()[-15:])
         raise RuntimeError(f"pretraining {run.key} seed {run.seed} failed (exit {proc.returncode}); see {log}:\n  {tail}")
+
+
+def _pretrained(d: Path, steps: int) -> bool:
+    """Whether ``d`` holds a finished pretraining of ``steps`` steps (export written, summary says so)."""
+    try:
+        summary = json.loads((d / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (d / "export" / "meta.json").is_file() and int(summary.get("steps", -1)) == steps
 
 
 def _last_step(metrics: Path) -> int:
@@ -176,7 +189,8 @@ def execute(run: Run, runs_root: Path, settings: Settings, python: str = sys.exe
     if run.row == "ceiling":
         res = supervised_ceiling(settings.task, seed=run.seed, epochs=settings.ceiling_epochs)
     else:
-        _pretrain(run, d, settings, python)
+        if not _pretrained(d, 0 if run.row == "init" else settings.steps):  # killed while probing: probe again
+            _pretrain(run, d, settings, python)
         res = probe_encoder(d / "export", settings.task, seed=run.seed, epochs=settings.probe_epochs,
                             batch_size=settings.probe_batch)
     res = {**dataclasses.asdict(run), "key": run.key, "seconds": round(time.perf_counter() - t0, 1), **res}
