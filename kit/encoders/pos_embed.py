@@ -4,11 +4,18 @@ from __future__ import annotations
 import torch
 
 
-def sincos_2d(grid_h: int, grid_w: int, dim: int, *, temperature: float = 10000.0) -> torch.Tensor:
+def sincos_2d(
+    grid_h: int, grid_w: int, dim: int, *, temperature: float = 10000.0, stretch: bool = False
+) -> torch.Tensor:
     """2-D sin-cos embedding of a ``grid_h x grid_w`` patch grid.
 
     Half of the channels encode the row, half the column; each half is ``[sin, cos]`` over
     ``dim/4`` frequencies ``temperature ** (-k / (dim/4))``.
+
+    Args:
+        stretch: evaluate the table at ``k * g / (g - 1)`` instead of at the integer ``k`` (``g`` the
+            grid side; ``g = 1`` gives 0): LatentMIM's released table, ``linspace(0, 1, g)`` scaled to
+            ``g``, so the last patch sits at ``g``, not ``g - 1``.
 
     Returns:
         ``(grid_h * grid_w, dim)`` float32, row-major (``idx = row * grid_w + col``).
@@ -19,6 +26,9 @@ def sincos_2d(grid_h: int, grid_w: int, dim: int, *, temperature: float = 10000.
     omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float64) / quarter)
     rows = torch.arange(grid_h, dtype=torch.float64)
     cols = torch.arange(grid_w, dtype=torch.float64)
+    if stretch:
+        rows = rows * (grid_h / max(grid_h - 1, 1))
+        cols = cols * (grid_w / max(grid_w - 1, 1))
     rr, cc = torch.meshgrid(rows, cols, indexing="ij")
     out_r = rr.reshape(-1, 1) * omega  # (HW, dim/4)
     out_c = cc.reshape(-1, 1) * omega
