@@ -16,6 +16,8 @@ input's grid*; the stored ``pos_embed`` is that table at the nominal grid, and p
 it bicubically at any other input size, which gives different features (relative difference about 0.5 at
 2x). :func:`use_sincos_positions` makes a timm model recompute the table per grid as training does;
 :func:`load_exported_encoder` applies it, so exported features equal the training wrapper's at every size.
+A LatentMIM encoder carries a CLS token first (``meta["num_prefix_tokens"]`` 1): the patch features are
+``forward_features(x)[:, meta["num_prefix_tokens"]:]``; ``global_pool="avg"`` averages the patch tokens only.
 """
 from __future__ import annotations
 
@@ -118,6 +120,7 @@ def write_export(state: dict, timm_name: str, timm_kwargs: dict, out_dir: str | 
         "embed_dim": timm_kwargs["embed_dim"],
         "in_chans": timm_kwargs["in_chans"],
         "pos_embed": "sincos-2d-fixed",
+        "num_prefix_tokens": int(bool(timm_kwargs.get("class_token"))),  # patch features: forward_features(x)[:, n:]
     }
     info.update(meta)
     write_json_atomic(out / "meta.json", info)

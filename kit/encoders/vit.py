@@ -6,6 +6,8 @@ teacher built from the student needs no position interpolation. The wrapped timm
 native key names, so ``encoder.vit.state_dict()`` loads strictly into
 ``timm.create_model(name, in_chans=4, num_classes=0, class_token=False, global_pool="avg",
 dynamic_img_size=True)``; its ``pos_embed`` parameter holds the sin-cos table of the nominal grid.
+With ``class_token=True`` (LatentMIM as released) the timm model is built with ``class_token=True,
+no_embed_class=True``: the CLS token carries no position, and ``forward_features`` returns it first.
 """
 from __future__ import annotations
 
@@ -38,10 +40,17 @@ class ViTEncoder(nn.Module):
         img_size: nominal input side (the MR model input); inputs of any multiple of ``patch_size`` work.
         in_chans: input bands (4: blue, green, red, NIR).
         drop_path_rate: stochastic depth.
+        class_token: prepend a learned CLS token to every pass (LatentMIM as released; I-JEPA has none).
+            It has no position; ``forward`` returns it first only with ``keep_prefix=True``.
+        init: weight initialisation. ``"timm"``: timm's ViT init. ``"ijepa"``: timm's (which equals
+            I-JEPA's for every Linear and LayerNorm) plus the patch-embedding conv at trunc_normal(0.02)
+            with zero bias, as I-JEPA's release starts it. ``"latentmim"``: every Linear and the
+            patch embedding xavier-uniform with zero bias, CLS N(0, 0.02), as LatentMIM's release.
 
     Shapes:
         ``forward(x (B, C, H, W), idx (B, K) | None) -> (B, K, D)``; ``idx`` is row-major over the
-        ``(H/p, W/p)`` grid; ``None`` encodes all ``N = H W / p^2`` patches in order.
+        ``(H/p, W/p)`` grid; ``None`` encodes all ``N = H W / p^2`` patches in order. With a CLS token
+        it joins the pass and ``forward(x, idx, keep_prefix=True)`` returns ``(B, 1 + K, D)``, CLS first.
     """
 
     def __init__(
@@ -55,6 +64,8 @@ class ViTEncoder(nn.Module):
         num_heads: int | None = None,
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
+        class_token: bool = False,
+        init: str = "timm",
     ) -> None:
         super().__init__()
         if arch not in ARCHS:
@@ -70,6 +81,8 @@ class ViTEncoder(nn.Module):
         num_heads = num_heads or heads
         if self.embed_dim % num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {num_heads}.")
+        if init not in ("timm", "ijepa", "latentmim"):
+            raise ValueError(f"unknown init {init!r}; choose 'timm', 'ijepa' or 'latentmim'.")
         self.arch, self.patch_size, self.img_size, self.in_chans = arch, patch_size, img_size, in_chans
         self.timm_kwargs = dict(
             img_size=img_size,
@@ -80,7 +93,8 @@ class ViTEncoder(nn.Module):
             num_heads=num_heads,
             mlp_ratio=mlp_ratio,
             num_classes=0,
-            class_token=False,
+            class_token=bool(class_token),
+            no_embed_class=bool(class_token),  # the CLS token gets no position (LatentMIM's is zero)
             global_pool="avg",
             fc_norm=False,  # keep the final LayerNorm on the tokens (timm moves it after pooling otherwise)
             dynamic_img_size=True,
@@ -95,6 +109,29 @@ class ViTEncoder(nn.Module):
         with torch.no_grad():
             self.vit.pos_embed.copy_(sincos_2d(grid, grid, self.embed_dim)[None])
         self.vit.pos_embed.requires_grad_(False)
+        self._init_weights(init)
+
+    @torch.no_grad()
+    def _init_weights(self, scheme: str) -> None:
+        conv = self.vit.patch_embed.proj
+        if scheme == "ijepa":
+            nn.init.trunc_normal_(conv.weight, std=0.02)
+            nn.init.zeros_(conv.bias)
+        elif scheme == "latentmim":
+            for m in self.vit.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+            nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))  # as a Linear on patch pixels
+            nn.init.zeros_(conv.bias)
+            if self.vit.cls_token is not None:
+                nn.init.normal_(self.vit.cls_token, std=0.02)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches in a ``keep_prefix`` output: 1 with a CLS token, else 0."""
+        return 0 if self.vit.cls_token is None else 1
 
     @property
     def timm_name(self) -> str:
@@ -160,8 +197,13 @@ class ViTEncoder(nn.Module):
         tokens = patch_embed.norm(F.linear(patches, proj.weight.flatten(1), proj.bias))
         return tokens + pos[idx].to(tokens.dtype)
 
-    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        return self.encode_tokens(self.embed(x, idx))
+    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None, keep_prefix: bool = False) -> torch.Tensor:
+        tokens = self.embed(x, idx)
+        p = self.num_prefix_tokens
+        if p:  # the CLS token joins the pass without a position
+            tokens = torch.cat([self.vit.cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        out = self.encode_tokens(tokens)
+        return out if keep_prefix else out[:, p:]
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Run the transformer blocks and final norm on already embedded tokens ``(B, K, D)``."""

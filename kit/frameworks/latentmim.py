@@ -22,7 +22,9 @@ class LatentMIM(Framework):
     Per image, ``sampler`` splits the patch grid into visible and target patches. The online encoder
     encodes the visible patches, the projection head maps them; the decoder predicts the target
     latents; the EMA target encoder (with its EMA head) encodes only the target patches; the loss is
-    the per-image patch InfoNCE between predictions and targets.
+    the per-image patch InfoNCE between predictions and targets. With an encoder CLS token (the
+    released model) the CLS output also goes through the head and joins the decoder's keys/values; the
+    target encoder's CLS joins its pass and is dropped.
 
     Args:
         encoder: the online ``ViTEncoder`` (the exported student).
@@ -63,8 +65,10 @@ class LatentMIM(Framework):
         grid = self.encoder.grid_size(x.shape[-2], x.shape[-1])
         masks = self.sample_patches(self.sampler, x.shape[0], grid, ctx).to(x.device, non_blocking=True)
         vis, tgt = masks.visible, masks.targets
-        z = self.student_features(x, vis)  # (B, K, D)
-        pred = self.decoder(z, vis, tgt, grid)  # (B, M, D)
+        p = self.encoder.num_prefix_tokens  # the CLS token (as released) goes through the head to the decoder
+        z_all = self.head(self.encoder(x, vis, keep_prefix=True))  # (B, P + K, D)
+        z = z_all[:, p:]  # (B, K, D)
+        pred = self.decoder(z, vis, tgt, grid, prefix=z_all[:, :p] if p else None)  # (B, M, D)
         with torch.no_grad():
             target = self.target_head(self.target_encoder(x, tgt))  # (B, M, D)
         loss = self.loss_fn(pred, target)
