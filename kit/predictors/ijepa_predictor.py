@@ -1,7 +1,7 @@
 """I-JEPA predictor: a narrow ViT over context tokens and positioned mask tokens (Assran et al., CVPR 2023)."""
 from __future__ import annotations
 
-import math
+from functools import partial
 
 import gin
 import torch
@@ -21,12 +21,18 @@ class IJEPAPredictor(nn.Module):
     tokens; a LayerNorm and ``Linear(width -> out_dim)`` map the mask tokens back. Target blocks are
     predicted independently: the context is repeated once per block, as in I-JEPA.
 
+    Initialised as I-JEPA's release trains it: its training script re-initialises every Linear to
+    trunc_normal(std ``init_std``) with zero bias and every LayerNorm to (1, 0) after construction, which
+    undoes the depth-scaled ``attn.proj`` / ``fc2`` init of its predictor class, so there is none here.
+    The mask token is trunc_normal(std ``init_std``). Every LayerNorm, the final one included, has eps 1e-6.
+
     Args:
         in_dim: context-token width ``D`` (the encoder's embed dim).
         out_dim: prediction width (None keeps ``in_dim``).
         width: predictor width (paper: 384). depth: blocks (paper: 12). num_heads: heads (ViT-S: 6).
         mlp_ratio: MLP hidden / width. drop_path_rate: stochastic depth, linear over the blocks.
         init_std: std of the truncated-normal initialisation of the linear layers and the mask token.
+        norm_eps: LayerNorm eps (released: 1e-6).
 
     Shapes:
         ``forward(context (B, Kc, in_dim), context_idx (B, Kc), target_idx (B, M, Kt) or (B, Kt),
@@ -44,6 +50,7 @@ class IJEPAPredictor(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
         init_std: float = 0.02,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         if in_dim < 1:
@@ -58,10 +65,11 @@ class IJEPAPredictor(nn.Module):
         self.embed = nn.Linear(in_dim, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        norm = partial(nn.LayerNorm, eps=norm_eps)
         self.blocks = nn.ModuleList(
-            Block(width, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=r) for r in rates
+            Block(width, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=r, norm_layer=norm) for r in rates
         )
-        self.norm = nn.LayerNorm(width)
+        self.norm = norm(width)
         self.proj = nn.Linear(width, out_dim or in_dim)
         self._init(init_std)
         self._pos: dict[tuple[int, int, torch.device], torch.Tensor] = {}
@@ -76,11 +84,6 @@ class IJEPAPredictor(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        # residual branches scaled down with depth (as I-JEPA does)
-        with torch.no_grad():
-            for i, blk in enumerate(self.blocks, start=1):
-                blk.attn.proj.weight.div_(math.sqrt(2.0 * i))
-                blk.mlp.fc2.weight.div_(math.sqrt(2.0 * i))
 
     def _pos_table(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
         key = (int(grid[0]), int(grid[1]), device)
