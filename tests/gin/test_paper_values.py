@@ -33,7 +33,8 @@ IJEPA = VIT_S + [
     ("ijepa/MultiBlock.min_keep", 10),
     ("SmoothL1Latent.beta", 1.0),
     ("train.batch_size", 64),
-    ("train.epochs", 300),
+    ("train.epochs", 100),                         # the authors' I-JEPA config (the paper's text: 300)
+    ("lr/WarmupCosine.warmup_fraction", 0.4),      # warm-up 40 of those 100 epochs
     ("lr/WarmupCosine.peak", 1e-3),
     ("lr/WarmupCosine.warmup_start", 2e-4),
     ("lr/WarmupCosine.final", 1e-6),
@@ -54,8 +55,11 @@ LATENTMIM = VIT_S + [
     ("ProjectionHead.hidden_dim", 4096),
     ("PatchInfoNCE.tau", 0.2),
     ("train.batch_size", 128),
+    ("train.accum_steps", 4),                      # released: 4 x 128 per optimizer step
     ("train.epochs", 300),
-    ("lr/WarmupCosine.peak", 1.5e-4),              # x batch / 256
+    ("lr/WarmupCosine.peak", 1.5e-4),              # x effective batch / 256 = 3e-4
+    ("lr/WarmupCosine.warmup_start_ratio", 0.25),  # released: warm-up from 0.25 x peak
+    ("lr/WarmupCosine.warmup_fraction", 0.1),      # released: 30 of 300 epochs
     ("train.lr_batch_ref", 256),
     ("train.weight_decay", 0.05),
     ("train.betas", (0.9, 0.95)),
