@@ -7,6 +7,12 @@ import pytest
 from kit.train.config import parse
 
 
+@pytest.fixture(autouse=True)
+def _clear_gin():
+    yield
+    gin.clear_config()
+
+
 def q(name, default=None):
     try:
         return gin.query_parameter(name)
