@@ -37,12 +37,12 @@ def sincos_2d(
     return emb.float()
 
 
-_TABLES: dict[tuple[int, int, int, torch.device], torch.Tensor] = {}
+_TABLES: dict[tuple[int, int, int, torch.device, bool], torch.Tensor] = {}
 
 
-def sincos_2d_on(grid_h: int, grid_w: int, dim: int, device: torch.device) -> torch.Tensor:
-    """:func:`sincos_2d` on ``device``, computed once per grid, width and device (a constant: never trained)."""
-    key = (grid_h, grid_w, dim, torch.device(device))
+def sincos_2d_on(grid_h: int, grid_w: int, dim: int, device: torch.device, *, stretch: bool = False) -> torch.Tensor:
+    """:func:`sincos_2d` on ``device``, computed once per grid, width, device and spacing (a constant: never trained)."""
+    key = (grid_h, grid_w, dim, torch.device(device), bool(stretch))
     if key not in _TABLES:
-        _TABLES[key] = sincos_2d(grid_h, grid_w, dim).to(device)
+        _TABLES[key] = sincos_2d(grid_h, grid_w, dim, stretch=stretch).to(device)
     return _TABLES[key]
