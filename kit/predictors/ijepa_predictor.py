@@ -8,7 +8,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from kit.encoders.pos_embed import sincos_2d
+from kit.encoders.pos_embed import sincos_2d_on
 
 
 @gin.register
@@ -72,7 +72,6 @@ class IJEPAPredictor(nn.Module):
         self.norm = norm(width)
         self.proj = nn.Linear(width, out_dim or in_dim)
         self._init(init_std)
-        self._pos: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
     def _init(self, std: float) -> None:
         nn.init.trunc_normal_(self.mask_token, std=std)
@@ -86,10 +85,7 @@ class IJEPAPredictor(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def _pos_table(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
-        key = (int(grid[0]), int(grid[1]), device)
-        if key not in self._pos:
-            self._pos[key] = sincos_2d(key[0], key[1], self.width).to(device)
-        return self._pos[key]
+        return sincos_2d_on(int(grid[0]), int(grid[1]), self.width, device)
 
     def forward(
         self,

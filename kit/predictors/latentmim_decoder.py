@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
-from kit.encoders.pos_embed import sincos_2d
+from kit.encoders.pos_embed import sincos_2d_on
 
 
 class _CrossBlock(nn.Module):
@@ -99,7 +99,6 @@ class CrossAttentionDecoder(nn.Module):
         self.norm = nn.LayerNorm(width, eps=norm_eps)
         self.head = nn.Linear(width, out_dim or in_dim)
         self._init_weights()
-        self._pos: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
     @torch.no_grad()
     def _init_weights(self) -> None:
@@ -118,11 +117,8 @@ class CrossAttentionDecoder(nn.Module):
             nn.init.normal_(self.cls_token, std=0.02)
 
     def pos_table(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """``(gh*gw, width)`` sin-cos table of the decoder, cached per grid and device."""
-        key = (int(grid[0]), int(grid[1]), device)
-        if key not in self._pos:
-            self._pos[key] = sincos_2d(key[0], key[1], self.width, stretch=self.stretch_positions).to(device)
-        return self._pos[key]
+        """``(gh*gw, width)`` sin-cos table of the decoder (computed once per grid and device)."""
+        return sincos_2d_on(int(grid[0]), int(grid[1]), self.width, device, stretch=self.stretch_positions)
 
     def forward(
         self,
