@@ -46,8 +46,6 @@ class ViTEncoder(nn.Module):
             I-JEPA's for every Linear and LayerNorm) plus the patch-embedding conv at trunc_normal(0.02)
             with zero bias, as I-JEPA's release starts it. ``"latentmim"``: every Linear and the
             patch embedding xavier-uniform with zero bias, CLS N(0, 0.02), as LatentMIM's release.
-        stretch_positions: evaluate the sin-cos table at ``k * g / (g - 1)`` instead of at ``k``: LatentMIM's
-            released encoder builds its table with the same class as its decoder.
 
     Shapes:
         ``forward(x (B, C, H, W), idx (B, K) | None) -> (B, K, D)``; ``idx`` is row-major over the
@@ -68,7 +66,6 @@ class ViTEncoder(nn.Module):
         drop_path_rate: float = 0.0,
         class_token: bool = False,
         init: str = "timm",
-        stretch_positions: bool = False,
     ) -> None:
         super().__init__()
         if arch not in ARCHS:
@@ -109,9 +106,8 @@ class ViTEncoder(nn.Module):
             **self.timm_kwargs,
         )
         grid = img_size // patch_size
-        self.stretch_positions = bool(stretch_positions)
         with torch.no_grad():
-            self.vit.pos_embed.copy_(sincos_2d(grid, grid, self.embed_dim, stretch=self.stretch_positions)[None])
+            self.vit.pos_embed.copy_(sincos_2d(grid, grid, self.embed_dim)[None])
         self.vit.pos_embed.requires_grad_(False)
         self._init_weights(init)
 
@@ -161,7 +157,7 @@ class ViTEncoder(nn.Module):
 
     def pos_embed(self, gh: int, gw: int, device: torch.device) -> torch.Tensor:
         """``(gh*gw, D)`` fixed sin-cos table for a grid, cached per grid and device."""
-        return sincos_2d_on(gh, gw, self.embed_dim, device, stretch=self.stretch_positions)
+        return sincos_2d_on(gh, gw, self.embed_dim, device)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel patches ``(B, C, H, W) -> (B, N, C*p*p)``, row-major over the grid, ``(c, i, j)`` inside a

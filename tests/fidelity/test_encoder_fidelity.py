@@ -37,8 +37,7 @@ def test_cls_token_joins_the_pass_without_a_position():
 
 
 def test_cls_export_loads_strictly_into_a_class_token_timm_model(tmp_path):
-    enc = ViTEncoder(arch="vit_small", patch_size=16, img_size=224, class_token=True, init="latentmim",
-                     stretch_positions=True).eval()
+    enc = ViTEncoder(arch="vit_small", patch_size=16, img_size=224, class_token=True, init="latentmim").eval()
     export_encoder(enc, tmp_path, bands=["blue", "green", "red", "nir"])
     model, meta = load_exported_encoder(tmp_path)
     assert meta["timm_kwargs"]["class_token"] is True and meta["num_prefix_tokens"] == 1
@@ -52,16 +51,6 @@ def test_cls_export_loads_strictly_into_a_class_token_timm_model(tmp_path):
         torch.testing.assert_close(model.forward_features(x)[:, n:], enc(x), atol=1e-4, rtol=1e-4)
         # the recorded global_pool averages the patch tokens only
         torch.testing.assert_close(model.forward_head(model.forward_features(x)), enc(x).mean(1), atol=1e-4, rtol=1e-4)
-
-
-def test_latentmim_encoder_positions_sit_at_k_g_over_g_minus_1():
-    from tests.fidelity.test_latentmim_parts import released_table
-
-    enc = tiny(stretch_positions=True)
-    torch.testing.assert_close(enc.pos_embed(14, 14, torch.device("cpu")).double(),
-                               torch.tensor(released_table(14, 32)), atol=1e-6, rtol=0)
-    torch.testing.assert_close(enc.vit.pos_embed[0].double(), torch.tensor(released_table(4, 32)), atol=1e-6, rtol=0)
-    assert not torch.allclose(tiny().pos_embed(14, 14, torch.device("cpu")), enc.pos_embed(14, 14, torch.device("cpu")))
 
 
 def test_encoder_layernorms_have_eps_1e_6():

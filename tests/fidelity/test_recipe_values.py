@@ -38,7 +38,6 @@ def latentmim_lr(step_fraction: float) -> float:
 def test_latentmim_model_bindings(recipe):
     parse([recipe])
     assert q("ViTEncoder.class_token") is True and q("ViTEncoder.init") == "latentmim"
-    assert q("ViTEncoder.stretch_positions") is True
     assert q("ProjectionHead.hidden_norm") is True and q("ProjectionHead.bias") is False
     assert q("ProjectionHead.hidden_dim") == 4096 and q("ProjectionHead.num_layers") == 3
     assert q("CrossAttentionDecoder.class_token") is True and q("CrossAttentionDecoder.stretch_positions") is True
