@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from kit.train.figure import plot_run
+
 log = logging.getLogger(__name__)
 
 
@@ -96,37 +98,8 @@ class MetricsLogger:
             self._tb.close()
             self._tb = None
 
-    def plot(self, out: str | os.PathLike | None = None) -> Path | None:
-        """Loss curves of every ``loss/*`` column (raw and smoothed) as a PNG."""
+    def plot(self, out: str | os.PathLike | None = None, title: str = "") -> Path | None:
+        """The run's figure (see :func:`kit.train.figure.plot_run`): losses, lr, EMA momentum."""
         if not self.enabled:
             return None
-        rows = self.read(self.jsonl)
-        keys = sorted({k for r in rows for k in r if k.startswith("loss/")})
-        if not rows or not keys:
-            return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
-        for ax, k in zip(axes[0], keys):
-            pts = [(r["step"], r[k]) for r in rows if k in r]
-            steps, vals = zip(*pts)
-            ax.plot(steps, vals, lw=0.8, alpha=0.5, label="logged")
-            # centred running mean over ~1/10 of the points: smooths without the lag of an EMA
-            w = max(1, len(vals) // 10) | 1
-            if w > 1:
-                import numpy as np
-
-                sm = np.convolve(np.asarray(vals, dtype=float), np.ones(w) / w, mode="valid")
-                ax.plot(steps[w // 2 : len(steps) - w // 2], sm, lw=1.8, label=f"mean of {w}")
-            ax.set_title(k)
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-        axes[0][0].legend()
-        fig.tight_layout()
-        out = Path(out) if out else self.dir / "loss_curves.png"
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        return out
+        return plot_run(self.read(self.jsonl), Path(out) if out else self.dir / "loss_curves.png", title)

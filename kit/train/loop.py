@@ -255,7 +255,8 @@ def finish(run: Run, step: int) -> dict:
     if info.is_main:
         out = export_encoder(run.model.student_encoder, run.workdir / "export", **run.export["meta"], step=step)
         result["export"] = str(out)
-        curve = run.logger.plot()
+        recipe = ", ".join(Path(r).name for r in run.export["meta"].get("recipe", [])) or "recipe ?"
+        curve = run.logger.plot(title=f"{recipe}: {step} of {run.horizon} optimizer steps")
         result["loss_curve"] = str(curve) if curve else None
         (run.workdir / "summary.json").write_text(json.dumps(result, indent=2, default=str))
     return result
