@@ -125,3 +125,14 @@ def shard_units_warning(root: str | os.PathLike, mean, std, bands=BANDS) -> str 
     except (OSError, ValueError):
         return None
     return units_warning(stats, mean, std, bands) if stats else None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process ``pid`` exists on this machine (stale-lock and stale-temp-folder checks)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
-from kit.io import BANDS, write_json_atomic
+from kit.io import BANDS, pid_alive, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +101,6 @@ def nodata_fraction(a: np.ndarray, nodata: float | None = None) -> float:
     if a.dtype.kind == "f":
         mask |= np.isnan(a)
     return float(mask.any(axis=0).mean())
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class PairShardWriter:
@@ -184,7 +174,7 @@ class PairShardWriter:
         """Temporary sets of killed writers (their process is gone) next to ``root``."""
         for p in self.root.parent.glob(f".{self.root.name}.tmp-*"):
             pid = p.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(p, ignore_errors=True)
 
     # -- writing ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gin
 import torch
 from torch import nn
+from kit.encoders.init import xavier_init_
 
 
 @gin.register
@@ -56,11 +57,7 @@ class ProjectionHead(nn.Module):
         layers.append(nn.LayerNorm(out_dim))
         self.layers = nn.Sequential(*layers)
         self.out_dim = out_dim
-        for m in self.layers:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        xavier_init_(self.layers)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.layers(tokens)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from kit.encoders.init import xavier_init_
 from kit.encoders.pos_embed import sincos_2d, sincos_2d_on
 
 # timm architecture names -> (embed_dim, depth, num_heads)
@@ -118,11 +119,7 @@ class ViTEncoder(nn.Module):
             nn.init.trunc_normal_(conv.weight, std=0.02)
             nn.init.zeros_(conv.bias)
         elif scheme == "latentmim":
-            for m in self.vit.modules():
-                if isinstance(m, nn.Linear):
-                    nn.init.xavier_uniform_(m.weight)
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
+            xavier_init_(self.vit)
             nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))  # as a Linear on patch pixels
             nn.init.zeros_(conv.bias)
             if self.vit.cls_token is not None:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
+from kit.encoders.init import xavier_init_
 from kit.encoders.pos_embed import sincos_2d_on
 
 
@@ -102,14 +103,7 @@ class CrossAttentionDecoder(nn.Module):
 
     @torch.no_grad()
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        xavier_init_(self)
         for blk in self.blocks:
             blk.reset_parameters()
         nn.init.zeros_(self.mask_token)

@@ -8,6 +8,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from kit.encoders.init import xavier_init_
 from kit.encoders.pos_embed import sincos_2d_on
 
 
@@ -57,7 +58,7 @@ class MAEDecoder(nn.Module):
         self.blocks = nn.ModuleList(Block(width, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth))
         self.norm = norm(width)
         self.pred = nn.Linear(width, self.out_dim)
-        self.apply(_init)
+        xavier_init_(self)
         nn.init.normal_(self.mask_token, std=0.02)
 
     def forward(
@@ -77,13 +78,3 @@ class MAEDecoder(nn.Module):
             tokens = blk(tokens)
         out = torch.gather(tokens, 1, target_idx[..., None].expand(-1, -1, self.width))  # (B, M, W)
         return self.pred(self.norm(out))
-
-
-def _init(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)

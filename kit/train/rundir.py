@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.io import pid_alive
 from kit.train import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -28,16 +29,6 @@ RUN_FILES = ("export", "summary.json", "logs/metrics.jsonl")
 
 class RunFolderError(ValueError):
     """The run folder cannot be used as asked; the message says what to do instead."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunLock:
@@ -76,7 +67,7 @@ class RunLock:
         previous = self.owner()
         if previous.get("state") == "running":
             same_host = previous.get("host") == socket.gethostname()
-            gone = "is no longer running" if same_host and not _alive(int(previous.get("pid", 0))) else "ended"
+            gone = "is no longer running" if same_host and not pid_alive(int(previous.get("pid", 0))) else "ended"
             log.warning("stale lock in %s: its owner (pid %s on %s) %s without releasing it; taking over",
                         self.path.parent, previous.get("pid"), previous.get("host"), gone)
         self._fd = fd
