@@ -252,13 +252,17 @@ class PairedTiles:
         return self.check()["num_samples"]
 
     # -- the stream -------------------------------------------------------------------------------
-    def stream(self, *, seed: int, rank: int = 0, world_size: int = 1, state: dict | None = None) -> PairStream:
+    def stream(self, *, seed: int, rank: int = 0, world_size: int = 1, state: dict | None = None,
+               planner=None) -> PairStream:
         """An infinite stream of this rank's batches.
 
         Args:
             seed: seed of the shard order, shuffle buffers and per-sample crops (same on every rank).
             rank, world_size: this process's place among the data-parallel ranks.
             state: a ``PairStream.state_dict()`` to continue from.
+            planner: called as ``planner(n)`` in the worker that makes the rank's ``n``-th batch (counted
+                across resumes); its result travels with the batch as ``"plan"`` (the train loop's
+                :class:`~kit.train.masks.MaskPlanner` draws the step's patch masks there).
 
         Raises:
             DataError: fewer shards than readers without ``resampled``, or a state from another setup.
@@ -294,7 +298,8 @@ class PairedTiles:
             positions={int(k): tuple(v) for k, v in fresh["positions"].items()}, batch_size=self.batch_size,
             shuffle_buffer=self.shuffle_buffer, resampled=self.resampled, crop=self.crop, normalize=self.normalize,
             bands=self.bands, scale=info["scale"], false_hr=self.false_hr, max_bad_fraction=self.max_bad_fraction,
-            nodata=self._nodata[0], max_nodata_fraction=self._nodata[1],
+            nodata=self._nodata[0], max_nodata_fraction=self._nodata[1], planner=planner,
+            consumed=int(fresh["batches"]),
         )
         return PairStream(dataset, num_workers=self.num_workers, state=fresh)
 
@@ -325,7 +330,10 @@ class PairedTiles:
         params = {name: move(raw[name]) for name in PARAM_KEYS if name in raw}
         hr = move(raw["hr"]) if "hr" in raw else None
         mr, hr = self.crop.apply(move(raw["mr"]), hr, params, scale, self.normalize, self.false_hr, k)
-        return {"mr": mr, "hr": hr, "key": raw["key"]}
+        out = {"mr": mr, "hr": hr, "key": raw["key"]}
+        if "plan" in raw:
+            out["plan"] = raw["plan"]
+        return out
 
     def __repr__(self) -> str:
         return (f"PairedTiles(root={self.root!r}, batch_size={self.batch_size}, num_workers={self.num_workers}, "

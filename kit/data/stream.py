@@ -35,8 +35,9 @@ class _PairIterable(torch.utils.data.IterableDataset):
                  rotation: int, positions: dict[int, tuple[int, int]], batch_size: int, shuffle_buffer: int,
                  resampled: bool, crop: PairedRandomResizedCrop, normalize: SensorNormalize | None, bands: int,
                  scale: int, false_hr: str | None, max_bad_fraction: float, nodata: float | None = None,
-                 max_nodata_fraction: float = 0.0) -> None:
+                 max_nodata_fraction: float = 0.0, planner=None, consumed: int = 0) -> None:
         super().__init__()
+        self.planner, self.consumed = planner, consumed
         self.root, self.shards = root, shards
         self.names = [s["name"] for s in shards]
         self.expected = {s["name"]: s.get("num_samples") for s in shards}
@@ -80,8 +81,11 @@ class _PairIterable(torch.utils.data.IterableDataset):
             out[name] = torch.from_numpy(np.stack([p[2][name] for p in pairs]))
         return out
 
-    def batches(self, worker: int, epoch: int, offset: int) -> Iterator[dict]:
-        """Infinite batches of logical ``worker`` starting at raw ``offset`` of ``epoch``."""
+    def batches(self, worker: int, epoch: int, offset: int, first: int = 0, stride: int = 1) -> Iterator[dict]:
+        """Infinite batches of logical ``worker`` starting at raw ``offset`` of ``epoch``.
+
+        ``first`` and ``stride``: the positions of this worker's batches in the rank's sequence (counted
+        across resumes): the planner, if any, draws the masks of batch ``first + k * stride``."""
         shared = torch.utils.data.get_worker_info() is not None
         handler = CountingHandler()  # errors of the tar stages; kept across epochs so none is lost or doubled
         seen, bad_total, skipped = 0, Counter(), Counter()
@@ -117,7 +121,11 @@ class _PairIterable(torch.utils.data.IterableDataset):
                 keys.append(sample["__key__"])
                 if len(keys) == self.batch_size:
                     meta = {"worker": worker, "epoch": epoch, "offset": r + 1, "skipped": dict(skipped)}
-                    yield {**self._collate(pairs, shared), "key": keys, "_meta": meta}
+                    batch = {**self._collate(pairs, shared), "key": keys, "_meta": meta}
+                    if self.planner is not None:
+                        batch["plan"] = self.planner(first)
+                    first += stride
+                    yield batch
                     pairs, keys, skipped = [], [], Counter()
                     self._check_bad(seen, bad_total)
             if raw == 0:
@@ -141,7 +149,7 @@ class _PairIterable(torch.utils.data.IterableDataset):
         phys = info.id if info is not None else 0
         worker = (phys + self.rotation) % self.W
         epoch, offset = self.positions.get(worker, (0, 0))
-        return self.batches(worker, epoch, offset)
+        return self.batches(worker, epoch, offset, first=self.consumed + phys, stride=self.W)
 
 
 def _tile_dtype(tiles: list[np.ndarray]) -> torch.dtype:
@@ -175,8 +183,9 @@ class PairStream:
     """Infinite iterable of raw batches: int16 tiles, their crop parameters and keys.
 
     A batch is ``{"mr" int16 (B, C, h, w), "hr" int16 (B, C, s*h, s*w), "box" int32 (B, 4), "flip" bool
-    (B, 2), ["mr_offsets" int8 (B, 2, G, G), "hr_offsets" int8 (B, 2, Gh, Gh)], "key" list[str]}`` (tiles of
-    other dtypes travel as int32/float32); :meth:`PairedTiles.to_device` turns it into model inputs.
+    (B, 2), ["mr_offsets" int8 (B, 2, G, G), "hr_offsets" int8 (B, 2, Gh, Gh)], "key" list[str], ["plan"]}``
+    (tiles of other dtypes travel as int32/float32; ``plan``: the masks a planner drew for the batch, see
+    :mod:`kit.train.masks`); :meth:`PairedTiles.to_device` turns it into model inputs.
 
     ``state_dict()`` is the exact position after the batches the caller has taken so far; pass it to
     :meth:`PairedTiles.stream` (same seed, rank, world size, workers) to continue with the next batch.

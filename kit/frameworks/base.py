@@ -9,7 +9,7 @@ from torch import nn
 
 from kit.ema.ema import ema_update, make_ema
 from kit.encoders.vit import ViTEncoder
-from kit.frameworks.context import StepContext
+from kit.frameworks.context import PlannedMasks, StepContext
 from kit.samplers.base import PatchMasks
 
 
@@ -170,6 +170,31 @@ class Framework(nn.Module, abc.ABC):
             getattr(self, name).eval()
         return self
 
+    def mask_samplers(self) -> list:
+        """The samplers :meth:`forward` draws from, in draw order (a host: its ``sampler``)."""
+        sampler = getattr(self, "sampler", None)
+        return [sampler] if sampler is not None else []
+
+    def plan_masks(self, local_batch: int, grid: tuple[int, int], ctx: StepContext) -> PlannedMasks | None:
+        """Draw now what :meth:`forward` would draw for ``ctx``: the same generator, the same order.
+
+        Called in a loader worker for a coming micro-batch (``kit.train.masks.MaskPlanner``); put the
+        result in the micro-batch's context (``StepContext.planned``) and the forward takes the masks
+        from there instead of drawing them on the training process's critical path. None when the
+        framework draws nothing.
+        """
+        return self.draw_planned(self.mask_samplers(), local_batch, grid, ctx)
+
+    @staticmethod
+    def draw_planned(samplers: list, local_batch: int, grid: tuple[int, int], ctx: StepContext) -> PlannedMasks | None:
+        """:meth:`plan_masks` for a list of samplers (what a loader worker holds instead of the model)."""
+        if not samplers:
+            return None
+        if ctx.planned is not None:
+            raise ValueError("plan_masks needs a context without planned masks (it draws them).")
+        masks = tuple(Framework.sample_patches(s, local_batch, grid, ctx) for s in samplers)
+        return PlannedMasks(masks, tuple(type(s).__name__ for s in samplers), grid)
+
     @staticmethod
     def sample_patches(sampler, local_batch: int, grid: tuple[int, int], ctx: StepContext | None):
         """Draw patch index sets for this process's ``local_batch`` images, consistent with the global batch.
@@ -181,6 +206,8 @@ class Framework(nn.Module, abc.ABC):
             the sampler's :class:`~kit.samplers.base.PatchMasks` cut to the local batch ``(B, ...)``.
         """
         ctx = ctx if ctx is not None else StepContext()
+        if ctx.planned is not None:  # drawn ahead of time from the same generator (see plan_masks)
+            return ctx.planned.take(sampler, local_batch, grid)
         rows, total = ctx.local_rows(local_batch)
         masks = sampler.sample(total, grid, ctx.generator)
         if not isinstance(masks, PatchMasks):

@@ -107,6 +107,10 @@ class SpatialAffinity(Framework):
         """The HR teacher's feature modules (``"encoder"``, and ``"head"`` for hosts with one)."""
         return self.own_teacher if self.own_teacher is not None else self.host.ema_feature_modules()
 
+    def mask_samplers(self) -> list:
+        """The host's samplers, then the add-on's own (block-sampling ablation) if it has one."""
+        return self.host.mask_samplers() + ([self.sampler] if self.sampler is not None else [])
+
     # -- objective -------------------------------------------------------------------------------
     def teacher_tokens(self, hr: torch.Tensor, idx: torch.Tensor, mr_grid: tuple[int, int], scale: int) -> torch.Tensor:
         """Downsampled HR-teacher tokens ``(B, K, D)`` for MR patches ``idx`` ``(B, K)``.

@@ -59,6 +59,10 @@ class PatchMasks:
         """The same result with every tensor on ``device``."""
         return self._derive({n: t.to(device, non_blocking=non_blocking) for n, t in self.tensors().items()})
 
+    def pin_memory(self) -> "PatchMasks":
+        """The same result in pinned host memory (a DataLoader's pin thread calls this)."""
+        return self._derive({n: t.pin_memory() for n, t in self.tensors().items()})
+
     def _derive(self, tensors: dict[str, torch.Tensor]) -> "PatchMasks":
         # rows of checked indices, or the same indices elsewhere, need no second check (and no host read)
         out = copy.copy(self)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +16,7 @@ from kit.train import distributed as distr
 from kit.train import fingerprint as fp
 from kit.train.distributed import DistInfo
 from kit.train.logger import MetricsLogger
+from kit.train.masks import MaskPlanner
 from kit.train.compile import compile_framework
 from kit.train.optim import build_adamw
 from kit.train.preflight import ConfigError, check_settings, preflight
@@ -34,6 +36,24 @@ def build_framework(framework: Framework | Callable[[], Framework], seed: int) -
     if not isinstance(framework, Framework):
         raise TypeError(f"train.framework must build a kit Framework, got {type(framework).__name__}.")
     return framework
+
+
+def mask_planning(model, data, data_info: dict, cfg: TrainConfig, info: DistInfo) -> dict:
+    """``{"planner": MaskPlanner}`` when the data's workers can draw the model's masks, else ``{}``.
+
+    The planner needs the student's patch grid before the first batch: the data must say its output
+    size (``PairedTiles``: ``crop.output_sizes(scale)``).
+    """
+    sizes = getattr(getattr(data, "crop", None), "output_sizes", None)
+    if sizes is None or "planner" not in inspect.signature(data.stream).parameters:
+        return {}
+    scale = data_info.get("scale") or data.check()["scale"]
+    mr, hr = sizes(int(scale))
+    side = hr if getattr(model, "view", "mr") == "hr" else mr
+    grid = model.student_encoder.grid_size(side, side)
+    planner = MaskPlanner.for_framework(model, grid, seed=cfg.seed, rank=info.rank, world_size=info.world_size,
+                                        local_batch=data.batch_size, accum_steps=cfg.accum_steps)
+    return {"planner": planner} if planner is not None else {}
 
 
 def rank_data(data: Any, cfg: TrainConfig, info: DistInfo) -> Any:
@@ -139,7 +159,8 @@ def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, 
         run.stop = horizon if max_steps is None else min(horizon, run.start_step + int(max_steps))
         run.logger = MetricsLogger(workdir, resume_step=run.start_step if folder.resume else None,
                                    enabled=info.is_main, tensorboard=cfg.tensorboard)
-        run.stream = data.stream(seed=cfg.seed, rank=info.rank, world_size=info.world_size, state=data_state)
+        run.stream = data.stream(seed=cfg.seed, rank=info.rank, world_size=info.world_size, state=data_state,
+                                 **mask_planning(model, data, data_info, cfg, info))
     except BaseException:
         run.release()
         raise

@@ -30,6 +30,7 @@ from torch import nn
 from kit.ema.ema import ema_update
 from kit.frameworks.base import Framework
 from kit.frameworks.context import StepContext
+from kit.train.masks import attach_plan
 from kit.train.optim import apply_schedules
 from kit.train.state import Run
 
@@ -50,9 +51,14 @@ def micro_context(seed: int, step: int, micro: int, *, rank: int, local_batch: i
     different masks, N ranks draw what one process would, and a resumed run redraws them exactly.
     Module randomness (drop-path) is seeded per rank by ``(seed, step, rank, micro)``.
     """
-    gen = torch.Generator().manual_seed(step_seed(seed, step, GLOBAL, micro))
     torch.manual_seed(step_seed(seed, step, rank, micro))
-    return StepContext(step=step, generator=gen, global_batch=local_batch * world_size,
+    return mask_context(seed, step, micro, rank=rank, local_batch=local_batch, world_size=world_size)
+
+
+def mask_context(seed: int, step: int, micro: int, *, rank: int, local_batch: int, world_size: int) -> StepContext:
+    """:func:`micro_context` without touching the global RNG: what a loader worker planning masks needs."""
+    gen = torch.Generator().manual_seed(step_seed(seed, step, GLOBAL, micro))
+    return StepContext(step=step, micro=micro, generator=gen, global_batch=local_batch * world_size,
                        rows=slice(rank * local_batch, (rank + 1) * local_batch))
 
 
@@ -206,9 +212,15 @@ def step_context(run: Run, step: int, micro: int = 0) -> StepContext:
                          world_size=run.info.world_size)
 
 
+def micro_batch(run: Run, step: int, micro: int) -> tuple[dict, StepContext]:
+    """The next batch and its context, with the masks the loader planned for it (if any)."""
+    batch = next_batch(run)
+    return batch, attach_plan(step_context(run, step, micro), batch.pop("plan", None))
+
+
 def train_step(run: Run, step: int) -> StepResult:
     """Run optimizer step ``step`` of ``run``: its ``accum_steps`` micro-batches, the update and the EMA."""
     horizon = run.horizon
-    micro = ((next_batch(run), step_context(run, step, i)) for i in range(run.cfg.accum_steps))
+    micro = (micro_batch(run, step, i) for i in range(run.cfg.accum_steps))
     return run.stepper(micro, lr=run.cfg.lr(step, horizon) * run.lr_scale, weight_decay=run.weight_decay(step, horizon),
                        momentum=run.model.momentum(step, horizon))
