@@ -26,7 +26,8 @@ import torch
 
 from kit.data.errors import DataError
 from kit.data.reader import MIN_MR_SIDE, BadSample, CountingHandler, decode_npy, first_sample, shard_samples
-from kit.data.stream import PairStream, _PairIterable
+from kit.data.slabs import busy_flags
+from kit.data.stream import PREFETCH, PairStream, _PairIterable
 from kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache
 from kit.data.transforms import FALSE_HR_MODES, PARAM_KEYS, PairedRandomResizedCrop, SensorNormalize
 from kit.io import BANDS
@@ -300,6 +301,9 @@ class PairedTiles:
             bands=self.bands, scale=info["scale"], false_hr=self.false_hr, max_bad_fraction=self.max_bad_fraction,
             nodata=self._nodata[0], max_nodata_fraction=self._nodata[1], planner=planner,
             consumed=int(fresh["batches"]),
+            # reusable shared slabs: prefetched batches + the one being used + one spare. Not with a pin thread,
+            # which copies each batch and drops it before the stream could lease it (fresh segments then).
+            busy=busy_flags(self.num_workers, PREFETCH + 2) if not torch.cuda.is_available() else None,
         )
         return PairStream(dataset, num_workers=self.num_workers, state=fresh)
 

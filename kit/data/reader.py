@@ -219,7 +219,7 @@ def decode_pair(members: dict[str, Any], *, bands: int, scale: int | None, nodat
         for name, a in (("MR", mr), ("HR", hr)):
             if a.dtype.kind == "f" and not np.isfinite(a).all():
                 raise BadSample("non_finite", f"{name} holds NaN or inf")
-            if (a == NODATA).any() or (nodata is not None and (a == nodata).any()):
+            if _may_hold(a, NODATA, nodata) and ((a == NODATA).any() or (nodata is not None and (a == nodata).any())):
                 raise BadSample("nodata", f"{name} holds no-data pixels ({NODATA if nodata is None else nodata})")
         return mr, hr, s
     out = []
@@ -233,6 +233,16 @@ def decode_pair(members: dict[str, Any], *, bands: int, scale: int | None, nodat
         out.append(fill_nodata(a, nodata) if frac > 0 else a)
     mr, hr = out
     return mr, hr, s
+
+
+def _may_hold(a: np.ndarray, *values: float | None) -> bool:
+    """False when no value of ``values`` lies within ``[a.min(), a.max()]`` (one or two fast reductions of
+    integer tiles instead of a comparison array per value); True for float tiles and when one might be there."""
+    if a.dtype.kind not in "iu" or a.size == 0:
+        return True
+    lo = a.min()
+    above = [v for v in values if v is not None and not np.isnan(v) and v >= lo]
+    return bool(above) and any(v <= a.max() for v in above)  # the max only when a value is not below the min
 
 
 def fill_nodata(a: np.ndarray, nodata: float | None = None) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Each worker runs the webdataset pipeline of :mod:`kit.data.reader` for its logical worker, skips the
 samples consumed before a resume undecoded, decodes and validates the rest, draws each pair's crop and
-jitter parameters from ``(seed, epoch, key)`` and batches the int16 tiles with them in shared memory.
+jitter parameters from ``(seed, epoch, key)`` and batches the int16 tiles with them in shared memory
+(reusable slabs, :mod:`kit.data.slabs`).
 Torch's DataLoader hands out batches round-robin from worker 0; :class:`PairStream` records the tag
 ``(logical worker, epoch, offset)`` of every batch the caller has taken, and on resume new worker ``p``
 plays logical worker ``(p + n) % W`` (``n`` batches consumed) so the interleaving goes on exactly where
@@ -11,7 +12,6 @@ it stopped.
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
@@ -20,12 +20,14 @@ import numpy as np
 import torch
 
 from kit.data.errors import DataError
+from kit.data.slabs import SlabLeases, SlabPool, unpack
 from kit.data.reader import BadSample, CountingHandler, decode_pair, sample_rng, worker_epoch
 from kit.data.transforms import PairedRandomResizedCrop, SensorNormalize
 
 log = logging.getLogger(__name__)
 
 MIN_SAMPLES_FOR_BAD_CHECK = 100
+PREFETCH = 2  # batches each worker works ahead (DataLoader prefetch_factor)
 
 
 class _PairIterable(torch.utils.data.IterableDataset):
@@ -35,9 +37,11 @@ class _PairIterable(torch.utils.data.IterableDataset):
                  rotation: int, positions: dict[int, tuple[int, int]], batch_size: int, shuffle_buffer: int,
                  resampled: bool, crop: PairedRandomResizedCrop, normalize: SensorNormalize | None, bands: int,
                  scale: int, false_hr: str | None, max_bad_fraction: float, nodata: float | None = None,
-                 max_nodata_fraction: float = 0.0, planner=None, consumed: int = 0) -> None:
+                 max_nodata_fraction: float = 0.0, planner=None, consumed: int = 0,
+                 busy: torch.Tensor | None = None) -> None:
         super().__init__()
         self.planner, self.consumed = planner, consumed
+        self.busy = busy  # (W, slots) shared flags of the workers' reusable batch slabs (kit.data.slabs)
         self.root, self.shards = root, shards
         self.names = [s["name"] for s in shards]
         self.expected = {s["name"]: s.get("num_samples") for s in shards}
@@ -63,30 +67,41 @@ class _PairIterable(torch.utils.data.IterableDataset):
         params = self.crop.draw(mr.shape[1], mr.shape[2], s, sample_rng(self.seed, epoch, sample["__key__"]))
         return mr, hr, params
 
-    def _collate(self, pairs: list, shared: bool) -> dict[str, torch.Tensor]:
-        """Stack tiles (zero-padded to the largest in the batch) and parameters, in shared memory in a worker."""
-        out = {}
+    def _collate(self, pairs: list, pool: SlabPool | None) -> tuple[dict[str, torch.Tensor], dict]:
+        """Stack tiles (zero-padded to the largest in the batch) and parameters: ``(tensors, meta)``.
+
+        In a worker (``pool``) every field is packed into one of the worker's reusable shared slabs
+        (:mod:`kit.data.slabs`): the tensors are ``{"_flat": uint8 buffer}`` and ``meta`` holds the slot
+        and the packing, which :class:`PairStream` unpacks. In the training process: the fields themselves.
+        """
         names = ("mr", "hr") if self.false_hr is None else ("mr",)  # false HR is made from MR on the device
-        for j, name in enumerate(names):
-            tiles = [p[j] for p in pairs]
-            shape = (len(tiles), tiles[0].shape[0], max(t.shape[1] for t in tiles), max(t.shape[2] for t in tiles))
-            buf = _empty(shape, _tile_dtype(tiles), shared)
-            arr = buf.numpy()
-            if any(t.shape[1:] != shape[2:] for t in tiles):
+        tiles = {name: [p[j] for p in pairs] for j, name in enumerate(names)}
+        params = {name: np.stack([p[2][name] for p in pairs]) for name in pairs[0][2]}
+        specs = {name: ((len(ts), ts[0].shape[0], max(t.shape[1] for t in ts), max(t.shape[2] for t in ts)),
+                        _tile_dtype(ts)) for name, ts in tiles.items()}
+        specs.update({name: (a.shape, torch.from_numpy(a[:0]).dtype) for name, a in params.items()})
+        if pool is not None:
+            slot, flat, fields = pool.take(specs)
+            out, packed = unpack(flat, fields), ({"_flat": flat}, {"slab": slot, "fields": fields})
+        else:
+            out = {name: torch.empty(shape, dtype=dtype) for name, (shape, dtype) in specs.items()}
+            packed = (out, {"slab": -1, "fields": None})
+        for name, ts in tiles.items():
+            arr = out[name].numpy()
+            if any(t.shape[1:] != arr.shape[2:] for t in ts):
                 arr[...] = 0
-            for i, t in enumerate(tiles):
+            for i, t in enumerate(ts):
                 arr[i, :, :t.shape[1], :t.shape[2]] = t
-            out[name] = buf
-        for name in pairs[0][2]:
-            out[name] = torch.from_numpy(np.stack([p[2][name] for p in pairs]))
-        return out
+        for name, a in params.items():
+            out[name].numpy()[...] = a
+        return packed
 
     def batches(self, worker: int, epoch: int, offset: int, first: int = 0, stride: int = 1) -> Iterator[dict]:
         """Infinite batches of logical ``worker`` starting at raw ``offset`` of ``epoch``.
 
         ``first`` and ``stride``: the positions of this worker's batches in the rank's sequence (counted
         across resumes): the planner, if any, draws the masks of batch ``first + k * stride``."""
-        shared = torch.utils.data.get_worker_info() is not None
+        pool = SlabPool(self.busy, worker) if torch.utils.data.get_worker_info() is not None else None
         handler = CountingHandler()  # errors of the tar stages; kept across epochs so none is lost or doubled
         seen, bad_total, skipped = 0, Counter(), Counter()
         pairs: list = []
@@ -120,8 +135,9 @@ class _PairIterable(torch.utils.data.IterableDataset):
                 seen += 1
                 keys.append(sample["__key__"])
                 if len(keys) == self.batch_size:
-                    meta = {"worker": worker, "epoch": epoch, "offset": r + 1, "skipped": dict(skipped)}
-                    batch = {**self._collate(pairs, shared), "key": keys, "_meta": meta}
+                    out, packing = self._collate(pairs, pool)
+                    meta = {"worker": worker, "epoch": epoch, "offset": r + 1, "skipped": dict(skipped), **packing}
+                    batch = {**out, "key": keys, "_meta": meta}
                     if self.planner is not None:
                         batch["plan"] = self.planner(first)
                     first += stride
@@ -162,17 +178,6 @@ def _tile_dtype(tiles: list[np.ndarray]) -> torch.dtype:
     return torch.float32
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, shared: bool) -> torch.Tensor:
-    """Uninitialised tensor, in shared memory when ``shared`` (so handing it to the main process copies nothing)."""
-    if shared:
-        try:
-            storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape), device="cpu")
-            return torch.empty(0, dtype=dtype).new(storage).view(shape)
-        except Exception:  # noqa: BLE001 - private API moved: the public call copies once
-            return torch.empty(shape, dtype=dtype).share_memory_()
-    return torch.empty(shape, dtype=dtype)
-
-
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
@@ -203,11 +208,18 @@ class PairStream:
         self._loader = None
         self._it = None
         self._gen = None
+        self._leases = SlabLeases(dataset.busy)
+        #: batches that came in a reused slab (True) and in a fresh segment or private memory (False)
+        self.slab_use: Counter = Counter()
 
     def _batches(self) -> Iterator[dict]:
         while True:
             batch = next(self._it)
             meta = batch.pop("_meta")
+            if meta["fields"] is not None:  # packed by a worker
+                batch.update(self._leases.hand_out(batch.pop("_flat"), meta["fields"], int(meta["worker"]),
+                                                   int(meta["slab"])))
+            self.slab_use[meta["slab"] >= 0] += 1
             self._positions[int(meta["worker"])] = (int(meta["epoch"]), int(meta["offset"]))
             self._stats.update(meta["skipped"])
             self._consumed += 1
@@ -217,7 +229,7 @@ class PairStream:
         if self._gen is None:
             kwargs = {}
             if self._num_workers > 0:
-                kwargs = dict(worker_init_fn=_worker_init, prefetch_factor=2, persistent_workers=False,
+                kwargs = dict(worker_init_fn=_worker_init, prefetch_factor=PREFETCH, persistent_workers=False,
                               pin_memory=torch.cuda.is_available())  # pinned: the copy to the GPU does not block
             self._loader = torch.utils.data.DataLoader(
                 self._dataset, batch_size=None, num_workers=self._num_workers, **kwargs
