@@ -10,7 +10,10 @@ One step is :class:`kit.train.step.TrainStep`, exactly what the train loop runs:
 on-device finite check, fused AdamW, EMA update (no gradient clipping, one micro-batch). All variants of a
 host start from the same weights and see the same batch; they are timed in alternation, one step at a
 time, so drifting machine load affects them alike. The table reports medians, the SA overhead as the
-ratio of host + SA to the host in the same mode, and the compiled/eager ratio of each variant.
+ratio of host + SA to the host in the same mode, and the compiled/eager ratio of each variant. The FLOPs
+of each step (``torch.utils.flop_counter``) give the add-on's arithmetic overhead, ``sa_flop_ratio``: what
+the SA teacher must compute (its encoder over the s*s HR patches under every student patch), the floor
+that no implementation of the method goes below on hardware where those operations dominate.
 
 Host syncs: one extra untimed step per variant runs under a ``TorchDispatchMode`` that counts the ops
 that make the host wait for a value: ``_local_scalar_dense`` (``.item()``, ``bool()``, ``int()``),
@@ -36,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks._common import RESULTS, append_csv, env_info, print_table, time_fn  # noqa: E402
 from kit.encoders import ProjectionHead, ViTEncoder  # noqa: E402
@@ -215,6 +219,18 @@ def _parse(argv):
     return args
 
 
+def _count_flops(step, steps: int) -> float:
+    """Mean FLOPs of ``steps`` more steps (forward and backward matmuls, convolutions and attention, as
+    ``torch.utils.flop_counter`` counts them). Variants are counted at the same step numbers, so with the
+    same masks: ``sa_flop_ratio`` is the overhead the add-on's arithmetic sets, the floor of ``sa_ratio``."""
+    total = 0
+    for _ in range(steps):
+        with FlopCounterMode(display=False) as counter:
+            step()
+        total += counter.get_total_flops()
+    return total / steps
+
+
 def _bench_host(name: str, args, cfg: dict, env: dict) -> list[dict]:
     device, cuda = args.device, args.device.type == "cuda"
     batch_size = args.batch or (CPU_PAPER_BATCH if args.paper_shapes and not cuda else cfg[name]["batch"])
@@ -248,6 +264,7 @@ def _bench_host(name: str, args, cfg: dict, env: dict) -> list[dict]:
         for k, (_, step) in variants.items():
             times[k].append(time_fn(step, warmup=0, repeat=1, sync=sync)["median_ms"])
     stats = {k: _stats(t) for k, t in times.items()}
+    flops = {k: _count_flops(step, 3) for k, (_, step) in variants.items() if k[1] == "eager"}
     rows = []
     for (v, mode), (fw, _) in variants.items():
         t = stats[(v, mode)]
@@ -263,6 +280,8 @@ def _bench_host(name: str, args, cfg: dict, env: dict) -> list[dict]:
             "p20_ms": round(t["p20_ms"], 2), "p80_ms": round(t["p80_ms"], 2),
             "imgs_per_s": round(batch_size / t["median_ms"] * 1e3, 1),
             "sa_ratio": "" if v == "host" else round(t["median_ms"] / host_t, 3),
+            "gflop_per_step": round(flops[(v, "eager")] / 1e9, 2),
+            "sa_flop_ratio": "" if v == "host" else round(flops[(v, "eager")] / flops[("host", "eager")], 3),
             "eager_over_compiled": "" if mode == "eager" else round(eager_t / t["median_ms"], 3),
             "warmup_s": round(compile_s[(v, mode)], 1),
             **syncs[(v, mode)],
@@ -288,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         if cuda:
             torch.cuda.empty_cache()
     print_table(rows, ["host", "variant", "mode", "config", "batch", "precision", "median_ms", "p20_ms", "p80_ms",
-                       "imgs_per_s", "sa_ratio", "eager_over_compiled", "host_syncs", "sampler_reads", "warmup_s",
+                       "imgs_per_s", "sa_ratio", "sa_flop_ratio", "eager_over_compiled", "host_syncs", "sampler_reads", "warmup_s",
                        "peak_mem_MB", "device"])
     for r in rows:
         if r["sync_sites"]:
