@@ -37,6 +37,9 @@ def test_csv_has_compiled_beside_eager_and_sync_counts(tmp_path):
     for r in rows:
         assert float(r["median_ms"]) > 0 and r["host_syncs"] != "" and r["device"] and r["commit"] and r["torch"]
     assert rows[1]["sa_ratio"] and rows[2]["eager_over_compiled"]
+    # the SA teacher's encoder pass over the HR patches is arithmetic the host does not do
+    assert float(rows[1]["gflop_per_step"]) > float(rows[0]["gflop_per_step"]) > 0
+    assert float(rows[1]["sa_flop_ratio"]) > 1.05 and rows[0]["sa_flop_ratio"] == ""
 
 
 def test_bf16_on_cpu_is_refused_with_exit_2(capsys):
