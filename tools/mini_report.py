@@ -82,9 +82,9 @@ def _fmt(st: dict | None) -> str:
 
 def tables_markdown(stats: dict[str, dict], diffs: list[dict], hosts: list[str], n_seeds: int) -> str:
     """Tables I and II in the paper's layout, and the paired differences."""
-    cls = " | ".join(CLASSES)
+    cls = " / ".join(CLASSES)
     lines = [f"### Table I (miniature): linear probing on the synthetic task, test mIoU (%), mean ± std over {n_seeds} seed(s)",
-             "", f"| Model | mIoU | IoU per class: {cls} |", "|---|---|---|"]
+             "", f"| Model | mIoU | IoU per class ({cls}) |", "|---|---|---|"]
     for h in hosts:
         lines.append(f"| *{HOST_LABEL[h]}* | | |")
         for r in ("init", "mr", "hr", "sa"):
