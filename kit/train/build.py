@@ -38,11 +38,13 @@ def build_framework(framework: Framework | Callable[[], Framework], seed: int) -
     return framework
 
 
-def mask_planning(model, data, data_info: dict, cfg: TrainConfig, info: DistInfo) -> dict:
+def mask_planning(model, data, data_info: dict, cfg: TrainConfig, info: DistInfo, *, start_step: int = 0,
+                  data_state: dict | None = None) -> dict:
     """``{"planner": MaskPlanner}`` when the data's workers can draw the model's masks, else ``{}``.
 
     The planner needs the student's patch grid before the first batch: the data must say its output
-    size (``PairedTiles``: ``crop.output_sizes(scale)``).
+    size (``PairedTiles``: ``crop.output_sizes(scale)``). Its batches are numbered from the stream's
+    position (``data_state``), so a resumed run whose data order restarts still tags them with its steps.
     """
     sizes = getattr(getattr(data, "crop", None), "output_sizes", None)
     if sizes is None or "planner" not in inspect.signature(data.stream).parameters:
@@ -52,7 +54,8 @@ def mask_planning(model, data, data_info: dict, cfg: TrainConfig, info: DistInfo
     side = hr if getattr(model, "view", "mr") == "hr" else mr
     grid = model.student_encoder.grid_size(side, side)
     planner = MaskPlanner.for_framework(model, grid, seed=cfg.seed, rank=info.rank, world_size=info.world_size,
-                                        local_batch=data.batch_size, accum_steps=cfg.accum_steps)
+                                        local_batch=data.batch_size, accum_steps=cfg.accum_steps,
+                                        offset=start_step * cfg.accum_steps - int((data_state or {}).get("batches", 0)))
     return {"planner": planner} if planner is not None else {}
 
 
@@ -160,7 +163,8 @@ def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, 
         run.logger = MetricsLogger(workdir, resume_step=run.start_step if folder.resume else None,
                                    enabled=info.is_main, tensorboard=cfg.tensorboard)
         run.stream = data.stream(seed=cfg.seed, rank=info.rank, world_size=info.world_size, state=data_state,
-                                 **mask_planning(model, data, data_info, cfg, info))
+                                 **mask_planning(model, data, data_info, cfg, info, start_step=run.start_step,
+                                                 data_state=data_state))
     except BaseException:
         run.release()
         raise

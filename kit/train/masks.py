@@ -24,6 +24,9 @@ class MaskPlanner:
         samplers: the framework's :meth:`~kit.frameworks.base.Framework.mask_samplers`, in draw order.
         grid: the student's patch grid at the data's output size.
         seed, rank, world_size, local_batch, accum_steps: as the train loop runs.
+        offset: added to the stream's batch count ``n`` to give the run's micro-batch number: 0 when the stream
+            continues from the checkpoint's position, ``start_step * accum_steps`` when a resumed run restarts
+            its data stream (a checkpoint of another world size).
     """
 
     samplers: tuple
@@ -33,6 +36,7 @@ class MaskPlanner:
     world_size: int
     local_batch: int
     accum_steps: int = 1
+    offset: int = 0
 
     @classmethod
     def for_framework(cls, framework: Framework, grid: tuple[int, int], **kwargs) -> "MaskPlanner | None":
@@ -42,7 +46,7 @@ class MaskPlanner:
 
     def position(self, n: int) -> tuple[int, int]:
         """``(step, micro)`` of the rank's ``n``-th micro-batch."""
-        return divmod(int(n), self.accum_steps)
+        return divmod(int(n) + self.offset, self.accum_steps)
 
     def context(self, step: int, micro: int) -> StepContext:
         from kit.train.step import mask_context  # the step module imports the loop's state; keep workers light

@@ -118,3 +118,23 @@ def test_training_with_masks_planned_in_a_worker_process_matches_in_process(tmp_
     a, b = losses(tmp_path / "w0"), losses(tmp_path / "w1")
     assert len(a) == len(b) == 4
     assert [r["loss/total"] for r in a] == [r["loss/total"] for r in b]
+
+
+def test_a_resume_that_restarts_the_data_stream_still_tags_its_steps(tmp_path):
+    """A checkpoint of another world size restarts the data order (the stream counts from 0) while the
+    steps go on: the planner's offset keeps the masks of step S tagged S, and the run continues."""
+    from kit.train.checkpoint import list_checkpoints, load_checkpoint
+
+    work = tmp_path / "run"
+    bindings = ["train.accum_steps = 2", "train.batch_size = 4", "train.ckpt_every = 2"]
+    run("gin/ijepa_sa.gin", work, bindings=bindings, max_steps=2)
+    step, path = list_checkpoints(work)[-1]
+    state = load_checkpoint(path)
+    state["data"] = state["data"] * 2  # as if two ranks had written it: this one-process resume restarts the data
+    state["rng"] = state["rng"] * 2
+    torch.save(state, path)
+    run("gin/ijepa_sa.gin", work, bindings=bindings, max_steps=2, resume=True)
+    assert [r["step"] for r in losses(work)][-1] == 4
+    planner = MaskPlanner.for_framework(SpatialAffinity(host=_ijepa()), (8, 8), seed=0, rank=0, world_size=1,
+                                        local_batch=2, accum_steps=2, offset=2 * 2)
+    assert planner(0)["step"] == 2 and planner(3)["step"] == 3 and planner(3)["micro"] == 1
