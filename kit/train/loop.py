@@ -32,7 +32,8 @@ from kit.train import distributed as distr
 from kit.train.build import build_run
 from kit.train.signals import RunInterrupted, StopRequest
 from kit.train.state import Run, TrainConfig
-from kit.train.step import GLOBAL, StepResult, step_seed, train_step
+from kit.train.seeds import GLOBAL, step_seed
+from kit.train.step import StepResult, train_step
 
 __all__ = ["GLOBAL", "NonFiniteError", "Run", "RunInterrupted", "TrainConfig", "step_seed", "train"]
 

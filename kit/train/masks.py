@@ -1,7 +1,7 @@
 """Patch masks drawn in the loader workers, off the training process's critical path.
 
 The released I-JEPA draws its multiblock masks in the DataLoader's collate; this kit's samplers draw
-per step from a generator seeded by ``(seed, step, micro-batch)`` (:func:`kit.train.step.mask_context`).
+per step from a generator seeded by ``(seed, step, micro-batch)`` (:func:`kit.train.seeds.mask_context`).
 :class:`MaskPlanner` makes those same draws in the worker that makes the micro-batch: the stream hands
 it the batch's position ``n`` in the rank's sequence (counted across resumes), the planner maps it to
 ``(step, micro) = divmod(n, accum_steps)`` and returns the framework's masks, bit-identical to what its
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from kit.frameworks.base import Framework
 from kit.frameworks.context import PlannedMasks, StepContext
+from kit.train.seeds import mask_context
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,6 @@ class MaskPlanner:
         return divmod(int(n) + self.offset, self.accum_steps)
 
     def context(self, step: int, micro: int) -> StepContext:
-        from kit.train.step import mask_context  # the step module imports the loop's state; keep workers light
-
         return mask_context(self.seed, step, micro, rank=self.rank, local_batch=self.local_batch,
                             world_size=self.world_size)
 

@@ -1,4 +1,4 @@
-"""One optimizer step, and the seeds that make every step reproducible.
+"""One optimizer step (its seeds: :mod:`kit.train.seeds`).
 
 :class:`TrainStep` is the one place that knows how a step is made (the loop and
 ``benchmarks/train_step.py`` both run it)::
@@ -11,7 +11,8 @@
     EMA update weighted by (1 - found_inf)                 (untouched when the step was skipped)
 
 with the learning rate, weight decay and EMA momentum of the optimizer step read off pure schedules and
-every random draw seeded from ``(seed, step, micro-batch, rank)``. Nothing in a step reads a device
+every random draw seeded from ``(seed, step, micro-batch, rank)`` (the masks, when the data can, drawn
+ahead in the loader workers: :mod:`kit.train.masks`). Nothing in a step reads a device
 value on the host, so a GPU never waits for Python between steps: the skipped steps are counted on the
 device (:class:`NonFiniteGuard`) and the loop reads the count when it logs or checkpoints. Only an
 optimizer without fused kernels for its device (CPU and CUDA have them) reads the flag once per step.
@@ -22,7 +23,6 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Iterable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -31,36 +31,9 @@ from kit.ema.ema import ema_update
 from kit.frameworks.base import Framework
 from kit.frameworks.context import StepContext
 from kit.train.masks import attach_plan
+from kit.train.seeds import micro_context
 from kit.train.optim import apply_schedules
 from kit.train.state import Run
-
-GLOBAL = 2**31  # the "rank" of draws shared by all ranks (patch masks of the global batch)
-
-
-def step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
-    """A 63-bit seed that depends only on ``(seed, step, rank, micro)`` (micro-batch 0: ``(seed, step, rank)``)."""
-    entropy = [seed, step, rank] + ([micro] if micro else [])
-    return int(np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-def micro_context(seed: int, step: int, micro: int, *, rank: int, local_batch: int, world_size: int) -> StepContext:
-    """Seed micro-batch ``micro`` of optimizer step ``step`` and describe it to the framework.
-
-    Patch masks come from a generator seeded by ``(seed, step, micro)``, the same on every rank, drawn
-    for the micro-batch's global batch (each rank keeps its rows): the micro-batches of a step get
-    different masks, N ranks draw what one process would, and a resumed run redraws them exactly.
-    Module randomness (drop-path) is seeded per rank by ``(seed, step, rank, micro)``.
-    """
-    torch.manual_seed(step_seed(seed, step, rank, micro))
-    return mask_context(seed, step, micro, rank=rank, local_batch=local_batch, world_size=world_size)
-
-
-def mask_context(seed: int, step: int, micro: int, *, rank: int, local_batch: int, world_size: int) -> StepContext:
-    """:func:`micro_context` without touching the global RNG: what a loader worker planning masks needs."""
-    gen = torch.Generator().manual_seed(step_seed(seed, step, GLOBAL, micro))
-    return StepContext(step=step, micro=micro, generator=gen, global_batch=local_batch * world_size,
-                       rows=slice(rank * local_batch, (rank + 1) * local_batch))
-
 
 @dataclass
 class StepResult:

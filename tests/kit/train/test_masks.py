@@ -10,11 +10,11 @@ from kit.data.loader import PairedTiles
 from kit.data.transforms import PairedRandomResizedCrop
 from kit.encoders import ProjectionHead, ViTEncoder
 from kit.frameworks import IJEPA, MAE, LatentMIM, SpatialAffinity
-from kit.frameworks.context import PlannedMasks, StepContext
+from kit.frameworks.context import PlannedMasks
 from kit.predictors import CrossAttentionDecoder, IJEPAPredictor, MAEDecoder
 from kit.samplers import BlockSampler, MultiBlock, RandomSplit
 from kit.train.masks import MaskPlanner, attach_plan
-from kit.train.step import mask_context
+from kit.train.seeds import mask_context
 from tests.kit.data.fakes import synthetic_root
 from tests.kit.train.helpers import losses, run
 

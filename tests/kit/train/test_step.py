@@ -16,7 +16,8 @@ from kit.predictors import CrossAttentionDecoder
 from kit.samplers import RandomSplit
 from kit.train.optim import build_adamw
 from kit.train.compile import compile_framework
-from kit.train.step import NonFiniteGuard, TrainStep, micro_context, step_seed
+from kit.train.seeds import micro_context, step_seed
+from kit.train.step import NonFiniteGuard, TrainStep
 
 
 def _sa_latentmim():
