@@ -10,9 +10,9 @@ Here each worker keeps ``slots`` *slabs* (one shared buffer per batch field, all
 reused while the batch shape stays the same). A small shared ``busy`` array, made by the training process
 before the workers start, says which slabs are in use:
 
-* the worker takes a slab whose flag is 0, sets it to 1, fills it and sends the batch (torch sends the
-  same segment each time; the training process finds its mapping in torch's shared-storage cache, which
-  :class:`SlabLeases` keeps alive, so neither side faults pages in again);
+* the worker takes a slab whose flag is 0, sets it to 1, fills it and sends the batch: the buffer itself
+  the first time (torch passes its file descriptor), afterwards only the slot number, which the training
+  process reads through the mapping :class:`SlabLeases` kept (no descriptor passing, no page faults);
 * the training process attaches a finaliser to every tensor of the batch it hands out; when the caller
   has dropped them all (the train loop does so as soon as ``to_device`` has made the model inputs), the
   flag goes back to 0;
@@ -82,9 +82,10 @@ class SlabPool:
         self._next = 0
         self.fresh = 0  # batches that found no free slab
 
-    def take(self, specs: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> tuple[int, torch.Tensor, list[tuple]]:
-        """``(slot, flat, fields)``: a shared uint8 buffer holding ``specs`` packed as ``fields`` (see
-        :func:`layout`); slot -1: a fresh segment (no free slab)."""
+    def take(self, specs: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> tuple[int, torch.Tensor, list[tuple], bool]:
+        """``(slot, flat, fields, new)``: a shared uint8 buffer holding ``specs`` packed as ``fields`` (see
+        :func:`layout`); slot -1: a fresh segment (no free slab). ``new``: the training process has not seen
+        this buffer yet, so the batch must carry it; otherwise the slot number is enough."""
         fields, total = layout(specs)
         if self.flags is not None:
             n = len(self.flags)
@@ -93,22 +94,37 @@ class SlabPool:
                 if self.flags[r] == 0:
                     self.flags[r] = 1
                     self._next = r + 1
-                    if r not in self.slabs or self.slabs[r].numel() < total:
+                    new = r not in self.slabs or self.slabs[r].numel() < total
+                    if new:
                         self.slabs[r] = shared_empty((total,), torch.uint8)
-                    return r, self.slabs[r][:total], fields
+                    return r, self.slabs[r][:total], fields, new
         self.fresh += 1
-        return -1, shared_empty((total,), torch.uint8), fields
+        return -1, shared_empty((total,), torch.uint8), fields, True
 
 
 class SlabLeases:
-    """Training-process side: unpacks a batch and frees its slab when every field has been dropped."""
+    """Training-process side: unpacks a batch and frees its slab when every field has been dropped.
+
+    The first batch of a slab carries the buffer (torch passes its file descriptor and this process maps
+    it); later batches of the same slab carry only the slot number and are read from the mapping kept here.
+    A worker's batches arrive in the order it made them, so a slab is always mapped before it is named.
+    """
 
     def __init__(self, busy: torch.Tensor | None) -> None:
         self.flags = busy.numpy() if busy is not None else None
         self._mapped: dict[tuple[int, int], torch.UntypedStorage] = {}
 
-    def hand_out(self, flat: torch.Tensor, fields: list[tuple], worker: int, slot: int) -> dict[str, torch.Tensor]:
-        """The fields of ``flat`` (from ``worker``'s ``slot``), leased: the flag clears when all are gone."""
+    def hand_out(self, flat: torch.Tensor | None, fields: list[tuple], worker: int, slot: int,
+                 nbytes: int) -> dict[str, torch.Tensor]:
+        """The fields of the batch (in ``flat``, or in ``worker``'s ``slot`` mapped before), leased: the
+        slab's flag clears when all of them are gone."""
+        if flat is None:
+            storage = self._mapped.get((worker, slot))
+            if storage is None:
+                raise RuntimeError(f"worker {worker} named slab {slot} before sending it; this is a bug in kit.data.")
+            flat = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (nbytes,))
+        elif slot >= 0:
+            self._mapped[(worker, slot)] = flat.untyped_storage()  # kept mapped: later batches name the slot
         out = unpack(flat, fields)
         if self.flags is None or slot < 0:
             return out
@@ -120,8 +136,6 @@ class SlabLeases:
             if left[0] == 0:
                 flags[worker, slot] = 0
 
-        # keep the segment mapped here, so the next batch in this slab reuses the mapping (no page faults)
-        self._mapped[(worker, slot)] = flat.untyped_storage()
         for t in out.values():
             weakref.finalize(t, release)
         return out

@@ -71,8 +71,8 @@ class _PairIterable(torch.utils.data.IterableDataset):
         """Stack tiles (zero-padded to the largest in the batch) and parameters: ``(tensors, meta)``.
 
         In a worker (``pool``) every field is packed into one of the worker's reusable shared slabs
-        (:mod:`kit.data.slabs`): the tensors are ``{"_flat": uint8 buffer}`` and ``meta`` holds the slot
-        and the packing, which :class:`PairStream` unpacks. In the training process: the fields themselves.
+        (:mod:`kit.data.slabs`): the tensors are ``{"_flat": uint8 buffer}`` (only the first time a slab is
+        used; afterwards ``{}``) and ``meta`` holds the slot and the packing, which :class:`PairStream` unpacks. In the training process: the fields themselves.
         """
         names = ("mr", "hr") if self.false_hr is None else ("mr",)  # false HR is made from MR on the device
         tiles = {name: [p[j] for p in pairs] for j, name in enumerate(names)}
@@ -81,8 +81,9 @@ class _PairIterable(torch.utils.data.IterableDataset):
                         _tile_dtype(ts)) for name, ts in tiles.items()}
         specs.update({name: (a.shape, torch.from_numpy(a[:0]).dtype) for name, a in params.items()})
         if pool is not None:
-            slot, flat, fields = pool.take(specs)
-            out, packed = unpack(flat, fields), ({"_flat": flat}, {"slab": slot, "fields": fields})
+            slot, flat, fields, new = pool.take(specs)
+            out = unpack(flat, fields)
+            packed = ({"_flat": flat} if new else {}, {"slab": slot, "fields": fields, "nbytes": flat.numel()})
         else:
             out = {name: torch.empty(shape, dtype=dtype) for name, (shape, dtype) in specs.items()}
             packed = (out, {"slab": -1, "fields": None})
@@ -217,8 +218,8 @@ class PairStream:
             batch = next(self._it)
             meta = batch.pop("_meta")
             if meta["fields"] is not None:  # packed by a worker
-                batch.update(self._leases.hand_out(batch.pop("_flat"), meta["fields"], int(meta["worker"]),
-                                                   int(meta["slab"])))
+                batch.update(self._leases.hand_out(batch.pop("_flat", None), meta["fields"], int(meta["worker"]),
+                                                   int(meta["slab"]), int(meta["nbytes"])))
             self.slab_use[meta["slab"] >= 0] += 1
             self._positions[int(meta["worker"])] = (int(meta["epoch"]), int(meta["offset"]))
             self._stats.update(meta["skipped"])

@@ -72,13 +72,13 @@ def test_pool_and_leases_in_one_process():
     busy = busy_flags(1, 2)
     pool, leases = SlabPool(busy, 0), SlabLeases(busy)
     spec = {"x": ((2, 3), torch.int16), "flag": ((2,), torch.bool), "y": ((5,), torch.int32)}
-    r0, flat0, fields = pool.take(spec)
-    r1, _, _ = pool.take(spec)
-    r2, _, _ = pool.take(spec)
-    assert (r0, r1, r2) == (0, 1, -1) and pool.fresh == 1  # both slabs busy: a fresh buffer
+    r0, flat0, fields, new0 = pool.take(spec)
+    r1, _, _, _ = pool.take(spec)
+    r2, _, _, new2 = pool.take(spec)
+    assert (r0, r1, r2) == (0, 1, -1) and pool.fresh == 1 and new0 and new2  # both slabs busy: a fresh buffer
     assert all(off % 64 == 0 for _, off, _, _ in fields)
     unpack(flat0, fields)["x"][...] = torch.arange(6, dtype=torch.int16).view(2, 3)
-    out = leases.hand_out(flat0, fields, 0, r0)
+    out = leases.hand_out(flat0, fields, 0, r0, flat0.numel())
     assert {k: (tuple(v.shape), v.dtype) for k, v in out.items()} == {k: v for k, v in spec.items()}
     assert torch.equal(out["x"], torch.arange(6, dtype=torch.int16).view(2, 3))
     view = out["x"][1]  # a view keeps its field, and so the slab, leased
@@ -88,9 +88,14 @@ def test_pool_and_leases_in_one_process():
     del view
     gc.collect()
     assert busy.tolist() == [[0, 1]]  # every field dropped: the slab is free, the other is still out
-    r3, flat3, _ = pool.take(spec)
-    assert r3 == 0 and flat3.data_ptr() == flat0.data_ptr()  # the same memory again
+    r3, flat3, _, new3 = pool.take(spec)
+    assert r3 == 0 and not new3 and flat3.data_ptr() == flat0.data_ptr()  # the same memory, named by its slot
+    unpack(flat3, fields)["x"][...] = 7
+    again = leases.hand_out(None, fields, 0, r3, flat3.numel())  # read through the mapping kept from the first
+    assert bool((again["x"] == 7).all())
+    with pytest.raises(RuntimeError, match="before sending it"):
+        leases.hand_out(None, fields, 0, 1, flat3.numel())
     busy[0, 1] = 0
-    r4, flat4, _ = pool.take({"x": ((400, 3), torch.int16)})  # a freed slab too small for the batch grows
-    assert r4 == 1 and flat4.numel() >= 2400
+    r4, flat4, _, new4 = pool.take({"x": ((400, 3), torch.int16)})  # a freed slab too small for the batch grows
+    assert r4 == 1 and new4 and flat4.numel() >= 2400
     assert busy_flags(0, 4) is None and SlabPool(None, 0).take(spec)[0] == -1
