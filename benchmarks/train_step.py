@@ -307,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         if cuda:
             torch.cuda.empty_cache()
     print_table(rows, ["host", "variant", "mode", "config", "batch", "precision", "median_ms", "p20_ms", "p80_ms",
-                       "imgs_per_s", "sa_ratio", "sa_flop_ratio", "eager_over_compiled", "host_syncs", "sampler_reads", "warmup_s",
-                       "peak_mem_MB", "device"])
+                       "imgs_per_s", "sa_ratio", "sa_flop_ratio", "eager_over_compiled", "host_syncs", "sampler_reads",
+                       "warmup_s", "peak_mem_MB", "device"])
     for r in rows:
         if r["sync_sites"]:
             print(f"host syncs of {r['host']} {r['variant']} {r['mode']}: {r['sync_sites']}")

@@ -26,8 +26,7 @@ import torch
 
 from kit.data.errors import DataError
 from kit.data.reader import MIN_MR_SIDE, BadSample, CountingHandler, decode_npy, first_sample, shard_samples
-from kit.data.slabs import busy_flags
-from kit.data.stream import PREFETCH, PairStream, _PairIterable
+from kit.data.stream import PairStream, _PairIterable
 from kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache
 from kit.data.transforms import FALSE_HR_MODES, PARAM_KEYS, PairedRandomResizedCrop, SensorNormalize
 from kit.io import BANDS
@@ -301,9 +300,6 @@ class PairedTiles:
             bands=self.bands, scale=info["scale"], false_hr=self.false_hr, max_bad_fraction=self.max_bad_fraction,
             nodata=self._nodata[0], max_nodata_fraction=self._nodata[1], planner=planner,
             consumed=int(fresh["batches"]),
-            # reusable shared slabs: prefetched batches + the one being used + one spare. Not with a pin thread,
-            # which copies each batch and drops it before the stream could lease it (fresh segments then).
-            busy=busy_flags(self.num_workers, PREFETCH + 2) if not torch.cuda.is_available() else None,
         )
         return PairStream(dataset, num_workers=self.num_workers, state=fresh)
 
@@ -334,10 +330,7 @@ class PairedTiles:
         params = {name: move(raw[name]) for name in PARAM_KEYS if name in raw}
         hr = move(raw["hr"]) if "hr" in raw else None
         mr, hr = self.crop.apply(move(raw["mr"]), hr, params, scale, self.normalize, self.false_hr, k)
-        out = {"mr": mr, "hr": hr, "key": raw["key"]}
-        if "plan" in raw:
-            out["plan"] = raw["plan"]
-        return out
+        return {"mr": mr, "hr": hr, "key": raw["key"]}
 
     def __repr__(self) -> str:
         return (f"PairedTiles(root={self.root!r}, batch_size={self.batch_size}, num_workers={self.num_workers}, "

@@ -6,9 +6,9 @@ pages in once more when it reads them. At the paper's tile sizes a batch is tens
 project's CPU machine a fresh 16 MB segment costs ~13 ms to create and fill against ~1 ms for memory
 that is already mapped: most of a worker's time (``benchmarks/data_pipeline.py``).
 
-Here each worker keeps ``slots`` *slabs* (one shared buffer per batch field, allocated on first use and
-reused while the batch shape stays the same). A small shared ``busy`` array, made by the training process
-before the workers start, says which slabs are in use:
+Here each worker keeps ``slots`` *slabs*: shared uint8 buffers, allocated on first use and reused while
+a batch fits, into which all fields of a batch are packed (:func:`layout`, :func:`unpack`). A small shared
+``busy`` array, made by the training process before the workers start, says which slabs are in use:
 
 * the worker takes a slab whose flag is 0, sets it to 1, fills it and sends the batch: the buffer itself
   the first time (torch passes its file descriptor), afterwards only the slot number, which the training
@@ -54,7 +54,7 @@ def layout(specs: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> tuple[list[
     out, off = [], 0
     for name, (shape, dtype) in specs.items():
         out.append((name, off, tuple(int(n) for n in shape), dtype))
-        nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        nbytes = math.prod(shape) * dtype.itemsize
         off += -(-nbytes // ALIGN) * ALIGN
     return out, max(off, ALIGN)
 
@@ -66,10 +66,7 @@ def unpack(flat: torch.Tensor, fields: list[tuple]) -> dict[str, torch.Tensor]:
     base = flat.storage_offset()
     out = {}
     for name, off, shape, dtype in fields:
-        size = torch.empty(0, dtype=dtype).element_size()
-        t = torch.empty(0, dtype=dtype)
-        t.set_(storage, (base + off) // size, shape, torch.empty(shape, device="meta").stride())
-        out[name] = t
+        out[name] = torch.empty(0, dtype=dtype).set_(storage, (base + off) // dtype.itemsize, shape)  # contiguous
     return out
 
 
@@ -82,7 +79,8 @@ class SlabPool:
         self._next = 0
         self.fresh = 0  # batches that found no free slab
 
-    def take(self, specs: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> tuple[int, torch.Tensor, list[tuple], bool]:
+    def take(self, specs: dict[str, tuple[tuple[int, ...], torch.dtype]]
+             ) -> tuple[int, torch.Tensor, list[tuple], bool]:
         """``(slot, flat, fields, new)``: a shared uint8 buffer holding ``specs`` packed as ``fields`` (see
         :func:`layout`); slot -1: a fresh segment (no free slab). ``new``: the training process has not seen
         this buffer yet, so the batch must carry it; otherwise the slot number is enough."""

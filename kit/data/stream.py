@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from kit.data.errors import DataError
-from kit.data.slabs import SlabLeases, SlabPool, unpack
+from kit.data.slabs import SlabLeases, SlabPool, busy_flags, unpack
 from kit.data.reader import BadSample, CountingHandler, decode_pair, sample_rng, worker_epoch
 from kit.data.transforms import PairedRandomResizedCrop, SensorNormalize
 
@@ -37,11 +37,10 @@ class _PairIterable(torch.utils.data.IterableDataset):
                  rotation: int, positions: dict[int, tuple[int, int]], batch_size: int, shuffle_buffer: int,
                  resampled: bool, crop: PairedRandomResizedCrop, normalize: SensorNormalize | None, bands: int,
                  scale: int, false_hr: str | None, max_bad_fraction: float, nodata: float | None = None,
-                 max_nodata_fraction: float = 0.0, planner=None, consumed: int = 0,
-                 busy: torch.Tensor | None = None) -> None:
+                 max_nodata_fraction: float = 0.0, planner=None, consumed: int = 0) -> None:
         super().__init__()
         self.planner, self.consumed = planner, consumed
-        self.busy = busy  # (W, slots) shared flags of the workers' reusable batch slabs (kit.data.slabs)
+        self.busy: torch.Tensor | None = None  # (W, slots) flags of the workers' slabs, set by PairStream
         self.root, self.shards = root, shards
         self.names = [s["name"] for s in shards]
         self.expected = {s["name"]: s.get("num_samples") for s in shards}
@@ -72,7 +71,8 @@ class _PairIterable(torch.utils.data.IterableDataset):
 
         In a worker (``pool``) every field is packed into one of the worker's reusable shared slabs
         (:mod:`kit.data.slabs`): the tensors are ``{"_flat": uint8 buffer}`` (only the first time a slab is
-        used; afterwards ``{}``) and ``meta`` holds the slot and the packing, which :class:`PairStream` unpacks. In the training process: the fields themselves.
+        used; afterwards ``{}``) and ``meta`` holds the slot and the packing, which :class:`PairStream`
+        unpacks. In the training process: the fields themselves.
         """
         names = ("mr", "hr") if self.false_hr is None else ("mr",)  # false HR is made from MR on the device
         tiles = {name: [p[j] for p in pairs] for j, name in enumerate(names)}
@@ -209,7 +209,7 @@ class PairStream:
         self._loader = None
         self._it = None
         self._gen = None
-        self._leases = SlabLeases(dataset.busy)
+        self._leases = SlabLeases(None)  # made with the workers (__iter__)
         #: batches that came in a reused slab (True) and in a fresh segment or private memory (False)
         self.slab_use: Counter = Counter()
 
@@ -230,8 +230,13 @@ class PairStream:
         if self._gen is None:
             kwargs = {}
             if self._num_workers > 0:
+                pin = torch.cuda.is_available()  # pinned: the copy to the GPU does not block
                 kwargs = dict(worker_init_fn=_worker_init, prefetch_factor=PREFETCH, persistent_workers=False,
-                              pin_memory=torch.cuda.is_available())  # pinned: the copy to the GPU does not block
+                              pin_memory=pin)
+                # reusable slabs: the prefetched batches, the one in use and a spare. Not with a pin thread,
+                # which copies each batch and drops it before it could be leased (fresh segments then).
+                self._dataset.busy = None if pin else busy_flags(self._num_workers, PREFETCH + 2)
+                self._leases = SlabLeases(self._dataset.busy)
             self._loader = torch.utils.data.DataLoader(
                 self._dataset, batch_size=None, num_workers=self._num_workers, **kwargs
             )

@@ -175,23 +175,17 @@ class Framework(nn.Module, abc.ABC):
         sampler = getattr(self, "sampler", None)
         return [sampler] if sampler is not None else []
 
-    def plan_masks(self, local_batch: int, grid: tuple[int, int], ctx: StepContext) -> PlannedMasks | None:
-        """Draw now what :meth:`forward` would draw for ``ctx``: the same generator, the same order.
-
-        Called in a loader worker for a coming micro-batch (``kit.train.masks.MaskPlanner``); put the
-        result in the micro-batch's context (``StepContext.planned``) and the forward takes the masks
-        from there instead of drawing them on the training process's critical path. None when the
-        framework draws nothing.
-        """
-        return self.draw_planned(self.mask_samplers(), local_batch, grid, ctx)
-
     @staticmethod
     def draw_planned(samplers: list, local_batch: int, grid: tuple[int, int], ctx: StepContext) -> PlannedMasks | None:
-        """:meth:`plan_masks` for a list of samplers (what a loader worker holds instead of the model)."""
+        """Draw now what :meth:`forward` would draw for ``ctx`` from ``samplers`` (its :meth:`mask_samplers`):
+        the same generator, the same order. A loader worker calls this for a coming micro-batch
+        (``kit.train.masks.MaskPlanner``, which holds the samplers, not the model); the result goes into the
+        micro-batch's ``StepContext.planned`` and the forward takes its masks from there. None without samplers.
+        """
         if not samplers:
             return None
         if ctx.planned is not None:
-            raise ValueError("plan_masks needs a context without planned masks (it draws them).")
+            raise ValueError("draw_planned needs a context without planned masks (it draws them).")
         masks = tuple(Framework.sample_patches(s, local_batch, grid, ctx) for s in samplers)
         return PlannedMasks(masks, tuple(type(s).__name__ for s in samplers), grid)
 
@@ -206,7 +200,7 @@ class Framework(nn.Module, abc.ABC):
             the sampler's :class:`~kit.samplers.base.PatchMasks` cut to the local batch ``(B, ...)``.
         """
         ctx = ctx if ctx is not None else StepContext()
-        if ctx.planned is not None:  # drawn ahead of time from the same generator (see plan_masks)
+        if ctx.planned is not None:  # drawn ahead of time from the same generator (see draw_planned)
             return ctx.planned.take(sampler, local_batch, grid)
         rows, total = ctx.local_rows(local_batch)
         masks = sampler.sample(total, grid, ctx.generator)

@@ -58,7 +58,7 @@ class PlannedMasks:
     """Masks of one micro-batch drawn off the critical path, handed out in the order the forward draws.
 
     A framework's forward draws from its samplers in a fixed order (:meth:`Framework.mask_samplers`: the
-    host's sampler, then an add-on's); :meth:`Framework.plan_masks` makes the same draws from the same
+    host's sampler, then an add-on's); :meth:`Framework.draw_planned` makes the same draws from the same
     generator ahead of time, so the planned masks are bit-identical to the ones the forward would draw.
     Each :meth:`take` returns the next one after checking that it was drawn by the same kind of sampler,
     for the same grid and this rank's batch.

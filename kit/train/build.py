@@ -49,9 +49,8 @@ def mask_planning(model, data, data_info: dict, cfg: TrainConfig, info: DistInfo
     sizes = getattr(getattr(data, "crop", None), "output_sizes", None)
     if sizes is None or "planner" not in inspect.signature(data.stream).parameters:
         return {}
-    scale = data_info.get("scale") or data.check()["scale"]
-    mr, hr = sizes(int(scale))
-    side = hr if getattr(model, "view", "mr") == "hr" else mr
+    mr, hr = sizes(int(data_info["scale"]))
+    side = hr if model.view == "hr" else mr
     grid = model.student_encoder.grid_size(side, side)
     planner = MaskPlanner.for_framework(model, grid, seed=cfg.seed, rank=info.rank, world_size=info.world_size,
                                         local_batch=data.batch_size, accum_steps=cfg.accum_steps,

@@ -171,9 +171,8 @@ class TrainStep:
                           momentum=momentum)
 
 
-def next_batch(run: Run) -> dict:
-    """This rank's next batch on the training device (the data object finishes it there when it can)."""
-    raw = next(run.batches)
+def to_device(run: Run, raw: dict) -> dict:
+    """A raw batch of the stream on the training device (the data object finishes it there when it can)."""
     if hasattr(run.data, "to_device"):
         return run.data.to_device(raw, run.info.device)
     return {k: (v.to(run.info.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in raw.items()}
@@ -187,8 +186,9 @@ def step_context(run: Run, step: int, micro: int = 0) -> StepContext:
 
 def micro_batch(run: Run, step: int, micro: int) -> tuple[dict, StepContext]:
     """The next batch and its context, with the masks the loader planned for it (if any)."""
-    batch = next_batch(run)
-    return batch, attach_plan(step_context(run, step, micro), batch.pop("plan", None))
+    raw = next(run.batches)
+    plan = raw.pop("plan", None)
+    return to_device(run, raw), attach_plan(step_context(run, step, micro), plan)
 
 
 def train_step(run: Run, step: int) -> StepResult:

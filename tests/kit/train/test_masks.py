@@ -24,7 +24,8 @@ def _enc():
 
 
 def _ijepa():
-    return IJEPA(encoder=_enc(), predictor=IJEPAPredictor(32, width=32, depth=1, num_heads=2), sampler=MultiBlock(min_keep=4))
+    return IJEPA(encoder=_enc(), predictor=IJEPAPredictor(32, width=32, depth=1, num_heads=2),
+                 sampler=MultiBlock(min_keep=4))
 
 
 def _latentmim():
@@ -79,7 +80,7 @@ def test_plan_for_another_step_or_framework_is_refused():
         _latentmim()(
             {"mr": torch.randn(2, 4, 64, 64), "hr": torch.randn(2, 4, 128, 128)}, ctx)
     with pytest.raises(ValueError, match="without planned masks"):
-        fw.plan_masks(2, (8, 8), ctx)
+        fw.draw_planned(fw.mask_samplers(), 2, (8, 8), ctx)
     empty = PlannedMasks((), (), (8, 8))
     with pytest.raises(ValueError, match="none left"):
         empty.take(MultiBlock(), 2, (8, 8))
