@@ -64,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=None, help="feature cache (default OUT/feature_cache)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=0, help="loader workers of the faithful mode's training tiles")
+    p.add_argument("--preload-gb", type=float, default=8.0,
+                   help="faithful mode: hold the training split in memory when it takes at most this many GiB, so "
+                        "each sample is read once, not once per tile per epoch (0: read from disk every time)")
     p.add_argument("--skip-corrupt", action="store_true", help="count and drop unreadable samples instead of stopping")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -104,7 +107,7 @@ def run(argv: list[str] | argparse.Namespace | None = None) -> list[dict]:
         epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
         img_size=args.img_size or None, seeds=list(range(args.seed_offset, args.seed_offset + args.seeds)),
         mode=args.mode, schedule=args.schedule, warmup_epochs=min(args.warmup_epochs, args.epochs),
-        device=args.device, num_workers=args.workers, progress=not args.no_progress,
+        device=args.device, num_workers=args.workers, progress=not args.no_progress, preload_gb=args.preload_gb,
     )
     out = Path(args.out)
     cache = Path(args.cache_dir) if args.cache_dir else out / "feature_cache"

@@ -50,6 +50,7 @@ BAND_NAMES = {
 }
 # task -> number of classes (class 0 = "no data" included)
 TASKS = {"m-cashew-plant": 7, "m-SA-crop-type": 10}
+PRELOAD_GB = 8.0  # memory a split may take when held for the faithful probe (GiB)
 TILES = 4  # the authors' tiles_per_img 16 for both tasks
 SPLITS = {"train": "train", "val": "valid", "valid": "valid", "test": "test"}
 _DATE = re.compile(r"_\d{4}-\d{2}-\d{2}(_[\w-]*)?$")
@@ -159,6 +160,33 @@ class GeoBenchSegmentation(Dataset):
                     self.skipped["corrupt"] = self.skipped.get("corrupt", 0) + 1
             self.names = good
         self._cache: tuple[str, np.ndarray, np.ndarray] | None = None
+        self._held: list[tuple[np.ndarray, np.ndarray]] | None = None  # every sample, after preload()
+
+    def preload(self, max_gb: float = PRELOAD_GB) -> bool:
+        """Read every sample of the split once and keep it in memory (float32 images, int16 labels).
+
+        Tiles asked for in random order (the faithful probe shuffles the 16 tiles of every sample each
+        epoch) then cost a slice instead of an HDF5 read of the whole sample each: 16x fewer reads. Call it
+        before the DataLoader starts its workers; they share the arrays (fork, copy-on-write, read only).
+
+        Returns:
+            True when the split is held; False (nothing held, samples read per item as before) when it
+            would take more than ``max_gb`` GiB, judged from the first sample.
+        """
+        if self._held is not None:
+            return True
+        if not self.names:
+            return False
+        first = self._read(self.names[0])
+        per_sample = first[0].nbytes + first[1].size * 2
+        if per_sample * len(self.names) > max_gb * 2**30:
+            return False
+        held = [(first[0], first[1].astype(np.int16))]
+        for name in self.names[1:]:
+            image, label = self._read(name)
+            held.append((image, label.astype(np.int16)))  # classes < 2**15, ignore index -1
+        self._held = held
+        return True
 
     def _partition(self, partition: str, key: str) -> list[str]:
         part_file = self.root / f"{partition}_partition.json"
@@ -221,9 +249,12 @@ class GeoBenchSegmentation(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         t2 = self.tiles * self.tiles
         name, tile = self.names[i // t2], i % t2
-        if self._cache is None or self._cache[0] != name:
-            self._cache = (name, *self._read(name))
-        _, image, label = self._cache
+        if self._held is not None:
+            image, label = self._held[i // t2]
+        else:
+            if self._cache is None or self._cache[0] != name:
+                self._cache = (name, *self._read(name))
+            _, image, label = self._cache
         if self.tiles > 1:
             H, W = label.shape
             if H % self.tiles or W % self.tiles:
@@ -232,4 +263,4 @@ class GeoBenchSegmentation(Dataset):
             r, c = divmod(tile, self.tiles)
             image = image[:, r * h:(r + 1) * h, c * w:(c + 1) * w]
             label = label[r * h:(r + 1) * h, c * w:(c + 1) * w]
-        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(label))
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))

@@ -54,6 +54,7 @@ class ProbeConfig:
     device: str = "cpu"
     num_workers: int = 0
     progress: bool = True
+    preload_gb: float = 8.0  # faithful mode: hold the training split in memory when it fits (0: never)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -70,6 +71,8 @@ class ProbeConfig:
             raise ValueError("the faithful mode resizes crops to img_size; give one (the paper's is 224).")
         if not self.seeds:
             raise ValueError("give at least one seed.")
+        if not self.preload_gb >= 0:
+            raise ValueError(f"preload_gb must be >= 0 (0: never hold the split in memory), got {self.preload_gb}.")
 
     def departures(self) -> list[str]:
         """How this configuration departs from the authors' probe protocol (empty: it follows it)."""
@@ -139,6 +142,9 @@ class CroppedTrain:
 
     def __init__(self, encode, dataset, cfg: ProbeConfig, dim: int) -> None:
         self.encode, self.dataset, self.cfg, self.dim = encode, dataset, cfg, dim
+        preload = getattr(dataset, "preload", None)  # a reader that can hold its split reads each sample once
+        if preload is not None and cfg.preload_gb > 0:
+            preload(cfg.preload_gb)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -219,4 +225,5 @@ def train_probe(train, val, test, *, grid, num_classes: int, ignore_index: int, 
 
 def config_dict(cfg: ProbeConfig) -> dict:
     """The settings a row records (JSON-friendly)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k not in ("progress", "seeds")}
+    skip = ("progress", "seeds", "preload_gb")  # none of these changes a result
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k not in skip}

@@ -5,6 +5,7 @@ import pickle
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from kit.eval.geobench import BAND_NAMES, GeoBenchSegmentation, band_datasets
 from kit.io import CorruptSampleError
@@ -104,3 +105,29 @@ def test_corrupt_hdf5_raises_or_is_counted(geobench_root):
         ds[len(ds) - 1]
     ds = GeoBenchSegmentation(geobench_root / "m-cashew-plant", "train", partition="corrupt", skip_corrupt=True)
     assert ds.skipped == {"corrupt": 1} and len(ds) == 6 * 16
+
+
+@pytest.mark.parametrize("task, ignore_class0", [("m-cashew-plant", False), ("m-SA-crop-type", True)])
+def test_a_preloaded_split_gives_the_same_tiles_and_reads_each_sample_once(geobench_root, task, ignore_class0):
+    """The faithful probe asks for tiles in random order: held in memory, every sample is read once,
+    and each tile (image and label, class 0 ignored or not) equals what the per-item reader gives."""
+    ref = GeoBenchSegmentation(geobench_root / task, "train", ignore_class0=ignore_class0)
+    ds = GeoBenchSegmentation(geobench_root / task, "train", ignore_class0=ignore_class0)
+    reads = []
+    read = ds._read
+    ds._read = lambda name: reads.append(name) or read(name)  # a spy on the real read
+    assert ds.preload() and ds.preload()  # a second call does nothing
+    assert sorted(reads) == sorted(ds.names)
+    order = np.random.default_rng(0).permutation(len(ds))
+    for i in order:
+        (img, lab), (img_ref, lab_ref) = ds[i], ref[i]
+        assert lab.dtype == lab_ref.dtype == torch.int64 and img.dtype == torch.float32
+        assert torch.equal(img, img_ref) and torch.equal(lab, lab_ref), i
+    assert len(reads) == len(ds.names)  # no read after the preload
+    assert ignore_class0 == bool((torch.stack([ds[i][1] for i in range(len(ds))]) == -1).any())
+
+
+def test_a_split_too_large_for_the_budget_is_read_per_item(geobench_root):
+    ds = GeoBenchSegmentation(geobench_root / "m-cashew-plant", "train")
+    assert not ds.preload(max_gb=1e-4)  # one sample of 4 x 256 x 256 float32 is 1 MiB > 0.1 MiB in all
+    assert ds._held is None and ds[0][0].shape == (4, 64, 64)
