@@ -3,6 +3,7 @@
     python benchmarks/data_pipeline.py                       # MR 128 / HR 256 int16, workers 1 and 2
     python benchmarks/data_pipeline.py --rounds 3 --batches 12 --workers 1
     python benchmarks/data_pipeline.py --feed-gpu            # loader + to_device feeding a GPU (CUDA only)
+    python benchmarks/data_pipeline.py --stages              # where a worker's time goes, stage by stage
 
 Readers:
 - ``old``: the reader as it was at ``--baseline`` (a git commit; default the last one before the webdataset
@@ -16,6 +17,13 @@ Two crop pipelines: ``ijepa`` (crop resized to 224 / 448) and ``latentmim`` (280
 from 20 px cells, giving 224 / 448). Variants alternate within each round (the CPU may be shared); the
 table gives the median over rounds, per-worker rates, bytes handed over per pair, and the ratios new/old
 and new/decode. One CSV row per case goes to benchmarks/results/data_pipeline.csv.
+
+``--stages`` runs a worker's work in this process, one stage added at a time, each against the decode-only
+rate of the same run (``vs_decode``): ``raw`` (the worker's webdataset pipeline: shard order, splits, tar
+expansion, shuffle buffer, counting stages, zero-copy npy views), ``+copy`` (each pair copied into
+``PREFETCH + 2`` reusable shared slabs), ``+validate`` (:func:`decode_pair`: shapes, bands, nodata scan),
+``+draw`` (the seeded crop/jitter draw) and ``worker`` (``_PairIterable.batches`` with a slab pool: all of it
+with the batching and bookkeeping, no IPC). The stages show the ceiling each step leaves.
 """
 from __future__ import annotations
 
@@ -36,7 +44,9 @@ import torch  # noqa: E402
 
 from benchmarks._common import RESULTS, append_csv, env_info, print_table  # noqa: E402
 from kit.data.loader import PairedTiles, list_shards  # noqa: E402
-from kit.data.reader import decode_npy, shard_samples  # noqa: E402
+from kit.data.reader import decode_npy, decode_pair, sample_rng, shard_samples  # noqa: E402
+from kit.data.slabs import SlabPool, busy_flags, shared_empty  # noqa: E402
+from kit.data.stream import PREFETCH  # noqa: E402
 from kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache  # noqa: E402
 from kit.data.transforms import PairedRandomResizedCrop  # noqa: E402
 
@@ -141,6 +151,67 @@ def run_cpu(args, root: Path) -> list[dict]:
     return rows
 
 
+STAGES = ("raw", "+copy", "+validate", "+draw", "worker")
+
+
+def measure_stage(stage: str, crop, root: Path, *, batch_size: int, pairs: int) -> float:
+    """pairs/s of a worker's work up to ``stage`` (see the module docstring), in this process."""
+    tiles = PairedTiles(str(root), batch_size=batch_size, num_workers=1, shuffle_buffer=64, resampled=True, crop=crop)
+    ds = tiles.stream(seed=0)._dataset
+    busy = busy_flags(1, PREFETCH + 2)
+    if stage == "worker":
+        it = ds.batches(0, 0, 0, pool=SlabPool(busy, 0))
+        next(it)
+        busy.zero_()
+        t0 = time.perf_counter()
+        for _ in range(-(-pairs // batch_size)):
+            next(it)
+            busy.zero_()  # the training process has dropped the batch
+        return -(-pairs // batch_size) * batch_size / (time.perf_counter() - t0)
+    level = STAGES.index(stage)
+    first = next(iter(ds.raw_epoch(0, 0)))
+    mr0, hr0 = decode_npy(first["mr.npy"]), decode_npy(first["hr.npy"])
+    slabs = [(shared_empty((batch_size, *mr0.shape), torch.int16).numpy(),
+              shared_empty((batch_size, *hr0.shape), torch.int16).numpy()) for _ in range(PREFETCH + 2)]
+    n, epoch, t0 = 0, 0, time.perf_counter()
+    while n < pairs:
+        for sample in ds.raw_epoch(epoch, 0):
+            if level >= 2:
+                mr, hr, s = decode_pair(sample, bands=ds.bands, scale=ds.scale)
+            else:
+                mr, hr = decode_npy(sample["mr.npy"]), decode_npy(sample["hr.npy"])
+            if level >= 1:
+                mr_slab, hr_slab = slabs[(n // batch_size) % len(slabs)]
+                mr_slab[n % batch_size], hr_slab[n % batch_size] = mr, hr
+            if level >= 3:
+                crop.draw(mr.shape[1], mr.shape[2], s, sample_rng(ds.seed, epoch, sample["__key__"]))
+            n += 1
+            if n >= pairs:
+                break
+        epoch += 1
+    return n / (time.perf_counter() - t0)
+
+
+def run_stages(args, root: Path) -> list[dict]:
+    samples: dict[tuple, list[float]] = {}
+    pairs = args.batches * args.batch_size
+    for rnd in range(args.rounds):
+        for pipe in args.pipelines:
+            crop = PairedRandomResizedCrop(**PIPELINES[pipe])
+            samples.setdefault((pipe, "decode"), []).append(measure_decode(root, pairs))
+            for stage in STAGES:
+                samples.setdefault((pipe, stage), []).append(
+                    measure_stage(stage, crop, root, batch_size=args.batch_size, pairs=pairs))
+        print(f"round {rnd + 1}/{args.rounds} done")
+    rows = []
+    for (pipe, stage), rates in samples.items():
+        rate, ceiling = statistics.median(rates), statistics.median(samples[(pipe, "decode")])
+        rows.append({"pipeline": pipe, "reader": "decode" if stage == "decode" else f"stage:{stage}", "workers": 0,
+                     "pairs_per_s": round(rate, 1), "pairs_per_s_per_worker": round(rate, 1),
+                     "vs_decode": round(rate / ceiling, 2), "rounds": len(rates)})
+    return rows
+
+
 def run_gpu(args, root: Path) -> list[dict]:
     rows = []
     for pipe in args.pipelines:
@@ -167,6 +238,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--num-pairs", type=int, default=128, help="pairs in the synthetic set (read repeatedly)")
     p.add_argument("--baseline", default=BASELINE, help="git commit of the old reader")
     p.add_argument("--feed-gpu", action="store_true", help="time loader + to_device feeding a CUDA device")
+    p.add_argument("--stages", action="store_true", help="a worker's work stage by stage, in this process")
     p.add_argument("--csv", type=Path, default=RESULTS / "data_pipeline.csv", help="CSV the rows are appended to")
     p.add_argument("--no-csv", action="store_true")
     args = p.parse_args(argv)
@@ -178,7 +250,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cpus = os.cpu_count() or 1
     args.workers = [w for w in args.workers if 1 <= w <= cpus] or [1]
     torch.set_num_threads(1)
-    rows = run_gpu(args, root) if args.feed_gpu else run_cpu(args, root)
+    rows = run_gpu(args, root) if args.feed_gpu else run_stages(args, root) if args.stages else run_cpu(args, root)
     env = env_info("cuda" if args.feed_gpu else "cpu")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = [{**r, "mr_px": args.mr_size, "batch": args.batch_size, **env, "cpus": cpus, "load_avg_1m": round(load, 2)}

@@ -97,12 +97,13 @@ class _PairIterable(torch.utils.data.IterableDataset):
             out[name].numpy()[...] = a
         return packed
 
-    def batches(self, worker: int, epoch: int, offset: int, first: int = 0, stride: int = 1) -> Iterator[dict]:
+    def batches(self, worker: int, epoch: int, offset: int, first: int = 0, stride: int = 1,
+                pool: SlabPool | None = None) -> Iterator[dict]:
         """Infinite batches of logical ``worker`` starting at raw ``offset`` of ``epoch``.
 
         ``first`` and ``stride``: the positions of this worker's batches in the rank's sequence (counted
-        across resumes): the planner, if any, draws the masks of batch ``first + k * stride``."""
-        pool = SlabPool(self.busy, worker) if torch.utils.data.get_worker_info() is not None else None
+        across resumes): the planner, if any, draws the masks of batch ``first + k * stride``. ``pool``: the
+        worker's slabs the batches are packed into (None: plain tensors, in the training process)."""
         handler = CountingHandler()  # errors of the tar stages; kept across epochs so none is lost or doubled
         seen, bad_total, skipped = 0, Counter(), Counter()
         pairs: list = []
@@ -166,7 +167,8 @@ class _PairIterable(torch.utils.data.IterableDataset):
         phys = info.id if info is not None else 0
         worker = (phys + self.rotation) % self.W
         epoch, offset = self.positions.get(worker, (0, 0))
-        return self.batches(worker, epoch, offset, first=self.consumed + phys, stride=self.W)
+        pool = SlabPool(self.busy, worker) if info is not None else None  # a worker packs batches into slabs
+        return self.batches(worker, epoch, offset, first=self.consumed + phys, stride=self.W, pool=pool)
 
 
 def _tile_dtype(tiles: list[np.ndarray]) -> torch.dtype:

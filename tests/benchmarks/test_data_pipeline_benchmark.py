@@ -1,0 +1,27 @@
+"""benchmarks/data_pipeline.py runs end to end: one CSV row per case, ratios from the same run."""
+import csv
+
+from benchmarks import data_pipeline
+
+
+def test_stages_give_one_row_per_stage_against_decode(tmp_path):
+    out = tmp_path / "dp.csv"
+    rows = data_pipeline.main(["--stages", "--pipelines", "latentmim", "--mr-size", "32", "--batch-size", "4",
+                               "--batches", "3", "--rounds", "1", "--num-pairs", "16", "--csv", str(out)])
+    assert [r["reader"] for r in rows] == ["decode"] + [f"stage:{s}" for s in data_pipeline.STAGES]
+    assert rows[0]["vs_decode"] == 1 and all(r["pairs_per_s"] > 0 for r in rows)
+    for r in rows[1:]:  # each ratio is the stage's rate over the decode rate of the same run
+        assert abs(r["vs_decode"] - r["pairs_per_s"] / rows[0]["pairs_per_s"]) < 0.01
+    with open(out, newline="") as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == len(rows) and {"device", "torch", "commit", "load_avg_1m"} <= set(written[0])
+
+
+def test_new_reader_against_decode_with_one_worker(tmp_path):
+    rows = data_pipeline.main(["--workers", "1", "--pipelines", "ijepa", "--mr-size", "32", "--batch-size", "4",
+                               "--batches", "2", "--warmup", "1", "--rounds", "1", "--num-pairs", "16",
+                               "--baseline", "no-such-commit", "--no-csv"])
+    new = next(r for r in rows if r["reader"] == "new")
+    assert new["workers"] == 1 and new["pairs_per_s"] > 0 and new["vs_decode"] > 0
+    # int16 MR 32 px and HR 64 px of 4 bands, plus the crop parameters
+    assert 4 * (32 * 32 + 64 * 64) * 2 <= new["bytes_per_pair"] < 4 * (32 * 32 + 64 * 64) * 2 + 64
