@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kit.eval.datasets import PRELOAD_GB, hold_split
 from kit.io import BANDS, CorruptSampleError
 
 # kit band name -> GEO-Bench Sentinel-2 band dataset name (without its date suffix)
@@ -50,7 +51,6 @@ BAND_NAMES = {
 }
 # task -> number of classes (class 0 = "no data" included)
 TASKS = {"m-cashew-plant": 7, "m-SA-crop-type": 10}
-PRELOAD_GB = 8.0  # memory a split may take when held for the faithful probe (GiB)
 TILES = 4  # the authors' tiles_per_img 16 for both tasks
 SPLITS = {"train": "train", "val": "valid", "valid": "valid", "test": "test"}
 _DATE = re.compile(r"_\d{4}-\d{2}-\d{2}(_[\w-]*)?$")
@@ -163,30 +163,12 @@ class GeoBenchSegmentation(Dataset):
         self._held: list[tuple[np.ndarray, np.ndarray]] | None = None  # every sample, after preload()
 
     def preload(self, max_gb: float = PRELOAD_GB) -> bool:
-        """Read every sample of the split once and keep it in memory (float32 images, int16 labels).
-
-        Tiles asked for in random order (the faithful probe shuffles the 16 tiles of every sample each
-        epoch) then cost a slice instead of an HDF5 read of the whole sample each: 16x fewer reads. Call it
-        before the DataLoader starts its workers; they share the arrays (fork, copy-on-write, read only).
-
-        Returns:
-            True when the split is held; False (nothing held, samples read per item as before) when it
-            would take more than ``max_gb`` GiB, judged from the first sample.
-        """
-        if self._held is not None:
-            return True
-        if not self.names:
-            return False
-        first = self._read(self.names[0])
-        per_sample = first[0].nbytes + first[1].size * 2
-        if per_sample * len(self.names) > max_gb * 2**30:
-            return False
-        held = [(first[0], first[1].astype(np.int16))]
-        for name in self.names[1:]:
-            image, label = self._read(name)
-            held.append((image, label.astype(np.int16)))  # classes < 2**15, ignore index -1
-        self._held = held
-        return True
+        """Hold the split in memory (:func:`kit.eval.datasets.hold_split`): tiles asked for in random order
+        (the faithful probe) then cost a slice instead of an HDF5 read of their whole sample each, 16x fewer
+        reads. False (samples read per item, as before) when it would take more than ``max_gb`` GiB."""
+        if self._held is None:
+            self._held = hold_split(self.names, self._read, max_gb)
+        return self._held is not None
 
     def _partition(self, partition: str, key: str) -> list[str]:
         part_file = self.root / f"{partition}_partition.json"
@@ -263,4 +245,5 @@ class GeoBenchSegmentation(Dataset):
             r, c = divmod(tile, self.tiles)
             image = image[:, r * h:(r + 1) * h, c * w:(c + 1) * w]
             label = label[r * h:(r + 1) * h, c * w:(c + 1) * w]
-        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
+        # always copies: the caller may change the item in place, never the held or cached sample
+        return torch.from_numpy(np.array(image, order="C")), torch.from_numpy(np.array(label, np.int64, order="C"))

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kit.eval.datasets import PRELOAD_GB, hold_split
 from kit.io import BANDS, CorruptSampleError
 
 WAVELENGTHS = {"blue": 492, "green": 560, "red": 665, "nir": 833, "rededge1": 704, "rededge2": 740, "rededge3": 783,
@@ -134,6 +135,7 @@ class MADOS(Dataset):
         if mean.shape != (len(self.wavelengths),) or std.shape != mean.shape:
             raise ValueError(f"stats must give {len(self.wavelengths)} means and stds, got {mean.shape} and {std.shape}.")
         self.mean, self.std = mean[:, None, None], np.maximum(std, 1e-12)[:, None, None]
+        self._held: list[tuple[np.ndarray, np.ndarray]] | None = None  # every item, after preload()
 
     def _split(self, split: str) -> list[tuple[str, str]]:
         path = self.root / "splits" / f"{split}_X.txt"
@@ -213,7 +215,22 @@ class MADOS(Dataset):
     def __len__(self) -> int:
         return len(self.crops)
 
+    def preload(self, max_gb: float = PRELOAD_GB) -> bool:
+        """Hold the split's items in memory (:func:`kit.eval.datasets.hold_split`), so that the faithful probe's
+        epochs read no GeoTIFF again. False (items read from disk, as before) when it would take more than
+        ``max_gb`` GiB."""
+        if self._held is None:
+            self._held = hold_split(range(len(self.crops)), self._item, max_gb)
+        return self._held is not None
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._held is not None:  # copies: the caller may change the item in place, never the held one
+            image, label = self._held[i]
+            return torch.from_numpy(image.copy()), torch.from_numpy(label.astype(np.int64))
+        return tuple(torch.from_numpy(a) for a in self._item(i))
+
+    def _item(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``i`` read from disk: ``(image (C, H, W) float32 normalised, label (H, W) int64)``."""
         image, label = self._read_raw(self.crops[i])
         invalid = ~np.isfinite(image).all(0)
         image = (image - self.mean) / self.std
@@ -223,4 +240,4 @@ class MADOS(Dataset):
             label[invalid] = -1
         if label.max() >= NUM_CLASSES or label.min() < -1:
             raise CorruptSampleError(f"{self.crops[i]}: label values outside 0..{NUM_CLASSES}.")
-        return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), torch.from_numpy(label)
+        return np.ascontiguousarray(image, dtype=np.float32), label

@@ -125,6 +125,10 @@ def test_a_preloaded_split_gives_the_same_tiles_and_reads_each_sample_once(geobe
         assert torch.equal(img, img_ref) and torch.equal(lab, lab_ref), i
     assert len(reads) == len(ds.names)  # no read after the preload
     assert ignore_class0 == bool((torch.stack([ds[i][1] for i in range(len(ds))]) == -1).any())
+    whole = GeoBenchSegmentation(geobench_root / task, "train", tiles=1)
+    assert whole.preload()
+    whole[0][0].fill_(7.0)  # an item changed in place (a whole image here) leaves the held sample as it was
+    assert torch.equal(whole[0][0], GeoBenchSegmentation(geobench_root / task, "train", tiles=1)[0][0])
 
 
 def test_a_split_too_large_for_the_budget_is_read_per_item(geobench_root):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from kit.eval.mados import MADOS
 from kit.io import CorruptSampleError
@@ -89,3 +90,21 @@ def test_corrupt_tif_raises_or_is_counted(mados_root):
         ds[0]
     ds = MADOS(mados_root, "corrupt", stats=([0] * 4, [1] * 4), skip_corrupt=True)
     assert ds.skipped == {"corrupt": 1} and len(ds) == 1
+
+
+@pytest.mark.parametrize("nan_mode", ["ignore", "fill"])
+def test_a_preloaded_split_gives_the_same_items_without_reading_again(mados_root, nan_mode):
+    ref = MADOS(mados_root, "train", nan_mode=nan_mode)
+    ds = MADOS(mados_root, "train", nan_mode=nan_mode, stats=(ref.mean.ravel(), ref.std.ravel()))
+    reads = []
+    read = ds._read_raw
+    ds._read_raw = lambda crop: reads.append(crop) or read(crop)  # a spy on the real read
+    assert ds.preload() and sorted(reads) == sorted(ds.crops)
+    for i in np.random.default_rng(0).permutation(len(ds)):
+        (img, lab), (img_ref, lab_ref) = ds[i], ref[i]
+        assert img.dtype == img_ref.dtype == torch.float32 and lab.dtype == lab_ref.dtype == torch.int64
+        assert torch.equal(img, img_ref) and torch.equal(lab, lab_ref), i
+    assert len(reads) == len(ds.crops)
+    ds[0][0].fill_(7.0)  # an item changed in place leaves the held one as it was
+    assert torch.equal(ds[0][0], ref[0][0])
+    assert not MADOS(mados_root, "train", stats=(ref.mean.ravel(), ref.std.ravel())).preload(max_gb=1e-6)
