@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kit.eval.crops import random_resized_crop
+from kit.eval.datasets import PRELOAD_GB
 from kit.eval.miou import jaccard, per_class_iou
 
 MODES = ("faithful", "cached")
@@ -54,7 +55,7 @@ class ProbeConfig:
     device: str = "cpu"
     num_workers: int = 0
     progress: bool = True
-    preload_gb: float = 8.0  # faithful mode: hold the training split in memory when it fits (0: never)
+    preload_gb: float = PRELOAD_GB  # faithful mode: hold the training split in memory when it fits (0: never)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
