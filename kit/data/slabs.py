@@ -100,6 +100,15 @@ class SlabPool:
         return -1, shared_empty((total,), torch.uint8), fields, True
 
 
+    def release(self, slot: int, new: bool) -> None:
+        """Give back a slab taken for a batch that is not sent after all (``new``: as :meth:`take` said)."""
+        if slot < 0 or self.flags is None:
+            return
+        if new:  # the training process never saw this buffer: forget it, so that it is sent when next used
+            del self.slabs[slot]
+        self.flags[slot] = 0
+
+
 class SlabLeases:
     """Training-process side: unpacks a batch and frees its slab when every field has been dropped.
 

@@ -66,27 +66,35 @@ class _PairIterable(torch.utils.data.IterableDataset):
         params = self.crop.draw(mr.shape[1], mr.shape[2], s, sample_rng(self.seed, epoch, sample["__key__"]))
         return mr, hr, params
 
-    def _collate(self, pairs: list, pool: SlabPool | None) -> tuple[dict[str, torch.Tensor], dict]:
-        """Stack tiles (zero-padded to the largest in the batch) and parameters: ``(tensors, meta)``.
+    def _tile_names(self) -> tuple[str, ...]:
+        return ("mr", "hr") if self.false_hr is None else ("mr",)  # false HR is made from MR on the device
+
+    @staticmethod
+    def _buffers(specs: dict, pool: SlabPool | None) -> tuple[dict[str, torch.Tensor], tuple[dict, dict]]:
+        """The batch's fields ``specs`` (name -> (shape, dtype)) as tensors, and what travels: ``(tensors, meta)``.
 
         In a worker (``pool``) every field is packed into one of the worker's reusable shared slabs
-        (:mod:`kit.data.slabs`): the tensors are ``{"_flat": uint8 buffer}`` (only the first time a slab is
-        used; afterwards ``{}``) and ``meta`` holds the slot and the packing, which :class:`PairStream`
+        (:mod:`kit.data.slabs`): the tensors sent are ``{"_flat": uint8 buffer}`` (only the first time a slab
+        is used; afterwards ``{}``) and ``meta`` holds the slot and the packing, which :class:`PairStream`
         unpacks. In the training process: the fields themselves.
         """
-        names = ("mr", "hr") if self.false_hr is None else ("mr",)  # false HR is made from MR on the device
-        tiles = {name: [p[j] for p in pairs] for j, name in enumerate(names)}
+        if pool is not None:
+            slot, flat, fields, new = pool.take(specs)
+            out = unpack(flat, fields)
+            return out, ({"_flat": flat} if new else {}, {"slab": slot, "fields": fields, "nbytes": flat.numel()})
+        out = {name: torch.empty(shape, dtype=dtype) for name, (shape, dtype) in specs.items()}
+        return out, (out, {"slab": -1, "fields": None})
+
+    def _collate(self, pairs: list, pool: SlabPool | None) -> tuple[dict, dict]:
+        """Stack tiles (zero-padded to the largest in the batch) and parameters: ``(tensors, meta)`` (see
+        :meth:`_buffers`). For batches whose tiles differ in shape or dtype; :class:`_Filler` copies the
+        others pair by pair as they come."""
+        tiles = {name: [p[j] for p in pairs] for j, name in enumerate(self._tile_names())}
         params = {name: np.stack([p[2][name] for p in pairs]) for name in pairs[0][2]}
         specs = {name: ((len(ts), ts[0].shape[0], max(t.shape[1] for t in ts), max(t.shape[2] for t in ts)),
                         _tile_dtype(ts)) for name, ts in tiles.items()}
         specs.update({name: (a.shape, torch.from_numpy(a[:0]).dtype) for name, a in params.items()})
-        if pool is not None:
-            slot, flat, fields, new = pool.take(specs)
-            out = unpack(flat, fields)
-            packed = ({"_flat": flat} if new else {}, {"slab": slot, "fields": fields, "nbytes": flat.numel()})
-        else:
-            out = {name: torch.empty(shape, dtype=dtype) for name, (shape, dtype) in specs.items()}
-            packed = (out, {"slab": -1, "fields": None})
+        out, packed = self._buffers(specs, pool)
         for name, ts in tiles.items():
             arr = out[name].numpy()
             if any(t.shape[1:] != arr.shape[2:] for t in ts):
@@ -105,8 +113,8 @@ class _PairIterable(torch.utils.data.IterableDataset):
         across resumes): the planner, if any, draws the masks of batch ``first + k * stride``. ``pool``: the
         worker's slabs the batches are packed into (None: plain tensors, in the training process)."""
         handler = CountingHandler()  # errors of the tar stages; kept across epochs so none is lost or doubled
+        filler = _Filler(self, pool)
         seen, bad_total, skipped = 0, Counter(), Counter()
-        pairs: list = []
         keys: list[str] = []
 
         def count(bad: BadSample) -> None:
@@ -127,24 +135,26 @@ class _PairIterable(torch.utils.data.IterableDataset):
                     count(bad)
                 handler.errors.clear()
                 try:
-                    pairs.append(self._decode(sample, epoch))
+                    pair = self._decode(sample, epoch)
                 except Exception as e:  # noqa: BLE001 - a sample that cannot be used is skipped, counted, logged
                     bad = e if isinstance(e, BadSample) else BadSample("transform_error", f"{type(e).__name__}: {e}")
                     bad.key, bad.shard = sample["__key__"], sample["__url__"]
                     count(bad)
                     self._check_bad(seen, bad_total)
                     continue
+                filler.add(pair)  # into the batch's buffers now, while the pair's bytes are in cache
+                pair = None  # and its bytes free for the next sample's (see _Filler)
                 seen += 1
                 keys.append(sample["__key__"])
                 if len(keys) == self.batch_size:
-                    out, packing = self._collate(pairs, pool)
+                    out, packing = filler.finish()
                     meta = {"worker": worker, "epoch": epoch, "offset": r + 1, "skipped": dict(skipped), **packing}
                     batch = {**out, "key": keys, "_meta": meta}
                     if self.planner is not None:
                         batch["plan"] = self.planner(first)
                     first += stride
                     yield batch
-                    pairs, keys, skipped = [], [], Counter()
+                    keys, skipped = [], Counter()
                     self._check_bad(seen, bad_total)
             if raw == 0:
                 raise DataError(
@@ -169,6 +179,71 @@ class _PairIterable(torch.utils.data.IterableDataset):
         epoch, offset = self.positions.get(worker, (0, 0))
         pool = SlabPool(self.busy, worker) if info is not None else None  # a worker packs batches into slabs
         return self.batches(worker, epoch, offset, first=self.consumed + phys, stride=self.W, pool=pool)
+
+
+class _Filler:
+    """Builds a worker's batch pair by pair: each validated pair is copied into the batch's buffers at once,
+    and the caller drops it.
+
+    Copying while the pair's bytes are still in the CPU cache, and freeing them before the next sample is
+    read, lets the allocator hand the same, cached memory to the next sample's tar members. Holding a whole
+    batch of pairs until it is complete made every member land in cold memory: the tar expansion ran ~25 %
+    slower (``benchmarks/data_pipeline.py --stages``: ``+draw`` against ``worker``).
+
+    A batch whose tiles are not all shaped and typed like its first (tiles of mixed sizes) falls back to
+    keeping its pairs (those copied so far are read back) and is collated when complete
+    (:meth:`_PairIterable._collate`, zero-padded).
+    """
+
+    def __init__(self, ds: _PairIterable, pool: SlabPool | None) -> None:
+        self.ds, self.pool = ds, pool
+        self.names = ds._tile_names()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.arrays: dict[str, np.ndarray] | None = None  # the batch's fields, while every pair fits them
+        self.packed: tuple[dict, dict] | None = None
+        self.dtypes: tuple = ()
+        self.n = 0
+        self.kept: list[tuple] | None = None  # the pairs of a mixed batch
+
+    def add(self, pair: tuple) -> None:
+        """Copy ``(mr, hr, params)`` of a validated pair into the batch."""
+        if self.kept is not None:
+            self.kept.append(pair)
+            return
+        tiles = pair[:len(self.names)]
+        rows = [*zip(self.names, tiles), *pair[2].items()]
+        if self.arrays is None:
+            B = self.ds.batch_size
+            specs = {name: ((B, *t.shape), _tile_dtype([t])) for name, t in zip(self.names, tiles)}
+            specs.update({name: ((B, *a.shape), torch.from_numpy(a[:0]).dtype) for name, a in pair[2].items()})
+            out, self.packed = self.ds._buffers(specs, self.pool)
+            self.arrays = {name: t.numpy() for name, t in out.items()}
+            self.dtypes = tuple(t.dtype for t in tiles)
+        if (tuple(t.dtype for t in tiles) != self.dtypes or len(rows) != len(self.arrays)
+                or any(a.shape != self.arrays[name].shape[1:] for name, a in rows)):
+            self._keep()
+            self.kept.append(pair)
+            return
+        for name, a in rows:
+            self.arrays[name][self.n] = a
+        self.n += 1
+
+    def _keep(self) -> None:
+        """Switch to keeping pairs: read back those copied so far, give the buffers back."""
+        a, dtypes = self.arrays, self.dtypes
+        self.kept = [(*(a[name][i].astype(dt) for name, dt in zip(self.names, dtypes)),
+                      {name: a[name][i].copy() for name in a if name not in self.names}) for i in range(self.n)]
+        if self.pool is not None:
+            self.pool.release(self.packed[1]["slab"], "_flat" in self.packed[0])
+        self.arrays = self.packed = None
+
+    def finish(self) -> tuple[dict, dict]:
+        """What travels of the batch of the pairs added since the last batch (see :meth:`_PairIterable._buffers`)."""
+        packed = self.packed if self.kept is None else self.ds._collate(self.kept, self.pool)
+        self._reset()
+        return packed
 
 
 def _tile_dtype(tiles: list[np.ndarray]) -> torch.dtype:

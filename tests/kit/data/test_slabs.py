@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import gc
 
+import numpy as np
 import pytest
 import torch
 
+from kit.data import PairShardWriter
 from kit.data.loader import PairedTiles
 from kit.data.slabs import SlabLeases, SlabPool, busy_flags, unpack
+from kit.data.stream import _Filler
 from kit.data.transforms import PairedRandomResizedCrop
-from tests.kit.data.fakes import synthetic_root
+from tests.kit.data.fakes import good_pair, synthetic_root
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +102,57 @@ def test_pool_and_leases_in_one_process():
     r4, flat4, _, new4 = pool.take({"x": ((400, 3), torch.int16)})  # a freed slab too small for the batch grows
     assert r4 == 1 and new4 and flat4.numel() >= 2400
     assert busy_flags(0, 4) is None and SlabPool(None, 0).take(spec)[0] == -1
+
+
+def _mixed_root(tmp_path):
+    """Shards whose batches of 3 mix tile sizes and dtypes in places (uint8 tiles travel as int16)."""
+    rng = np.random.default_rng(3)
+    with PairShardWriter(tmp_path, shard_size=4) as w:
+        for i in range(16):
+            h = 12 if i % 5 == 3 else 8
+            mr, hr = good_pair(rng, h=h)
+            if i % 7 == 5:
+                mr, hr = (mr % 200).astype(np.uint8), (hr % 200).astype(np.uint8)
+            w.write(f"p{i:02d}", mr, hr)
+    return tmp_path
+
+
+def test_batches_of_mixed_tiles_in_workers_equal_the_in_process_ones(tmp_path):
+    """A batch whose tiles change shape or dtype part-way falls back to keeping its pairs (those copied so
+    far read back, the slab given back): with a worker the batches equal the in-process ones."""
+    root = _mixed_root(tmp_path)
+
+    def tiles(workers):
+        return PairedTiles(str(root), batch_size=3, num_workers=workers, shuffle_buffer=4, resampled=True,
+                           crop=PairedRandomResizedCrop(size=8))
+
+    ref_stream, stream = tiles(0).stream(seed=4), tiles(1).stream(seed=4)
+    ref, it = iter(ref_stream), iter(stream)
+    shapes = set()
+    for _ in range(15):
+        batch, want = _tensors(next(it)), _tensors(next(ref))
+        shapes.add(tuple(batch["mr"].shape))
+        assert _same(batch, want)
+    stream.close(), ref_stream.close()
+    assert {(3, 4, 8, 8), (3, 4, 12, 12)} <= shapes  # both uniform and mixed (zero-padded) batches came
+
+
+def test_filler_reads_back_the_pairs_copied_before_a_mismatch(tmp_path):
+    ds = PairedTiles(str(_mixed_root(tmp_path)), batch_size=3, crop=PairedRandomResizedCrop(size=8)).stream(
+        seed=0)._dataset
+    rng = np.random.default_rng(0)
+    params = lambda: ds.crop.draw(8, 8, 2, rng)  # noqa: E731
+    u8 = tuple(a.astype(np.uint8) for a in good_pair(rng, h=8))
+    pairs = [(*u8, params()), (*good_pair(rng, h=8), params()), (*good_pair(rng, h=12), params())]
+    busy = busy_flags(1, 2)
+    pool = SlabPool(busy, 0)
+    filler = _Filler(ds, pool)
+    for p in pairs:
+        filler.add(p)
+    tensors, meta = filler.finish()
+    assert meta["slab"] == 1 and "_flat" in tensors  # slab 0 was given back at the mismatch (uint8, then int16)
+    got = unpack(tensors["_flat"], meta["fields"])
+    want, _ = ds._collate(pairs, None)
+    assert _same(got, want) and got["mr"].dtype == torch.int16 and got["mr"].shape == (3, 4, 12, 12)
+    slot, _, _, new = pool.take({"x": ((4,), torch.int16)})
+    assert (slot, new) == (0, True)  # the training process never saw slab 0: it is sent when next used
