@@ -3,7 +3,7 @@
 Per process::
 
     shard list (seeded permutation per epoch) -> wds.slice by rank, then by logical worker w of W
-    -> wds.tarfile_to_samples (counting handler) -> wds.shuffle (seeded) -> raw index r       [kit.data.reader]
+    -> tar_samples (webdataset's expansion, counting handler) -> wds.shuffle (seeded) -> raw index r [kit.data.reader]
     --(skip r < resume offset, undecoded)--> decode + validate + draw crop/jitter parameters
     --> int16 batch + parameters, tagged (logical worker, epoch, r + 1)                         [kit.data.stream]
     --> PairedTiles.to_device: crop, resize, flip, jitter, normalise on the device in one op    [kit.data.transforms]

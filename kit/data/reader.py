@@ -5,7 +5,7 @@ One epoch of one logical worker is a ``wds.DataPipeline``::
     wds.SimpleShardList(epoch_shards(names, seed, epoch))     one permutation per epoch: f(seed, epoch)
     -> wds.slice(rank, None, world_size)                      node split (every shard once per epoch)
     -> wds.slice(worker, None, num_workers)                   worker split (logical worker, see loader)
-    -> wds.tarfile_to_samples(handler=CountingHandler)        tar expansion + grouping by key
+    -> tar_samples(handler=CountingHandler)                    tar expansion + grouping by key (webdataset's)
     -> wds.shuffle(buffer, rng=Random(seed, epoch, rank, worker))
 
 The caller enumerates the shuffled samples and skips the first ``offset`` (consumed before a resume)
@@ -122,6 +122,40 @@ def _check_lengths(opened: list[str], counts: dict[str, int], expected: dict[str
     return stage
 
 
+READ_BUFFER = 256 * 1024  # bytes read ahead per open shard
+
+
+def tar_samples(handler):
+    """Pipeline stage: shard URLs (``{"url": path}``) -> raw samples, as ``wds.tarfile_to_samples``.
+
+    webdataset's own tar expansion and grouping by key (``tar_file_expander``, ``group_by_keys``) over shards
+    opened here with a ``READ_BUFFER`` read-ahead buffer. webdataset opens local files with Python's default
+    8 KiB buffer (``GOPEN_BUFFER`` in the environment changes it), under which every 10 KiB record tarfile
+    reads is a system call of its own: 60 or so per 128/256 px pair, a third of read + decode on this
+    project's CPU machine (``benchmarks/data_pipeline.py``). A shard is closed as soon as the next is asked
+    for. Errors reach ``handler`` with the URL appended, as webdataset's opener does.
+    """
+    def opened(src):
+        for item in src:
+            url = item["url"]
+            try:
+                stream = open(url, "rb", buffering=READ_BUFFER)
+            except Exception as exn:  # noqa: BLE001 - the handler decides, as in wds.tariterators.url_opener
+                exn.args = exn.args + (url,)
+                if handler(exn):
+                    continue
+                break
+            try:
+                yield {**item, "stream": stream}
+            finally:
+                stream.close()
+
+    def stage(src):
+        files = wds.tariterators.tar_file_expander(opened(src), handler=handler)
+        return wds.tariterators.group_by_keys(files, handler=handler)
+    return stage
+
+
 def worker_epoch(root: Path, names: list[str], *, expected: dict[str, int | None], seed: int, epoch: int,
                  rank: int, world_size: int, worker: int, num_workers: int, resampled: bool,
                  shuffle_buffer: int, handler: CountingHandler) -> wds.DataPipeline:
@@ -135,7 +169,7 @@ def worker_epoch(root: Path, names: list[str], *, expected: dict[str, int | None
                   wds.slice(rank, None, world_size), wds.slice(worker, None, num_workers)]
     opened: list[str] = []
     counts: dict[str, int] = {}
-    stages += [_note_opened(opened, handler), wds.tarfile_to_samples(handler=handler), _track(handler, counts),
+    stages += [_note_opened(opened, handler), tar_samples(handler), _track(handler, counts),
                _check_lengths(opened, counts, expected, handler)]
     if shuffle_buffer > 1:
         rng = random.Random(f"{seed}/{epoch}/{rank}/{worker}")
@@ -145,7 +179,7 @@ def worker_epoch(root: Path, names: list[str], *, expected: dict[str, int | None
 
 def shard_samples(path: str | Path, handler=wds.reraise_exception) -> Iterator[dict]:
     """Raw samples of one shard in file order (``{"__key__", "mr.npy": bytes, ...}``)."""
-    return iter(wds.DataPipeline(wds.SimpleShardList([str(path)]), wds.tarfile_to_samples(handler=handler)))
+    return iter(wds.DataPipeline(wds.SimpleShardList([str(path)]), tar_samples(handler)))
 
 
 def first_sample(path: str | Path) -> dict | BadSample | None:
