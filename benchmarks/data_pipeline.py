@@ -77,14 +77,15 @@ def batch_bytes(batch: dict) -> int:
 
 
 def measure_reader(tiles_cls, crop, root: Path, *, workers: int, batch_size: int, batches: int, warmup: int,
+                   shuffle_buffer: int = 64,
                    device: str | None = None) -> dict:
     """pairs/s of ``batches`` batches after ``warmup``; with ``device``, each batch also goes through to_device.
 
     The warm-up must let every worker fill each of its ``PREFETCH + 2`` slabs once: a slab's first batch pays
     for creating the shared segment and faulting its pages in (~80 ms for 21 MB on this project's VM), which
     a long run pays once."""
-    tiles = tiles_cls(str(root), batch_size=batch_size, num_workers=workers, shuffle_buffer=64, resampled=True,
-                      crop=crop)
+    tiles = tiles_cls(str(root), batch_size=batch_size, num_workers=workers, shuffle_buffer=shuffle_buffer,
+                      resampled=True, crop=crop)
     stream = tiles.stream(seed=0)
     it = iter(stream)
     finish = (lambda b: tiles.to_device(b, device)) if device else (lambda b: b)
@@ -130,7 +131,8 @@ def run_cpu(args, root: Path) -> list[dict]:
                     variants.insert(0 if rnd % 2 == 0 else 1, ("old", *old))
                 for name, tiles_cls, crop_cls in variants:
                     m = measure_reader(tiles_cls, crop_cls(**PIPELINES[pipe]), root, workers=w,
-                                       batch_size=args.batch_size, batches=args.batches, warmup=args.warmup)
+                                       batch_size=args.batch_size, batches=args.batches, warmup=args.warmup,
+                                       shuffle_buffer=args.shuffle_buffer)
                     samples.setdefault((pipe, w, name), []).append(m)
             samples.setdefault((pipe, 0, "decode"), []).append(
                 {"pairs_per_s": measure_decode(root, args.batches * args.batch_size)})
@@ -158,9 +160,10 @@ def run_cpu(args, root: Path) -> list[dict]:
 STAGES = ("raw", "+copy", "+validate", "+draw", "worker")
 
 
-def measure_stage(stage: str, crop, root: Path, *, batch_size: int, pairs: int) -> float:
+def measure_stage(stage: str, crop, root: Path, *, batch_size: int, pairs: int, shuffle_buffer: int = 64) -> float:
     """pairs/s of a worker's work up to ``stage`` (see the module docstring), in this process."""
-    tiles = PairedTiles(str(root), batch_size=batch_size, num_workers=1, shuffle_buffer=64, resampled=True, crop=crop)
+    tiles = PairedTiles(str(root), batch_size=batch_size, num_workers=1, shuffle_buffer=shuffle_buffer, resampled=True,
+                        crop=crop)
     ds = tiles.stream(seed=0)._dataset
     busy = busy_flags(1, PREFETCH + 2)
     if stage == "worker":
@@ -208,7 +211,8 @@ def run_stages(args, root: Path) -> list[dict]:
             samples.setdefault((pipe, "decode"), []).append(measure_decode(root, pairs))
             for stage in STAGES:
                 samples.setdefault((pipe, stage), []).append(
-                    measure_stage(stage, crop, root, batch_size=args.batch_size, pairs=pairs))
+                    measure_stage(stage, crop, root, batch_size=args.batch_size, pairs=pairs,
+                                  shuffle_buffer=args.shuffle_buffer))
         print(f"round {rnd + 1}/{args.rounds} done")
     rows = []
     for (pipe, stage), rates in samples.items():
@@ -247,6 +251,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--baseline", default=BASELINE, help="git commit of the old reader")
     p.add_argument("--feed-gpu", action="store_true", help="time loader + to_device feeding a CUDA device")
     p.add_argument("--stages", action="store_true", help="a worker's work stage by stage, in this process")
+    p.add_argument("--shuffle-buffer", type=int, default=64,
+                   help="raw samples each worker's shuffle buffer holds (the recipes' PairedTiles default is 1000)")
     p.add_argument("--csv", type=Path, default=RESULTS / "data_pipeline.csv", help="CSV the rows are appended to")
     p.add_argument("--no-csv", action="store_true")
     args = p.parse_args(argv)
@@ -261,7 +267,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = run_gpu(args, root) if args.feed_gpu else run_stages(args, root) if args.stages else run_cpu(args, root)
     env = env_info("cuda" if args.feed_gpu else "cpu")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    rows = [{**r, "mr_px": args.mr_size, "batch": args.batch_size, **env, "cpus": cpus, "load_avg_1m": round(load, 2)}
+    rows = [{**r, "mr_px": args.mr_size, "batch": args.batch_size, "shuffle_buffer": args.shuffle_buffer, **env,
+             "cpus": cpus, "load_avg_1m": round(load, 2)}
             for r in rows]
     print()
     print_table(rows, ["pipeline", "reader", "workers", "pairs_per_s", "pairs_per_s_per_worker", "bytes_per_pair",
