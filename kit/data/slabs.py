@@ -99,7 +99,6 @@ class SlabPool:
         self.fresh += 1
         return -1, shared_empty((total,), torch.uint8), fields, True
 
-
     def release(self, slot: int, new: bool) -> None:
         """Give back a slab taken for a batch that is not sent after all (``new``: as :meth:`take` said)."""
         if slot < 0 or self.flags is None:

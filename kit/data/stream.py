@@ -187,8 +187,9 @@ class _Filler:
 
     Copying while the pair's bytes are still in the CPU cache, and freeing them before the next sample is
     read, lets the allocator hand the same, cached memory to the next sample's tar members. Holding a whole
-    batch of pairs until it is complete made every member land in cold memory: the tar expansion ran ~25 %
-    slower (``benchmarks/data_pipeline.py --stages``: ``+draw`` against ``worker``).
+    batch of pairs until it is complete made every member land in cold memory: the tar expansion inside
+    the worker loop took ~355 us a pair against ~260 us alone (``benchmarks/data_pipeline.py --stages``,
+    ``raw`` against ``worker``, shows the difference it makes).
 
     A batch whose tiles are not all shaped and typed like its first (tiles of mixed sizes) falls back to
     keeping its pairs (those copied so far are read back) and is collated when complete
