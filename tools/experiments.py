@@ -17,7 +17,8 @@ listed for reference: evaluate the exported encoders with ``tools/probe.py``.
 
 ``--table mini`` is different: it pretrains CPU-sized models for every row of Tables I-II and every host,
 over 3 seeds, probes them on a synthetic downstream task where HR detail matters and writes a report with
-bootstrap intervals and figures (see ``tools/mini_experiment.py``). It resumes where a killed run stopped.
+bootstrap intervals and figures (see ``kit/experiments/mini.py``). It resumes where a killed run stopped;
+``--dry_run`` lists its runs and runs nothing.
 """
 from __future__ import annotations
 
@@ -31,7 +32,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "tools"))
 
 from tools._cli import main_guard, parser  # noqa: E402
 
@@ -226,10 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.table) > 1 or args.recipes:
             print("error: --table mini runs on its own; drop the other tables and recipes.", file=sys.stderr)
             return 2
-        import mini_experiment
+        from kit.experiments import mini
 
         try:
-            return mini_experiment.main(args)
+            return mini.main(args)
         except (ValueError, RuntimeError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -249,12 +249,12 @@ def tile_confusions(pred: torch.Tensor, target: torch.Tensor, num_classes: int) 
 
 
 def _fit(head: nn.Module, data: dict, *, epochs: int, lr: float, batch_size: int, seed: int, num_classes: int,
-         forward=None) -> dict:
+         forward=None, weight_decay: float = 0.0) -> dict:
     """Train ``head`` with AdamW at a constant lr; return the best-validation head's test scores."""
     forward = forward or (lambda m, x, size: m(x, size))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     xtr, ytr = data["train"]
     best = (-1.0, -1, None)
 
@@ -306,9 +306,34 @@ def encode(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> tor
     return f.reshape(f.shape[0], -1, f.shape[-1])
 
 
+#: the paper's probe input resize: GEO-Bench's 64 px tiles are resized to the ViT's 224 px input
+PAPER_RESIZE = 224 / 64
+
+
+def resized(images: torch.Tensor, resize: float, patch: int) -> torch.Tensor:
+    """``images (N, C, h, w)`` resized (bilinear) by ``resize`` to the nearest multiple of ``patch``; 1.0 keeps them."""
+    if resize == 1.0:
+        return images
+    if not resize > 0:
+        raise ValueError(f"resize must be > 0, got {resize!r}.")
+    h, w = images.shape[-2:]
+    size = tuple(max(patch, int(round(s * resize / patch)) * patch) for s in (h, w))
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+
+def _patch_of(model: nn.Module) -> int:
+    p = model.patch_embed.patch_size
+    return int(p[0] if isinstance(p, (tuple, list)) else p)
+
+
 def probe_encoder(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, epochs: int = 60, lr: float = 1e-3,
-                  batch_size: int = 64, cache_dir=None) -> dict:
+                  batch_size: int = 64, resize: float = 1.0, cache_dir=None) -> dict:
     """Linear-probe one exported encoder on the task (see the module docstring).
+
+    Args:
+        resize: the MR tiles are resized (bilinear) by this factor before encoding, as the paper resizes
+            its 64 px probe tiles to 224 px (:data:`PAPER_RESIZE`); the head's logits are upsampled to the
+            label size either way.
 
     Returns:
         ``{"seed", "val_miou", "test_miou", "best_epoch", "tile_confusion" (N_test, C, C)}``, mIoU in [0, 1].
@@ -319,10 +344,75 @@ def probe_encoder(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, e
     data = {}
     for split in ("train", "val", "test"):
         d = load_split(task, split, cache_dir)
-        data[split] = (encode(model, normalise(d["mr"], meta.get("normalization"))), torch.from_numpy(d["label"]).long())
+        x = resized(normalise(d["mr"], meta.get("normalization")), resize, _patch_of(model))
+        data[split] = (encode(model, x), torch.from_numpy(d["label"]).long())
+    data = standardise_features(data)
     torch.manual_seed(seed)
     head = _LinearHead(data["train"][0].shape[-1], task.num_classes)
     return _fit(head, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_classes=task.num_classes)
+
+
+def standardise_features(data: dict) -> dict:
+    """Features ``{split: (tokens (N, L, D), labels)}`` standardised per dimension with the training split's
+    mean and std (MAE's linear probe does the same with a non-affine BatchNorm): a fixed linear map, so the
+    probe stays linear, but plain AdamW converges in a few epochs whatever the scale of each dimension."""
+    f = data["train"][0]
+    mean, std = f.mean((0, 1)), f.std((0, 1)) + 1e-6
+    return {k: ((x - mean) / std, y) for k, (x, y) in data.items()}
+
+
+def _train_stats(task: MiniTask, cache_dir=None) -> dict:
+    x = load_split(task, "train", cache_dir)["mr"].astype(np.float32)
+    return {"mean": x.mean((0, 2, 3)).tolist(), "std": (x.std((0, 2, 3)) + 1e-6).tolist()}
+
+
+def raw_pixel_probe(task: MiniTask, *, seed: int, epochs: int = 40, lr: float = 1e-3, batch_size: int = 16,
+                    cache_dir=None) -> dict:
+    """The pixel floor: the same linear head on the raw MR pixels (one token per MR pixel, its C bands,
+    normalised with the training split's statistics). Every encoder should beat it. Same output as
+    :func:`probe_encoder`."""
+    stats = _train_stats(task, cache_dir)
+    data = {}
+    for split in ("train", "val", "test"):
+        d = load_split(task, split, cache_dir)
+        x = normalise(d["mr"], stats)
+        data[split] = (x.flatten(2).transpose(1, 2).contiguous(), torch.from_numpy(d["label"]).long())
+    torch.manual_seed(seed)
+    head = _LinearHead(data["train"][0].shape[-1], task.num_classes)
+    return _fit(head, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_classes=task.num_classes)
+
+
+class _ViTSegmenter(nn.Module):
+    """A timm ViT and the probe's linear head, trained end to end: ``(B, C, h, w) -> (B, classes, H, W)``."""
+
+    def __init__(self, vit: nn.Module, num_classes: int, resize: float) -> None:
+        super().__init__()
+        self.vit, self.resize = vit, resize
+        self.head = _LinearHead(vit.embed_dim, num_classes)
+
+    def forward(self, x: torch.Tensor, size) -> torch.Tensor:
+        x = resized(x, self.resize, _patch_of(self.vit))
+        tokens = self.vit.forward_features(x)[:, getattr(self.vit, "num_prefix_tokens", 0):]
+        return self.head(tokens, size)
+
+
+def supervised_vit(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, epochs: int = 15, lr: float = 1e-3,
+                   batch_size: int = 16, resize: float = 1.0, cache_dir=None) -> dict:
+    """The fair ceiling: the probed ViT (the encoder exported in ``export_dir``, e.g. a host's random-init
+    export: the same architecture, positions and initialisation as the floor) trained end to end with the probe's linear head and input resize on the
+    labelled training tiles; best validation epoch scored on test (same output as :func:`probe_encoder`)."""
+    from kit.encoders.export import load_exported_encoder
+
+    model, meta = load_exported_encoder(export_dir)
+    model.pos_embed.requires_grad_(False)  # fixed sin-cos positions, as in pretraining
+    stats = meta.get("normalization") or _train_stats(task, cache_dir)
+    data = {}
+    for split in ("train", "val", "test"):
+        d = load_split(task, split, cache_dir)
+        data[split] = (normalise(d["mr"], stats), torch.from_numpy(d["label"]).long())
+    net = _ViTSegmenter(model, task.num_classes, resize)
+    return _fit(net, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_classes=task.num_classes,
+                weight_decay=0.05)
 
 
 class SmallFCN(nn.Module):

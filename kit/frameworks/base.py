@@ -25,6 +25,10 @@ class HostOutput:
         student_tokens: ``(B, K, D)`` student features at ``student_idx`` as the add-on should compare
             them (encoder output, or projection-head output for hosts with a head).
         grid: ``(gh, gw)`` patch grid of the student's input.
+        monitor: detached features to watch for collapse, ``name -> (B, K, D)``: ``"student"`` (what the
+            student encoder produces) and ``"target"`` (what the host regresses onto in feature space, where
+            it has one); add-ons add theirs (``"teacher"``). A value may be a zero-argument callable (computed
+            only when read). Read at log steps only (:mod:`kit.eval.collapse`).
     """
 
     loss: torch.Tensor
@@ -32,6 +36,7 @@ class HostOutput:
     student_idx: torch.Tensor | None = None
     student_tokens: torch.Tensor | None = None
     grid: tuple[int, int] | None = None
+    monitor: dict = field(default_factory=dict)
 
 
 class Framework(nn.Module, abc.ABC):

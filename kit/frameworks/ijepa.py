@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gin
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kit.ema.schedules import Linear
@@ -68,4 +69,6 @@ class IJEPA(Framework):
         pred = self.predictor(z, ctx, tgt, grid)  # (B, M, Kt, D)
         loss = self.loss_fn(pred, full, tgt)
         logs = {"loss/host": loss.detach(), "mask/context": float(ctx.shape[1]), "mask/target": float(tgt.shape[-1])}
-        return HostOutput(loss=loss, logs=logs, student_idx=ctx, student_tokens=z, grid=grid)
+        # what the predictor regresses onto (layer-normed as in the loss); computed only when read
+        monitor = {"student": z.detach(), "target": lambda: F.layer_norm(full, full.shape[-1:])}
+        return HostOutput(loss=loss, logs=logs, student_idx=ctx, student_tokens=z, grid=grid, monitor=monitor)

@@ -72,4 +72,5 @@ class LatentMIM(Framework):
         with torch.no_grad():
             target = self.target_head(self.target_encoder(x, tgt))  # (B, M, D)
         loss = self.loss_fn(pred, target)
-        return HostOutput(loss=loss, logs={"loss/host": loss.detach()}, student_idx=vis, student_tokens=z, grid=grid)
+        return HostOutput(loss=loss, logs={"loss/host": loss.detach()}, student_idx=vis, student_tokens=z, grid=grid,
+                          monitor={"student": z.detach(), "target": target})

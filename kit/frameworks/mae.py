@@ -74,4 +74,5 @@ class MAE(Framework):
         target = torch.gather(pixels, 1, tgt[..., None].expand(-1, -1, pixels.shape[-1]))
         loss = self.loss_fn(pred, target)
         logs = {"loss/host": loss.detach(), "mask/visible": float(vis.shape[1])}
-        return HostOutput(loss=loss, logs=logs, student_idx=vis, student_tokens=z, grid=grid)
+        # MAE's target is pixels: only the student's features are watched
+        return HostOutput(loss=loss, logs=logs, student_idx=vis, student_tokens=z, grid=grid, monitor={"student": z.detach()})

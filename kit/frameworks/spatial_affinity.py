@@ -153,4 +153,5 @@ class SpatialAffinity(Framework):
         loss = out.loss + self.weight * gram
         logs = dict(out.logs)
         logs.update({"loss/host": out.loss.detach(), "loss/gram": gram.detach(), "loss/total": loss.detach()})
-        return HostOutput(loss=loss, logs=logs, student_idx=idx, student_tokens=student, grid=grid)
+        monitor = {**out.monitor, "teacher": teacher.detach()}  # the HR teacher's downsampled tokens
+        return HostOutput(loss=loss, logs=logs, student_idx=idx, student_tokens=student, grid=grid, monitor=monitor)

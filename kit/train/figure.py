@@ -1,8 +1,10 @@
 """The run's loss figure: every loss on its own scale, lr and EMA momentum beside them.
 
 One panel per ``loss/*`` column (raw points and a centred running mean; a log y-axis when the
-positive values span more than a decade), then one panel (linear) for the learning rate and one for the EMA
-momentum, all over the optimizer step. The title names the recipe and the steps run out of the
+positive values span more than a decade), then the collapse monitors (one panel for the effective rank of
+every watched feature, one for the std of their L2-normalised features), the online probe's mIoU when the
+run has one, and one panel (linear) for the learning rate and one for the EMA momentum, all over the
+optimizer step. The title names the recipe and the steps run out of the
 schedule's horizon, so a figure says which run it shows without its folder.
 """
 from __future__ import annotations
@@ -50,11 +52,23 @@ def plot_run(rows: list[dict], out: str | os.PathLike, title: str = "") -> Path 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = losses + [k for k in ("lr", "momentum") if any(k in r for r in rows)]
+    groups = {"collapse/rankme": "effective rank (RankMe)", "collapse/std": "std of L2-normalised features",
+              "probe/": "online probe mIoU"}
+    present = {g: sorted({k for r in rows for k in r if k.startswith(g)}) for g in groups}
+    panels = losses + [g for g, keys in present.items() if keys] + [k for k in ("lr", "momentum") if any(k in r for r in rows)]
     cols = min(4, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, panels):
+        if key in groups:  # several series in one panel, one line each
+            for k in present[key]:
+                steps, vals = _series(rows, k)
+                ax.plot(steps, vals, lw=1.2, marker="." if steps.size < 30 else None, label=k[len(key):].lstrip("_/"))
+            ax.set_title(groups[key])
+            ax.set_xlabel("optimizer step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+            continue
         steps, vals = _series(rows, key)
         if steps.size == 0:
             ax.set_title(f"{key} (no finite values)")

@@ -33,7 +33,7 @@ from kit.train.build import build_run
 from kit.train.signals import RunInterrupted, StopRequest
 from kit.train.state import Run, TrainConfig
 from kit.train.seeds import GLOBAL, step_seed
-from kit.train.step import StepResult, train_step
+from kit.train.step import StepResult, is_log_step, train_step
 
 __all__ = ["GLOBAL", "NonFiniteError", "Run", "RunInterrupted", "TrainConfig", "step_seed", "train"]
 
@@ -74,6 +74,7 @@ def train(
     keep_checkpoints: int = 3,
     max_nonfinite: int = 5,
     tensorboard: bool = True,
+    online_probe=None,
     resume: bool | str = False,
     overwrite: bool = False,
     max_steps: int | None = None,
@@ -125,12 +126,15 @@ def run_steps(run: Run) -> int:
         for step in range(run.start_step, run.stop):
             result = train_step(run, step)
             done = step + 1
-            log_now = done % run.cfg.log_every == 0 or done == run.stop or step == run.start_step
+            log_now = is_log_step(run, step)
             ckpt_now = done % run.cfg.ckpt_every == 0 and done != run.stop
             # the only host reads of a step happen at log and checkpoint steps
             longest = read_nonfinite(run, done) if log_now or ckpt_now else 0
+            probed = online_probe(run, done)
             if log_now:
-                log_step(run, step, result)
+                log_step(run, step, result, probed)
+            elif probed and run.info.is_main:
+                run.logger.log(done, probed)
                 bar.set_postfix(loss=f"{run.last_logs['loss/total']:.4f}")
             bar.update(1)
             if longest >= run.cfg.max_nonfinite:
@@ -200,8 +204,17 @@ def read_nonfinite(run: Run, done: int) -> int:
     return longest
 
 
-def log_step(run: Run, step: int, result: StepResult) -> None:
-    """Average the step's logs over ranks and write them (rank 0) as the row of step ``step + 1``."""
+def online_probe(run: Run, done: int) -> dict:
+    """The online probe's reading after step ``done`` when one is configured and due (rank 0), else ``{}``."""
+    probe = run.cfg.online_probe
+    if probe is None or not run.info.is_main or not probe.due(done, run.stop):
+        return {}
+    return probe(run.model.student_encoder, run.export["meta"].get("normalization"), run.info.device)
+
+
+def log_step(run: Run, step: int, result: StepResult, extra: dict | None = None) -> None:
+    """Average the step's logs over ranks and write them (rank 0) as the row of step ``step + 1``
+    (with ``extra``, rank 0's own readings such as the online probe's)."""
     values = {**result.logs, "loss/total": result.loss}
     if result.grad_norm is not None:  # computed only when grad_clip is set
         values["grad_norm"] = result.grad_norm
@@ -211,8 +224,10 @@ def log_step(run: Run, step: int, result: StepResult) -> None:
                  "skipped": float(run.skipped_since_log)})
     run.skipped_since_log = 0
     now = time.perf_counter()
-    logs["sec_per_step"] = (now - run.t_last) / (run.cfg.log_every if step != run.start_step else 1)
+    probe_seconds = (extra or {}).get("probe/seconds", 0.0)  # the online probe's time is not a step's
+    logs["sec_per_step"] = (now - run.t_last - probe_seconds) / (run.cfg.log_every if step != run.start_step else 1)
     run.t_last = now
+    logs.update(extra or {})
     if run.info.is_main:
         run.logger.log(step + 1, logs)
     run.last_logs = logs

@@ -43,6 +43,8 @@ class TrainConfig:
         log_every / ckpt_every / keep_checkpoints: logging and checkpoint cadence.
         max_nonfinite: consecutive non-finite steps (skipped, EMA untouched) before the run stops.
         tensorboard: also write TensorBoard event files.
+        online_probe: an :class:`kit.train.online_probe.OnlineProbe` (``@OnlineProbe()``) that logs the
+            student's linear-probe mIoU every ``every`` steps (rank 0), or None.
     """
 
     batch_size: int = 128
@@ -64,6 +66,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     max_nonfinite: int = 5
     tensorboard: bool = True
+    online_probe: Any = None
 
     def horizon(self, num_samples: int) -> int:
         """Run length in optimizer steps: ``total_steps``, else ``epochs`` passes over ``num_samples`` pairs."""

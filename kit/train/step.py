@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from kit.ema.ema import ema_update
+from kit.eval.collapse import collapse_logs
 from kit.frameworks.base import Framework
 from kit.frameworks.context import StepContext
 from kit.train.masks import attach_plan
@@ -110,7 +111,7 @@ class TrainStep:
         self.fused = bool(optimizer.defaults.get("fused"))
         self.guard = NonFiniteGuard(self.device)
 
-    def _micro(self, batch: dict, ctx: StepContext, last: bool) -> tuple[torch.Tensor, dict]:
+    def _micro(self, batch: dict, ctx: StepContext, last: bool, monitor: bool = False) -> tuple[torch.Tensor, dict]:
         ddp = isinstance(self.forward, nn.parallel.DistributedDataParallel)
         no_sync = self.forward.no_sync() if ddp and not last else contextlib.nullcontext()
         with no_sync:
@@ -118,7 +119,11 @@ class TrainStep:
                                 enabled=self.autocast_dtype is not None):
                 out = self.forward(batch, ctx)
             (out.loss / self.accum_steps).backward()
-        return out.loss.detach(), out.logs
+        logs = out.logs
+        if monitor and out.monitor:  # collapse readings of this micro-batch's features (log steps only)
+            with torch.no_grad():
+                logs = {**logs, **collapse_logs(out.monitor)}
+        return out.loss.detach(), logs
 
     def _found_inf(self, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         found = (~torch.isfinite(loss)).to(torch.float32).reshape(())
@@ -146,18 +151,23 @@ class TrainStep:
             self.optimizer.step()
 
     def __call__(self, micro_batches: Iterable[tuple[dict, StepContext]], *, lr: float, weight_decay: float,
-                 momentum: float) -> StepResult:
+                 momentum: float, monitor: bool = False) -> StepResult:
         """One optimizer step over ``accum_steps`` ``(batch, ctx)`` pairs (consumed one at a time, so a
-        lazy iterable holds one micro-batch in memory and seeds each right before its forward)."""
+        lazy iterable holds one micro-batch in memory and seeds each right before its forward).
+        ``monitor``: also read the collapse monitors (:mod:`kit.eval.collapse`) of the first micro-batch's
+        features into the logs (``collapse/*``); the loop asks for them at log steps."""
         apply_schedules(self.optimizer, lr, weight_decay)
         loss_sum, logs, n = None, {}, 0
         for n, (batch, ctx) in enumerate(micro_batches, start=1):
             if n > self.accum_steps:
                 break
-            loss, out_logs = self._micro(batch, ctx, last=n == self.accum_steps)
+            loss, out_logs = self._micro(batch, ctx, last=n == self.accum_steps, monitor=monitor and n == 1)
             loss_sum = loss if loss_sum is None else loss_sum + loss
             for k, v in out_logs.items():
-                logs[k] = logs.get(k, 0.0) + v / self.accum_steps
+                if k.startswith("collapse/"):  # read on the first micro-batch only: not averaged
+                    logs[k] = v
+                else:
+                    logs[k] = logs.get(k, 0.0) + v / self.accum_steps
         if n != self.accum_steps:
             self.optimizer.zero_grad(set_to_none=True)
             raise ValueError(f"TrainStep got {n} micro-batches, expected accum_steps={self.accum_steps}.")
@@ -191,9 +201,16 @@ def micro_batch(run: Run, step: int, micro: int) -> tuple[dict, StepContext]:
     return to_device(run, raw), attach_plan(step_context(run, step, micro), plan)
 
 
+def is_log_step(run: Run, step: int) -> bool:
+    """Whether optimizer step ``step`` (0-based) of ``run`` writes a row of the metrics log."""
+    done = step + 1
+    return done % run.cfg.log_every == 0 or done == run.stop or step == run.start_step
+
+
 def train_step(run: Run, step: int) -> StepResult:
-    """Run optimizer step ``step`` of ``run``: its ``accum_steps`` micro-batches, the update and the EMA."""
+    """Run optimizer step ``step`` of ``run``: its ``accum_steps`` micro-batches, the update and the EMA
+    (at log steps also the collapse monitors)."""
     horizon = run.horizon
     micro = (micro_batch(run, step, i) for i in range(run.cfg.accum_steps))
     return run.stepper(micro, lr=run.cfg.lr(step, horizon) * run.lr_scale, weight_decay=run.weight_decay(step, horizon),
-                       momentum=run.model.momentum(step, horizon))
+                       momentum=run.model.momentum(step, horizon), monitor=is_log_step(run, step))

@@ -1,6 +1,7 @@
-"""``tools/experiments.py --table mini``: the task, the statistics and the plumbing end to end at a tiny size.
+"""``tools/experiments.py --table mini`` (:mod:`kit.experiments.mini`): the task, the statistics and the
+plumbing end to end at a tiny size.
 
-The experiment itself (minutes) is not run here: ``--size tiny`` uses the test-suite's model preset, two
+The experiment itself (an hour) is not run here: ``--size tiny`` uses the test-suite's model preset, four
 pretraining steps, a 16 px task with a handful of tiles and one host.
 """
 import csv
@@ -13,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tools"))
 
 import experiments  # noqa: E402
-import mini_experiment  # noqa: E402
-import mini_report  # noqa: E402
+from kit.experiments import mini as mini_experiment  # noqa: E402
+from kit.experiments import mini_report  # noqa: E402
 from kit.data.synthetic import GENERATOR_VERSION, SyntheticScenes  # noqa: E402
 from kit.eval.miou import mean_iou  # noqa: E402
 from kit.eval.minitask import CLASSES, MiniTask, assert_disjoint, load_split, mr_labels, tile_confusions  # noqa: E402
@@ -120,21 +121,31 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys):
     assert "resumed from" in (part / "experiment.log").read_text()
     report = (out / "report.md").read_text()
     for needle in ("Table I (miniature)", "Table II (miniature)", "SA − MR", "real HR − false HR", "LatentMIM",
-                   "random init (floor)", "supervised CNN on MR (ceiling)", "bars.png", "cluster_maps.png"):
+                   "random init (host floor)", "supervised CNN on MR", "fair ceiling", "raw MR pixels", "gap closed",
+                   "Pre-registered checks", "n = 1", "tiles only", "bars.png", "learning_curve.png", "collapse.png",
+                   "cluster_maps.png"):
         assert needle in report, needle
+    assert "± 0.00" not in report  # one seed: no spread over seeds is shown
     results = _rows(out / "results.csv")
     assert sorted(r["key"] for r in results) == ["ceiling", "latentmim_falsehr", "latentmim_hr", "latentmim_init",
-                                                 "latentmim_mr", "latentmim_sa"]
+                                                 "latentmim_mr", "latentmim_sa", "pixels", "vit_ceiling"]
     assert all(0.0 <= float(r["test_miou"]) <= 100.0 for r in results)
     diffs = _rows(out / "differences.csv")
     assert [d["comparison"] for d in diffs] == ["SA - MR", "real HR - false HR"]
     assert all(float(d["low"]) <= float(d["diff"]) <= float(d["high"]) for d in diffs)
-    for fig in ("bars.png", "cluster_maps.png", "loss_curves.png"):
+    for fig in ("bars.png", "learning_curve.png", "collapse.png", "cluster_maps.png", "loss_curves.png"):
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the learning curve: MR and SA of seed 0 probed at each quarter of their pretraining, then at the end
+    curves = _rows(out / "curves.csv")
+    assert sorted((c["row"], int(c["step"])) for c in curves) == [(r, s) for r in ("mr", "sa") for s in (1, 2, 3, 4)]
+    # the collapse monitors were logged by the pretraining runs themselves
+    logged = [json.loads(x) for x in (runs / "latentmim_sa" / "seed0" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert {"collapse/rankme_student", "collapse/rankme_target", "collapse/rankme_teacher",
+            "collapse/std_student"} <= set(logged[-1])
     z = np.load(out / "tile_confusions.npz")
     assert z["latentmim_sa_seed0"].shape == (settings.task.num_test, len(CLASSES), len(CLASSES))
     assert not list(runs.rglob("ckpt-*.pt"))  # finished runs keep their export, not their checkpoints
-    assert "[6/6]" in text
+    assert "[8/8]" in text
 
     # a second call redoes only the run whose DONE marker is gone
     done = {p: p.stat().st_mtime_ns for p in runs.rglob("DONE")}
@@ -145,6 +156,18 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys):
     changed = [p for p in runs.rglob("DONE") if done.get(p) != p.stat().st_mtime_ns]
     assert changed == [redo / "DONE"]
     assert json.loads((redo / "probe.json").read_text())["test_miou"] == pytest.approx(before)
+
+
+def test_dry_run_lists_the_runs_and_runs_nothing(tmp_path, capsys):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    argv = ["--table", "mini", "--size", "tiny", "--hosts", "latentmim,mae", "--out", str(out), "--runs", str(runs),
+            "--dry_run"]
+    assert experiments.main(argv) == 0
+    text = capsys.readouterr().out
+    lines = [x for x in text.splitlines() if x.startswith("[")]
+    assert len(lines) == 2 * 5 + 3 and "[ 13/13]" in text
+    assert "learning-curve probes at steps 1,2,3" in text and "supervised ViT (mae encoder)" in text
+    assert not out.exists() and not runs.exists()
 
 
 def test_mini_table_rejects_bad_arguments(capsys):

@@ -43,9 +43,10 @@ def bar_chart(stats: dict, hosts: list[str], path: Path) -> Path:
             x = i + (j - (len(ROWS) - 1) / 2) * width
             ax.bar(x, st["mean"], width, yerr=st["std"], color=colours(j), capsize=3, label=LABELS[r] if i == 0 else None)
             ax.plot([x] * len(st["values"]), st["values"], "k.", ms=3)
-    if "ceiling" in stats:
-        c = stats["ceiling"]
-        ax.axhline(c["mean"], color="k", ls="--", lw=1, label=f"supervised CNN (ceiling) {c['mean']:.1f}")
+    for key, ls, label in (("ceiling", "--", "supervised CNN"), ("vit_ceiling", "-.", "supervised ViT (fair ceiling)"),
+                           ("pixels", ":", "linear on raw pixels (floor)")):
+        if key in stats:
+            ax.axhline(stats[key]["mean"], color="k", ls=ls, lw=1, label=f"{label} {stats[key]['mean']:.1f}")
     ax.set_xticks(range(len(hosts)), [HOSTS.get(h, h) for h in hosts])
     ax.set_ylabel("test mIoU (%)")
     lo = min(st["mean"] - st["std"] for st in stats.values())
@@ -63,7 +64,7 @@ def loss_curves(results: list[dict], hosts: list[str], path: Path) -> Path:
     colours = plt.get_cmap("tab10")
     for ax, h in zip(axes[0], hosts):
         for r in results:
-            if r["host"] != h or r["row"] in ("init", "ceiling"):
+            if r["host"] != h or r["row"] not in LABELS or r["row"] == "init":
                 continue
             f = Path(r["dir"]) / "logs" / "metrics.jsonl"
             rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
@@ -125,5 +126,67 @@ def cluster_maps(results: list[dict], hosts: list[str], settings, path: Path, k:
         ax.set_yticks([])
     fig.suptitle(f"Cluster maps (k = {k}) of one {settings.figure_mr_size} px MR tile from the task's held-out scene "
                  "stream, seed-0 encoders", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _metrics(run_dir: str | Path) -> list[dict]:
+    f = Path(run_dir) / "logs" / "metrics.jsonl"
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+
+
+def learning_curve(results: list[dict], hosts: list[str], stats: dict, path: Path) -> Path:
+    """Probe test mIoU against pretraining steps, one panel per host: MR and SA of the curve seed (step 0 is
+    the host's random-init floor of that seed), with the pixel floor and the fair ceiling as lines."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(hosts), figsize=(4.0 * len(hosts), 3.3), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, h in zip(axes[0], hosts):
+        for r in results:
+            if r["host"] != h or not r.get("curve"):
+                continue
+            init = next((x for x in results if x["key"] == f"{h}_init" and x["seed"] == r["seed"]), None)
+            pts = ([(0, init["test_miou"])] if init else []) + [(p["step"], p["test_miou"]) for p in r["curve"]]
+            steps, vals = zip(*pts)
+            ax.plot(steps, [100 * v for v in vals], "o-", color=colours(ROWS.index(r["row"])), ms=4,
+                    label=f"{LABELS[r['row']]} (seed {r['seed']})")
+        for key, ls, label in (("vit_ceiling", "-.", "supervised ViT"), ("pixels", ":", "raw pixels")):
+            if key in stats:
+                ax.axhline(stats[key]["mean"], color="k", ls=ls, lw=1, label=label)
+        ax.set_title(f"{HOSTS.get(h, h)}: probe mIoU vs pretraining", fontsize=9)
+        ax.set_xlabel("pretraining step")
+        ax.set_ylabel("test mIoU (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def collapse_curves(results: list[dict], hosts: list[str], path: Path) -> Path:
+    """The collapse monitors logged while pretraining (lowest seed): effective rank (top row) and std of the
+    L2-normalised features (bottom row) of the student and of the target / HR teacher, per host."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, len(hosts), figsize=(4.2 * len(hosts), 6.0), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    seed = min((r["seed"] for r in results), default=0)
+    styles = {"student": "-", "target": "--", "teacher": ":"}
+    for col, h in enumerate(hosts):
+        for r in results:
+            if r["host"] != h or r["seed"] != seed or r["row"] not in ("mr", "sa"):
+                continue
+            rows = _metrics(r["dir"])
+            for which, ls in styles.items():
+                for i, metric in enumerate(("rankme", "std")):
+                    key = f"collapse/{metric}_{which}"
+                    pts = [(x["step"], x[key]) for x in rows if key in x]
+                    if pts:
+                        axes[i, col].plot(*zip(*pts), ls=ls, color=colours(ROWS.index(r["row"])), lw=1.2,
+                                          label=f"{LABELS[r['row']]}: {which}")
+        axes[0, col].set_title(f"{HOSTS.get(h, h)}: effective rank (RankMe)", fontsize=9)
+        axes[1, col].set_title(f"{HOSTS.get(h, h)}: std of L2-normalised features", fontsize=9)
+        for ax in axes[:, col]:
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
     fig.tight_layout()
     return _save(fig, path)

@@ -2,10 +2,13 @@
 
 For every host (LatentMIM, I-JEPA, and MAE when its recipes exist) and every row of Tables I-II (MR-, HR-,
 SA-model, SA with false HR), and for each seed, one CPU-sized pretraining (``tools/train.py`` with the
-row's recipe and ``gin/presets/cpu_mini.gin``, in its own process), then the scaled-down linear probe of
-:mod:`kit.eval.minitask` on the synthetic downstream task. Two reference rows bound the table: the
-frozen random-init encoder of each host (the floor: the recipe run for 0 steps) and a small supervised
-CNN on the MR images (the ceiling).
+row's recipe and ``gin/presets/cpu_mini.gin``, in its own process), then the linear probe of
+:mod:`kit.eval.minitask` on the synthetic downstream task (inputs resized by the paper's 224/64 first).
+Reference rows bound the table: the frozen random-init encoder of each host (its floor: the recipe run
+for 0 steps), a linear probe on the raw MR pixels (the floor every encoder must beat), the probed ViT
+trained end to end with the same linear head (the fair ceiling) and a small supervised CNN on the MR
+images (a stronger ceiling). For the MR and SA rows of the first seed the pretraining keeps a checkpoint
+at each quarter of its steps and each is probed too: the learning curve.
 
 Every run lives in ``RUNS/<row key>/seed<k>/`` (default ``RUNS = OUT/runs``, git-ignored), holding the
 training folder, ``probe.json`` and a ``DONE`` marker written last: a killed experiment started again
@@ -13,7 +16,9 @@ skips finished runs and resumes a partial pretraining from its newest checkpoint
 At the end ``OUT`` holds ``report.md`` (the paper's layout, mean +- std over seeds, the paired
 differences SA - MR and real HR - false HR with bootstrap intervals over seeds and test tiles),
 ``results.csv`` (one line per run), ``summary.csv``, ``differences.csv``, ``tile_confusions.npz`` (what
-the intervals are computed from) and the figures ``bars.png``, ``cluster_maps.png``, ``loss_curves.png``.
+the intervals are computed from), ``curves.csv`` and the figures ``bars.png``, ``learning_curve.png``,
+``collapse.png``, ``cluster_maps.png``, ``loss_curves.png``. The pre-registered plan of the committed
+table is ``results/mini/PLAN.md``.
 """
 from __future__ import annotations
 
@@ -27,24 +32,36 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-for _p in (REPO_ROOT, REPO_ROOT / "tools"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+from kit.data.synthetic import SyntheticScenes
+from kit.eval.minitask import CLASSES, PAPER_RESIZE, MiniTask
 
-from kit.data.synthetic import SyntheticScenes  # noqa: E402
-from kit.eval.minitask import CLASSES, MiniTask  # noqa: E402
+#: the repository the recipes (gin/) and the training CLI (tools/train.py) come from
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 HOSTS = (("latentmim", "LatentMIM"), ("ijepa", "I-JEPA"), ("mae", "MAE"))
 # (row id, Table I/II label, recipe stem pattern)
 ROWS = (("mr", "MR-model", "{host}_mr"), ("hr", "HR-model", "{host}_hr"), ("sa", "SA-model", "{host}_sa"),
         ("falsehr", "SA w/ false HR", "{host}_sa_falsehr"))
 INIT_ROW = ("init", "random init (floor)")
+#: rows that belong to no host: raw-pixel floor, supervised ViT (fair ceiling), supervised CNN
+REFERENCE_ROWS = ("pixels", "vit_ceiling", "ceiling")
+#: rows whose first-seed pretraining is probed at every quarter of its steps (the learning curve)
+CURVE_ROWS = ("mr", "sa")
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Sizes of one experiment (``full``: the committed table; ``fast``: one seed; ``tiny``: the tests' plumbing check)."""
+    """Sizes of one experiment (``full``: the committed table; ``fast``: one seed; ``tiny``: the tests' plumbing check).
+
+    Args:
+        seeds: one pretraining and probe per row and seed (the seed of weights, data order, masks and probe).
+        preset, steps, pretrain_pairs, pretrain_mr_size: the pretraining (``preset`` is included after each recipe).
+        task: the labelled task. probe_epochs, probe_batch, probe_resize: the linear probe.
+        ceiling_epochs / vit_ceiling_epochs: the supervised CNN and supervised ViT.
+        curve_seeds: seeds whose MR and SA pretrainings are also probed at each quarter of their steps.
+        ceiling_host: the host whose encoder architecture the supervised ViT copies.
+        extra_params: gin bindings added to every pretraining.
+    """
 
     seeds: tuple[int, ...] = (0, 1, 2)
     preset: str = "gin/presets/cpu_mini.gin"
@@ -54,7 +71,11 @@ class Settings:
     task: MiniTask = MiniTask()
     probe_epochs: int = 40
     probe_batch: int = 16
+    probe_resize: float = PAPER_RESIZE
     ceiling_epochs: int = 15
+    vit_ceiling_epochs: int = 12
+    curve_seeds: tuple[int, ...] = (0,)
+    ceiling_host: str = "mae"
     figure_mr_size: int = 96
     bootstrap: int = 2000
     extra_params: tuple[str, ...] = ()
@@ -63,8 +84,15 @@ class Settings:
     def pretrain(self) -> SyntheticScenes:
         return SyntheticScenes(mr_size=self.pretrain_mr_size, num_pairs=self.pretrain_pairs, seed=0)
 
-    def gin_params(self, seed: int) -> list[str]:
-        return [f"train.seed = {seed}", f"train.total_steps = {self.steps}", "train.keep_checkpoints = 1",
+    @property
+    def curve_steps(self) -> tuple[int, ...]:
+        """The intermediate steps probed for the learning curve (each quarter of the run)."""
+        return tuple(sorted({max(1, self.steps * q // 4) for q in (1, 2, 3)} - {self.steps}))
+
+    def gin_params(self, seed: int, curve: bool = False) -> list[str]:
+        every = max(1, self.steps // 4)  # a checkpoint each quarter: resumable, and the learning curve's points
+        return [f"train.seed = {seed}", f"train.total_steps = {self.steps}", f"train.ckpt_every = {every}",
+                f"train.keep_checkpoints = {5 if curve else 1}",
                 f"SyntheticScenes.num_pairs = {self.pretrain_pairs}", f"SyntheticScenes.mr_size = {self.pretrain_mr_size}",
                 "SyntheticScenes.seed = 0", *self.extra_params]
 
@@ -72,9 +100,9 @@ class Settings:
 SIZES = {
     "full": Settings(),
     "fast": Settings(seeds=(0,)),
-    "tiny": Settings(seeds=(0,), preset="gin/presets/test_tiny.gin", steps=2, pretrain_pairs=24, pretrain_mr_size=32,
+    "tiny": Settings(seeds=(0,), preset="gin/presets/test_tiny.gin", steps=4, pretrain_pairs=24, pretrain_mr_size=32,
                      task=MiniTask(mr_size=16, num_train=12, num_val=6, num_test=6), probe_epochs=2, probe_batch=4,
-                     ceiling_epochs=1, figure_mr_size=32, bootstrap=50),
+                     ceiling_epochs=1, vit_ceiling_epochs=1, figure_mr_size=32, bootstrap=50),
 }
 
 
@@ -82,23 +110,29 @@ SIZES = {
 class Run:
     """One pretraining + probe (or a floor / ceiling run)."""
 
-    host: str  # "latentmim", ... or "" for the ceiling
-    row: str  # "mr", "hr", "sa", "falsehr", "init", "ceiling"
+    host: str  # "latentmim", ...; for the reference rows "" (the supervised ViT: the host whose encoder it copies)
+    row: str  # "mr", "hr", "sa", "falsehr", "init", or a reference row: "pixels", "vit_ceiling", "ceiling"
     seed: int
 
     @property
     def key(self) -> str:
-        return "ceiling" if self.row == "ceiling" else f"{self.host}_{self.row}"
+        return self.row if self.row in REFERENCE_ROWS else f"{self.host}_{self.row}"
 
     @property
     def recipe(self) -> str | None:
-        """The row's recipe; a host without a false-HR recipe runs its SA recipe with :attr:`extra_params`."""
-        if self.row == "ceiling":
+        """The row's recipe; a host without a false-HR recipe runs its SA recipe with :attr:`extra_params`.
+        The supervised ViT builds its encoder from its host's MR recipe (0 steps)."""
+        if self.row in ("ceiling", "pixels"):
             return None
-        stem = "{host}_mr" if self.row == "init" else dict((r, p) for r, _, p in ROWS)[self.row]
+        stem = "{host}_mr" if self.row in ("init", "vit_ceiling") else dict((r, p) for r, _, p in ROWS)[self.row]
         if self.row == "falsehr" and not _recipe_exists(self.host, stem):
             stem = "{host}_sa"
         return f"gin/{stem.format(host=self.host)}.gin"
+
+    @property
+    def pretrains(self) -> bool:
+        """Whether the run trains an encoder with the recipe for the table's steps (not a 0-step build)."""
+        return self.row not in ("init", *REFERENCE_ROWS)
 
     @property
     def extra_params(self) -> list[str]:
@@ -106,6 +140,10 @@ class Run:
         if self.row == "falsehr" and not _recipe_exists(self.host, "{host}_sa_falsehr"):
             return ["PairedTiles.false_hr = 'bicubic'"]
         return []
+
+    def curve(self, settings: Settings) -> bool:
+        """Whether this run is probed at each quarter of its pretraining (the learning curve)."""
+        return self.row in CURVE_ROWS and self.seed in settings.curve_seeds and bool(settings.curve_steps)
 
 
 def available_hosts() -> list[str]:
@@ -119,12 +157,15 @@ def _recipe_exists(host: str, pattern: str) -> bool:
 
 def plan(settings: Settings, hosts: list[str]) -> list[Run]:
     """Every run of the experiment, seed by seed (so a stopped full run holds complete ``--fast`` results):
-    the ceiling, each host's floor, then each host's table rows whose recipe exists (false HR always: see
-    :attr:`Run.extra_params`)."""
+    the reference rows, each host's floor, then each host's table rows whose recipe exists (false HR
+    always: see :attr:`Run.extra_params`). The longest runs of a seed come first, so that parallel jobs
+    finish together."""
+    ceiling_host = settings.ceiling_host if settings.ceiling_host in hosts else hosts[0]
     runs = []
     for s in settings.seeds:
-        runs += [Run("", "ceiling", s)] + [Run(h, "init", s) for h in hosts]
-        runs += [Run(h, r, s) for h in hosts for r, _, p in ROWS if _recipe_exists(h, p) or r == "falsehr"]
+        table = [Run(h, r, s) for h in hosts for r, _, p in ROWS if _recipe_exists(h, p) or r == "falsehr"]
+        runs += table + [Run(ceiling_host, "vit_ceiling", s), Run("", "ceiling", s), Run("", "pixels", s)]
+        runs += [Run(h, "init", s) for h in hosts]
     return runs
 
 
@@ -136,14 +177,14 @@ def _pretrain(run: Run, workdir: Path, settings: Settings, python: str) -> None:
     """``tools/train.py`` for one run in a subprocess, resuming a partial run; a per-run tqdm bar follows its log."""
     from tqdm.auto import tqdm
 
-    steps = 0 if run.row == "init" else settings.steps
+    steps = settings.steps if run.pretrains else 0
     cmd = [python, str(REPO_ROOT / "tools" / "train.py"), "--gin", run.recipe, "--gin", settings.preset,
            "--workdir", str(workdir), "--max_steps", str(steps)]
     if list((workdir / "checkpoints").glob("ckpt-*.pt")):
         cmd.append("--resume")  # a killed run continues from its newest checkpoint
     elif any((workdir / p).exists() for p in ("export", "summary.json", "logs")):
         cmd.append("--overwrite")  # killed before its first checkpoint: the remains are moved aside, not deleted
-    for p in settings.gin_params(run.seed) + run.extra_params:
+    for p in settings.gin_params(run.seed, curve=run.curve(settings)) + run.extra_params:
         cmd += ["--gin_param", p]
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "experiment.log"
@@ -179,21 +220,32 @@ def _last_step(metrics: Path) -> int:
 
 def execute(run: Run, runs_root: Path, settings: Settings, python: str = sys.executable) -> dict:
     """Pretrain (if needed) and probe one run; write ``probe.json`` then ``DONE``; return the result (cached if done)."""
-    from kit.eval.minitask import probe_encoder, supervised_ceiling
+    from kit.eval.minitask import probe_encoder, raw_pixel_probe, supervised_ceiling, supervised_vit
 
     d = run_dir(runs_root, run)
     done = d / "DONE"
     if done.is_file():
         return _load_result(d)
     t0 = time.perf_counter()
+    probe = dict(epochs=settings.probe_epochs, batch_size=settings.probe_batch)
+    curve = []
     if run.row == "ceiling":
         res = supervised_ceiling(settings.task, seed=run.seed, epochs=settings.ceiling_epochs)
+    elif run.row == "pixels":
+        res = raw_pixel_probe(settings.task, seed=run.seed, **probe)
     else:
-        if not _pretrained(d, 0 if run.row == "init" else settings.steps):  # killed while probing: probe again
+        if not _pretrained(d, settings.steps if run.pretrains else 0):  # killed while probing: probe again
             _pretrain(run, d, settings, python)
-        res = probe_encoder(d / "export", settings.task, seed=run.seed, epochs=settings.probe_epochs,
-                            batch_size=settings.probe_batch)
+        if run.row == "vit_ceiling":
+            res = supervised_vit(d / "export", settings.task, seed=run.seed, epochs=settings.vit_ceiling_epochs,
+                                 batch_size=settings.probe_batch, resize=settings.probe_resize)
+        else:
+            res = probe_encoder(d / "export", settings.task, seed=run.seed, resize=settings.probe_resize, **probe)
+            if run.curve(settings):
+                curve = _probe_checkpoints(d, settings, run.seed, probe)
     res = {**dataclasses.asdict(run), "key": run.key, "seconds": round(time.perf_counter() - t0, 1), **res}
+    if curve:
+        res["curve"] = curve + [{"step": settings.steps, "test_miou": res["test_miou"], "val_miou": res["val_miou"]}]
     d.mkdir(parents=True, exist_ok=True)
     np.save(d / "tile_confusion.npy", res.pop("tile_confusion").astype(np.int32))
     (d / "probe.json").write_text(json.dumps(res, indent=2))
@@ -201,6 +253,26 @@ def execute(run: Run, runs_root: Path, settings: Settings, python: str = sys.exe
         ck.unlink()
     done.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
     return _load_result(d)
+
+
+def _probe_checkpoints(d: Path, settings: Settings, seed: int, probe: dict) -> list[dict]:
+    """Probe the run's checkpoints at :attr:`Settings.curve_steps` (exported to ``d/curve/step<k>``)."""
+    from kit.encoders.export import export_from_checkpoint
+    from kit.eval.minitask import probe_encoder
+    from kit.train.checkpoint import load_checkpoint
+
+    points = []
+    for step in settings.curve_steps:
+        out = d / "curve" / f"step{step}"
+        if not (out / "meta.json").is_file():
+            ck = d / "checkpoints" / f"ckpt-{step:08d}.pt"
+            if not ck.is_file():
+                raise RuntimeError(f"{ck} is missing: the learning curve needs the checkpoint of step {step}; "
+                                   f"remove {d} and run the experiment again.")
+            export_from_checkpoint(load_checkpoint(ck), out)
+        r = probe_encoder(out, settings.task, seed=seed, resize=settings.probe_resize, **probe)
+        points.append({"step": step, "test_miou": r["test_miou"], "val_miou": r["val_miou"]})
+    return points
 
 
 def _load_result(d: Path) -> dict:
@@ -214,7 +286,7 @@ def run_all(settings: Settings, out: Path, runs_root: Path, hosts: list[str] | N
             python: str = sys.executable, jobs: int = 1) -> list[dict]:
     """Run (or resume) every run of the plan, then write the report, CSVs and figures into ``out``."""
     from kit.eval.minitask import assert_disjoint, load_split
-    from mini_report import write_report
+    from kit.experiments.mini_report import write_report
 
     import torch
 
@@ -248,6 +320,22 @@ def run_all(settings: Settings, out: Path, runs_root: Path, hosts: list[str] | N
     return results
 
 
+def describe_plan(settings: Settings, hosts: list[str], runs_root: Path) -> str:
+    """The runs of the plan, one line each, with what is already done (``--dry_run``: runs nothing)."""
+    lines = []
+    runs = plan(settings, hosts)
+    for i, run in enumerate(runs, 1):
+        d = run_dir(runs_root, run)
+        state = "done" if (d / "DONE").is_file() else ("started" if d.exists() else "to run")
+        what = (f"{run.recipe} + {settings.preset}, {settings.steps if run.pretrains else 0} steps"
+                if run.recipe else {"ceiling": "supervised CNN", "pixels": "linear probe on raw MR pixels"}[run.row])
+        if run.row == "vit_ceiling":
+            what = f"supervised ViT ({run.host} encoder), {settings.vit_ceiling_epochs} epochs"
+        extra = " + learning-curve probes at steps " + ",".join(map(str, settings.curve_steps)) if run.curve(settings) else ""
+        lines.append(f"[{i:3d}/{len(runs)}] {run.key:<20} seed {run.seed}  {what}{extra}  ({state}: {d})")
+    return "\n".join(lines)
+
+
 def main(args) -> int:
     """Entry from ``tools/experiments.py --table mini``: ``args.out``, ``args.fast``, ``args.size``, ``args.runs``."""
     size = "fast" if args.fast else (args.size or "full")
@@ -263,6 +351,9 @@ def main(args) -> int:
         if unknown:
             raise ValueError(f"--hosts {','.join(unknown)}: no complete recipe set; available: {', '.join(hosts)}.")
         hosts = wanted
+    if getattr(args, "dry_run", False):
+        print(describe_plan(settings, hosts, runs_root))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     run_all(settings, out, runs_root, hosts=hosts, python=args.python, jobs=max(1, int(getattr(args, "jobs", 1) or 1)))
     print(f"report: {out / 'report.md'}")

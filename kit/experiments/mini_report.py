@@ -1,4 +1,4 @@
-"""Report of the miniature experiment (see ``tools/mini_experiment.py``): tables, bootstrap intervals, figures.
+"""Report of the miniature experiment (see :mod:`kit.experiments.mini`): tables, bootstrap intervals, figures.
 
 mIoU of a set of test tiles is computed from the sum of their per-tile confusion matrices, so a bootstrap
 replicate resamples seeds (with replacement, the same seed indices for both rows of a paired difference)
@@ -19,8 +19,11 @@ from kit.eval.minitask import CLASSES
 from kit.io import write_text_atomic
 
 ROW_ORDER = ("init", "mr", "hr", "sa", "falsehr")
-ROW_LABEL = {"init": "random init (floor)", "mr": "MR-model", "hr": "HR-model", "sa": "SA-model",
-             "falsehr": "SA w/ false HR", "ceiling": "supervised CNN on MR (ceiling)"}
+ROW_LABEL = {"init": "random init (host floor)", "mr": "MR-model", "hr": "HR-model", "sa": "SA-model",
+             "falsehr": "SA w/ false HR", "pixels": "linear probe on raw MR pixels (floor)",
+             "vit_ceiling": "supervised ViT, same architecture and head (fair ceiling)",
+             "ceiling": "supervised CNN on MR (strong ceiling)"}
+REFERENCE_ORDER = ("pixels", "vit_ceiling", "ceiling")
 HOST_LABEL = {"latentmim": "LatentMIM", "ijepa": "I-JEPA", "mae": "MAE", "": "reference"}
 
 
@@ -77,29 +80,46 @@ def _stats(rows: list[dict]) -> dict:
 
 
 def _fmt(st: dict | None) -> str:
-    return "-" if st is None else f"{st['mean']:.2f} ± {st['std']:.2f}"
+    if st is None:
+        return "-"
+    return f"{st['mean']:.2f}" if st["n"] < 2 else f"{st['mean']:.2f} ± {st['std']:.2f}"
+
+
+def gap_closed(stats: dict[str, dict], host: str, row: str) -> float | None:
+    """Share of the gap between the host's random-init floor and the fair ceiling that ``row`` closes."""
+    floor, ceil, st = stats.get(f"{host}_init"), stats.get("vit_ceiling"), stats.get(f"{host}_{row}")
+    if not (floor and ceil and st) or ceil["mean"] <= floor["mean"]:
+        return None
+    return (st["mean"] - floor["mean"]) / (ceil["mean"] - floor["mean"])
 
 
 def tables_markdown(stats: dict[str, dict], diffs: list[dict], hosts: list[str], n_seeds: int) -> str:
-    """Tables I and II in the paper's layout, and the paired differences."""
+    """Tables I and II in the paper's layout, the reference rows, and the paired differences."""
     cls = " / ".join(CLASSES)
-    lines = [f"### Table I (miniature): linear probing on the synthetic task, test mIoU (%), mean ± std over {n_seeds} seed(s)",
-             "", f"| Model | mIoU | IoU per class ({cls}) |", "|---|---|---|"]
+    spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed (n = 1: no spread over seeds)"
+    lines = [f"### Table I (miniature): linear probing on the synthetic task, test mIoU (%), {spread}",
+             "", f"| Model | mIoU | gap closed | IoU per class ({cls}) |", "|---|---|---|---|"]
     for h in hosts:
-        lines.append(f"| *{HOST_LABEL[h]}* | | |")
+        lines.append(f"| *{HOST_LABEL[h]}* | | | |")
         for r in ("init", "mr", "hr", "sa"):
             st = stats.get(f"{h}_{r}")
             per = " / ".join(f"{v:.1f}" for v in st["class_iou"]) if st else "-"
-            lines.append(f"| {ROW_LABEL[r]} | {_fmt(st)} | {per} |")
-    st = stats.get("ceiling")
-    if st:
-        per = " / ".join(f"{v:.1f}" for v in st["class_iou"])
-        lines += ["| *reference* | | |", f"| {ROW_LABEL['ceiling']} | {_fmt(st)} | {per} |"]
+            g = gap_closed(stats, h, r) if r != "init" else None
+            lines.append(f"| {ROW_LABEL[r]} | {_fmt(st)} | {'-' if g is None else f'{100 * g:.0f} %'} | {per} |")
+    refs = [r for r in REFERENCE_ORDER if r in stats]
+    if refs:
+        lines.append("| *reference* | | | |")
+    for r in refs:
+        st = stats[r]
+        lines.append(f"| {ROW_LABEL[r]} | {_fmt(st)} | | {' / '.join(f'{v:.1f}' for v in st['class_iou'])} |")
+    lines += ["", "*gap closed*: (row − the host's random-init floor) / (fair ceiling − that floor)."]
     lines += ["", "### Table II (miniature): real vs. false high-resolution imagery, test mIoU (%)", "",
               "| Model | w/ real HR | w/ false HR |", "|---|---|---|"]
     for h in hosts:
         lines.append(f"| {HOST_LABEL[h]} | {_fmt(stats.get(f'{h}_sa'))} | {_fmt(stats.get(f'{h}_falsehr'))} |")
-    lines += ["", "### Paired differences (mIoU points, 95 % bootstrap interval over seeds and test tiles)", "",
+    what = ("95 % bootstrap interval over seeds and test tiles" if n_seeds > 1 else
+            "95 % bootstrap interval over test tiles only: one seed, so seed-to-seed noise is NOT covered")
+    lines += ["", f"### Paired differences (mIoU points, {what})", "",
               "| Host | SA − MR | real HR − false HR |", "|---|---|---|"]
     for h in hosts:
         cells = []
@@ -108,6 +128,44 @@ def tables_markdown(stats: dict[str, dict], diffs: list[dict], hosts: list[str],
             cells.append("-" if d is None else f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]")
         lines.append(f"| {HOST_LABEL[h]} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
+
+
+#: the pre-registered criteria (results/mini/PLAN.md)
+MIN_GAP_CLOSED = 1 / 3
+MIN_CURVE_RISE = 4.0
+MAX_HALF_WIDTH = 1.0
+
+
+def checks_markdown(stats: dict, diffs: list[dict], results: list[dict], hosts: list[str], settings) -> str:
+    """The plan's checks, computed: does each host's pretraining learn, and is each difference measured with power."""
+    lines = ["### Pre-registered checks (results/mini/PLAN.md)", "",
+             "| Host | MR closes >= 1/3 of the gap | curve rise, MR | curve rise, SA | SA − MR: half-width <= 1 | "
+             "SA − MR: effect | real − false HR: half-width <= 1 | real − false HR: effect |", "|---|---|---|---|---|---|---|---|"]
+    for h in hosts:
+        g = gap_closed(stats, h, "mr")
+        cells = ["-" if g is None else f"{'yes' if g >= MIN_GAP_CLOSED else 'no'} ({100 * g:.0f} %)"]
+        for row in ("mr", "sa"):
+            rises = []
+            for r in results:
+                if r["host"] == h and r["row"] == row and r.get("curve"):
+                    init = next((x for x in results if x["key"] == f"{h}_init" and x["seed"] == r["seed"]), None)
+                    if init:
+                        rises.append(100 * (r["curve"][-1]["test_miou"] - init["test_miou"]))
+            cells.append("-" if not rises else f"{'yes' if min(rises) >= MIN_CURVE_RISE else 'no'} "
+                         f"({', '.join(f'{x:+.1f}' for x in rises)})")
+        for name in ("SA - MR", "real HR - false HR"):
+            d = next((d for d in diffs if d["host"] == h and d["comparison"] == name), None)
+            if d is None:
+                cells += ["-", "-"]
+                continue
+            half = (d["high"] - d["low"]) / 2
+            cells.append(f"{'yes' if half <= MAX_HALF_WIDTH else 'no'} (±{half:.2f})")
+            cells.append("none detected" if not d["excludes_zero"] else ("positive" if d["low"] > 0 else "negative"))
+        lines.append(f"| {HOST_LABEL[h]} | " + " | ".join(cells) + " |")
+    lines += ["", "An effect is *detected* when the 95 % interval excludes zero; an interval is *powered* when its "
+              f"half-width is at most {MAX_HALF_WIDTH:.0f} mIoU point. Curve rise: probe mIoU at the full budget minus "
+              "the same seed's random-init floor (step 0).", ""]
+    return "\n".join(lines)
 
 
 def _csv(rows: list[dict]) -> str:
@@ -120,7 +178,7 @@ def _csv(rows: list[dict]) -> str:
 
 def write_report(results: list[dict], settings, hosts: list[str], out: Path, runs_root: Path) -> dict:
     """Write ``report.md``, ``results.csv``, ``summary.csv``, ``differences.csv``, ``tile_confusions.npz`` and figures."""
-    from mini_figures import bar_chart, cluster_maps, loss_curves
+    from kit.experiments.mini_figures import bar_chart, cluster_maps, collapse_curves, learning_curve, loss_curves
 
     out.mkdir(parents=True, exist_ok=True)
     groups = _by_key(results)
@@ -149,25 +207,37 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
                                                        for k, v in d.items()} for d in diffs]))
     np.savez_compressed(out / "tile_confusions.npz", **{f"{k}_seed{r['seed']}": r["tile_confusion"].astype(np.uint16)
                                                          for k, v in groups.items() for r in v})
+    curves = [{"host": r["host"], "row": r["row"], "seed": r["seed"], "step": p["step"],
+               "test_miou": round(100 * p["test_miou"], 3), "val_miou": round(100 * p["val_miou"], 3)}
+              for r in results for p in r.get("curve", [])]
+    write_text_atomic(out / "curves.csv", _csv(curves))
     figs = {"bars": bar_chart(stats, hosts, out / "bars.png"),
+            "learning": learning_curve(results, hosts, stats, out / "learning_curve.png"),
+            "collapse": collapse_curves(results, hosts, out / "collapse.png"),
             "loss": loss_curves(results, hosts, out / "loss_curves.png"),
             "clusters": cluster_maps(results, hosts, settings, out / "cluster_maps.png")}
     total = sum(r["seconds"] for r in results)
     import subprocess
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parents[2],
                             capture_output=True, text=True).stdout.strip() or "unknown"
     md = [f"# Results in miniature ({'one seed' if len(settings.seeds) == 1 else f'{len(settings.seeds)} seeds'})", "",
           f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python tools/experiments.py --table mini` at commit {commit}. "
           f"Pretraining: each recipe with `{settings.preset}`, {settings.steps} steps of batch 32 on "
           f"{settings.pretrain_pairs} synthetic pairs ({settings.pretrain_mr_size} px MR); task: "
           f"{settings.task.num_train}/{settings.task.num_val}/{settings.task.num_test} train/val/test tiles of "
-          f"{settings.task.mr_size} px MR, classes {', '.join(CLASSES)} (see `kit/eval/minitask.py`); probe: linear "
-          f"head on frozen patch tokens, bilinear upsampling, cross-entropy, AdamW lr 1e-3 constant, batch "
+          f"{settings.task.mr_size} px MR, classes {', '.join(CLASSES)} (see `kit/eval/minitask.py`); probe: MR tiles "
+          f"resized by {settings.probe_resize:.2f} (bilinear) before encoding, linear head on frozen patch tokens "
+          f"standardised per dimension, bilinear upsampling, cross-entropy, AdamW lr 1e-3 constant, batch "
           f"{settings.probe_batch}, {settings.probe_epochs} epochs, best validation epoch scored on test. "
           f"Compute: {total / 60:.1f} min summed over runs.", "",
           tables_markdown(stats, diffs, hosts, len(settings.seeds)),
-          "![bar chart](bars.png)", "", "![cluster maps](cluster_maps.png)", "", "![loss curves](loss_curves.png)", ""]
+          checks_markdown(stats, diffs, results, hosts, settings),
+          "![bar chart](bars.png)", "", "![learning curve](learning_curve.png)", "", "![collapse monitors](collapse.png)",
+          "", "![cluster maps](cluster_maps.png)", "", "![loss curves](loss_curves.png)", ""]
+    analysis = out / "analysis.md"
+    if analysis.is_file():  # the hand-written reading of these numbers, kept across regenerations
+        md[2:2] = [analysis.read_text().strip(), ""]
     write_text_atomic(out / "report.md", "\n".join(md))
     write_text_atomic(out / "report.json", json.dumps({"stats": stats, "differences": diffs, "figures":
                                                        {k: str(v) for k, v in figs.items()}}, indent=2))
