@@ -88,6 +88,7 @@ def export_description(model: Framework, data: Any, data_info: dict, horizon: in
         "recipe": list(recipe),
         "framework": type(model).__name__,
         "total_steps": horizon,
+        "pos_spacing": spec.get("pos_spacing", "integer"),
     }
     return {"prefix": prefix, "timm_name": spec["timm_name"], "timm_kwargs": spec["timm_kwargs"], "meta": meta}
 
