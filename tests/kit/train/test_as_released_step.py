@@ -122,3 +122,24 @@ def test_fp16_run_checkpoints_the_scaler_and_resumes_exactly(tmp_path):
     assert sa["scaler"]["scale"] == sb["scaler"]["scale"] == 2.0 ** 16  # GradScaler's initial scale, no inf seen
     assert "_growth_tracker" in sa["scaler"] and sa["scaler"]["_growth_tracker"] == 4  # 4 good steps counted
     assert_same_weights(sa["model"], sb["model"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast with fused AdamW: CUDA only")
+def test_fp16_on_cuda_with_fused_adamw_steps_and_skips_on_the_device():
+    from kit.train.optim import build_adamw
+
+    torch.manual_seed(0)
+    fw = _Toy().cuda()
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 10)
+    step = TrainStep(fw, build_adamw(fw), accum_steps=2, autocast_dtype=torch.float16, scaler=scaler)
+    micro = [({"mr": b["mr"].cuda()}, c) for b, c in _micro(0)]
+    before = copy.deepcopy(fw.state_dict())
+    out = step(micro, lr=1e-2, weight_decay=0.0, momentum=0.5)
+    assert float(out.found_inf) == 0.0 and not torch.equal(fw.net.weight, before["net.weight"])
+    before = copy.deepcopy(fw.state_dict())
+    hook = fw.net.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+    out = step(micro, lr=1e-2, weight_decay=0.0, momentum=0.5)
+    hook.remove()
+    assert float(out.found_inf) == 1.0 and scaler.get_scale() == 2.0 ** 9
+    for k, v in fw.state_dict().items():
+        assert torch.equal(v, before[k]), k
