@@ -143,3 +143,20 @@ def test_fp16_on_cuda_with_fused_adamw_steps_and_skips_on_the_device():
     assert float(out.found_inf) == 1.0 and scaler.get_scale() == 2.0 ** 9
     for k, v in fw.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("timing", ["window_start", "after_step"])
+def test_an_fp16_step_reads_nothing_on_the_host(timing):
+    from kit.train.optim import build_adamw
+    from tests.kit.train.test_step import _Reads
+
+    torch.manual_seed(0)
+    fw = _Toy()
+    scaler = torch.amp.GradScaler("cpu")
+    step = TrainStep(fw, build_adamw(fw), accum_steps=2, scaler=scaler, ema_timing=timing)
+    step(_micro(0), lr=1e-2, weight_decay=0.1, momentum=0.5)  # the scaler makes its state lazily
+    reads = _Reads()
+    with reads:
+        for k in range(1, 3):
+            step(_micro(k), lr=1e-2, weight_decay=0.1, momentum=MOMENTA[k])
+    assert reads.n == 0
