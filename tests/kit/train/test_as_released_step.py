@@ -160,3 +160,14 @@ def test_an_fp16_step_reads_nothing_on_the_host(timing):
         for k in range(1, 3):
             step(_micro(k), lr=1e-2, weight_decay=0.1, momentum=MOMENTA[k])
     assert reads.n == 0
+
+
+def test_precision_and_ema_timing_are_checked_before_step_1():
+    from kit.train.preflight import check_settings
+    from kit.train.state import TrainConfig
+
+    ok = TrainConfig(lr=lambda s, t: 1e-3, precision="fp16", ema_timing="window_start")
+    assert not [p for p in check_settings(ok, world_size=1, max_steps=None) if "precision" in p or "ema" in p]
+    bad = TrainConfig(lr=lambda s, t: 1e-3, precision="fp8", ema_timing="before")
+    problems = " ".join(check_settings(bad, world_size=1, max_steps=None))
+    assert "'bf16', 'fp16' or 'fp32'" in problems and "train.ema_timing" in problems
