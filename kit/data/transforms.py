@@ -30,7 +30,9 @@ VENUS_STD = (279.91, 385.40, 648.59, 797.14)
 
 FALSE_HR_MODES = (None, "bilinear", "bicubic")
 HR_JITTER_MODES = ("independent", "aligned")
-PARAM_KEYS = ("box", "flip", "mr_offsets", "hr_offsets")
+PARAM_KEYS = ("box", "hr_box", "flip", "mr_offsets", "hr_offsets")
+MR_RESIZE_MODES = ("bilinear", "nearest")
+BOX_ON = ("mr", "hr")
 
 
 def false_hr_from_mr(mr, scale: int, mode: str = "bilinear") -> torch.Tensor:
@@ -154,6 +156,12 @@ class PairedRandomResizedCrop:
             so an HR patch sits a few HR pixels off its MR patch's ground. ``"aligned"`` (the kit's option):
             HR cells, patches and offsets are MR's scaled by ``hrS / S``, so each HR block covers exactly
             the ground of its MR patch.
+        mr_resize: ``"bilinear"`` (the kit, with box antialiasing when the crop shrinks) or ``"nearest"``
+            (the authors' I-JEPA fork: ``F.interpolate(mode="nearest")`` of the MR crop, source pixel
+            ``floor(i * crop / S)``). HR is always bilinear.
+        box_on: ``"mr"`` (the kit): the box is drawn in MR pixels and the HR box is exactly ``s`` times it.
+            ``"hr"`` (both forks): the box is drawn on the HR tile and the MR box is its ``//s`` truncation,
+            so the two crops may be off by up to one MR pixel.
 
     Use :meth:`draw` per pair in a worker and :meth:`apply` per batch on the device; ``crop(mr, hr, rng)``
     does both for one pair (``mr (C, h, w)``, ``hr (C, s*h, s*w)``) and returns float32 ``(C, S', S')``,
@@ -170,6 +178,8 @@ class PairedRandomResizedCrop:
         hr_size: int | None = None,
         patch_jitter: tuple[int, int] | None = None,
         hr_jitter: str = "independent",
+        mr_resize: str = "bilinear",
+        box_on: str = "mr",
     ) -> None:
         if int(size) != size or size < 1:
             raise ValueError(f"PairedRandomResizedCrop.size must be a positive integer, got {size!r}.")
@@ -184,6 +194,11 @@ class PairedRandomResizedCrop:
             raise ValueError(f"PairedRandomResizedCrop.hr_size must be a positive integer or None, got {hr_size!r}.")
         if hr_jitter not in HR_JITTER_MODES:
             raise ValueError(f"PairedRandomResizedCrop.hr_jitter must be one of {HR_JITTER_MODES}, got {hr_jitter!r}.")
+        if mr_resize not in MR_RESIZE_MODES:
+            raise ValueError(f"PairedRandomResizedCrop.mr_resize must be one of {MR_RESIZE_MODES}, got {mr_resize!r}.")
+        if box_on not in BOX_ON:
+            raise ValueError(f"PairedRandomResizedCrop.box_on must be one of {BOX_ON}, got {box_on!r}.")
+        self.mr_resize, self.box_on = mr_resize, box_on
         self.size = int(size)
         self.scale = (float(scale[0]), float(scale[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))
@@ -255,6 +270,8 @@ class PairedRandomResizedCrop:
     def param_shapes(self, scale: int) -> dict[str, tuple[int, ...]]:
         """Shape of each parameter of one pair (the batch stacks them on a leading axis)."""
         shapes = {"box": (4,), "flip": (2,)}
+        if self.box_on == "hr":
+            shapes["hr_box"] = (4,)
         jit = self._jitter(scale)
         if jit is not None:
             shapes["mr_offsets"] = (2, jit[0][0], jit[0][0])
@@ -266,11 +283,18 @@ class PairedRandomResizedCrop:
         """The random parameters of one pair of an ``height x width`` MR tile.
 
         Returns:
-            ``box`` int32 ``(4,)`` (top, left, h, w in MR pixels), ``flip`` bool ``(2,)`` (horizontal,
+            ``box`` int32 ``(4,)`` (top, left, h, w in MR pixels), with ``box_on = "hr"`` also ``hr_box``
+            int32 ``(4,)`` in HR pixels, ``flip`` bool ``(2,)`` (horizontal,
             vertical) and, with patch jitter, ``mr_offsets`` int8 ``(2, G, G)`` (row, column offset per
             cell) and, with independent HR jitter, ``hr_offsets`` int8 ``(2, Gh, Gh)``.
         """
-        out = {"box": np.asarray(self.get_params(height, width, rng), dtype=np.int32)}
+        if self.box_on == "hr":  # the forks: drawn on HR, truncated to MR pixels
+            hr_box = self.get_params(scale * height, scale * width, rng)
+            mr_box = [v // scale for v in hr_box]
+            mr_box[2:] = [max(1, v) for v in mr_box[2:]]
+            out = {"box": np.asarray(mr_box, dtype=np.int32), "hr_box": np.asarray(hr_box, dtype=np.int32)}
+        else:
+            out = {"box": np.asarray(self.get_params(height, width, rng), dtype=np.int32)}
         flip_h = self.hflip > 0 and rng.random() < self.hflip
         flip_v = self.vflip > 0 and rng.random() < self.vflip
         out["flip"] = np.asarray([flip_h, flip_v], dtype=bool)
@@ -288,7 +312,9 @@ class PairedRandomResizedCrop:
         """Sub-samples per output pixel and axis ``(k_mr, k_hr)`` for CPU boxes ``(B, 4)``: ``ceil(crop / S)``."""
         size, hr_size = self.resize_sizes(scale)
         longest = int(box[:, 2:].max()) if box.numel() else 1
-        return max(1, math.ceil(longest / size)), max(1, math.ceil(longest * scale / hr_size))
+        k_mr = 1 if self.mr_resize == "nearest" else max(1, math.ceil(longest / size))
+        hr_longest = longest * scale + (scale - 1 if self.box_on == "hr" else 0)  # "hr": up to s - 1 px longer
+        return k_mr, max(1, math.ceil(hr_longest / hr_size))
 
     def apply(self, mr: torch.Tensor, hr: torch.Tensor | None, params: dict[str, torch.Tensor], scale: int,
               normalize: SensorNormalize | None = None, false_hr: str | None = None,
@@ -322,8 +348,9 @@ class PairedRandomResizedCrop:
             hr_jit = (*jit[1][1:], hr_off)
         x = mr.to(torch.float32)
         y = false_hr_from_mr(x, scale, false_hr) if false_hr is not None else hr.to(torch.float32)
-        m = _resample(x, box, size, flip, mr_jit, supersample[0])
-        h = _resample(y, box * scale, hr_size, flip, hr_jit, supersample[1])
+        hr_box = params["hr_box"].to(torch.float32) if "hr_box" in params else box * scale
+        m = _resample(x, box, size, flip, mr_jit, supersample[0], nearest=self.mr_resize == "nearest")
+        h = _resample(y, hr_box, hr_size, flip, hr_jit, supersample[1])
         if normalize is not None:
             m, h = normalize.batch(m, h)
         return m, h
@@ -343,7 +370,7 @@ class PairedRandomResizedCrop:
     def __repr__(self) -> str:
         return (f"PairedRandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
                 f"hflip={self.hflip}, vflip={self.vflip}, hr_size={self.hr_size}, patch_jitter={self.patch_jitter}, "
-                f"hr_jitter={self.hr_jitter!r})")
+                f"hr_jitter={self.hr_jitter!r}, mr_resize={self.mr_resize!r}, box_on={self.box_on!r})")
 
 
 def _positions(n: int, k: int, jitter, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -363,12 +390,15 @@ def _positions(n: int, k: int, jitter, device) -> tuple[torch.Tensor, torch.Tens
     return (u * cell + p % patch).float(), frac, u
 
 
-def _resample(x: torch.Tensor, box: torch.Tensor, size: int, flip: torch.Tensor, jitter, k: int) -> torch.Tensor:
+def _resample(x: torch.Tensor, box: torch.Tensor, size: int, flip: torch.Tensor, jitter, k: int,
+              nearest: bool = False) -> torch.Tensor:
     """Crop ``box`` (B, 4: top, left, h, w in x's pixels) of ``x`` (B, C, H, W), resize to ``size``, flip, jitter.
 
     Every output pixel's source position is computed in closed form and sampled bilinearly; with ``k > 1``
     the ``k x k`` sub-samples of each output pixel are averaged. Positions are clamped to the crop box's
     pixel centres, so the result equals ``F.interpolate`` of the cropped tile (align_corners=False).
+    ``nearest``: output pixel ``i`` takes source pixel ``floor(i * (crop / size))`` (``F.interpolate``'s
+    ``"nearest"``), read exactly at its centre; ``k`` is ignored.
     """
     B, _, H, W = x.shape
     base, frac, cell_of = _positions(size, k, jitter, x.device)
@@ -385,6 +415,11 @@ def _resample(x: torch.Tensor, box: torch.Tensor, size: int, flip: torch.Tensor,
         ry, rx = ry + dy, rx + dx
     ry = torch.where(flip[:, 1].view(B, 1, 1), size - 1 - ry, ry)
     rx = torch.where(flip[:, 0].view(B, 1, 1), size - 1 - rx, rx)
+    if nearest:
+        sy = top + torch.minimum(torch.floor(ry * (ch / size)), ch - 1)
+        sx = left + torch.minimum(torch.floor(rx * (cw / size)), cw - 1)
+        grid = torch.stack(torch.broadcast_tensors((2 * sx + 1) / W - 1, (2 * sy + 1) / H - 1), dim=-1)
+        return F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
     sy = torch.minimum(torch.maximum(top + (ry + 0.5) * ch / size - 0.5, top), top + ch - 1)
     sx = torch.minimum(torch.maximum(left + (rx + 0.5) * cw / size - 0.5, left), left + cw - 1)
     grid = torch.stack(torch.broadcast_tensors((2 * sx + 1) / W - 1, (2 * sy + 1) / H - 1), dim=-1)

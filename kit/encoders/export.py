@@ -8,7 +8,7 @@ key names; ``WORKDIR/export/meta.json`` holds what a user needs to rebuild and f
      "timm_name": "vit_small_patch16_224" (or null when no timm model name has this architecture),
      "bands": ["blue", ...], "normalization": {"mean": [...], "std": [...]}, "gsd": 10.0, "patch_size": 16,
      "img_size": 224, "embed_dim": 384, "recipe": ["gin/latentmim_sa.gin", ...], "step": 1234,
-     "pos_embed": "sincos-2d-fixed"}
+     "pos_embed": "sincos-2d-fixed", "pos_spacing": "integer"}
 
 Rebuild it with ``VisionTransformer(**meta["timm_kwargs"])`` and ``load_state_dict(..., strict=True)``, or
 simply :func:`load_exported_encoder`. Positions: training adds the fixed 2-D sin-cos table *computed for the
@@ -16,7 +16,11 @@ input's grid*; the stored ``pos_embed`` is that table at the nominal grid, and p
 it bicubically at any other input size, which gives different features (relative difference about 0.5 at
 2x). :func:`use_sincos_positions` makes a timm model recompute the table per grid as training does;
 :func:`load_exported_encoder` applies it, so exported features equal the training wrapper's at every size.
-A LatentMIM encoder carries a CLS token first (``meta["num_prefix_tokens"]`` 1): the patch features are
+``meta["pos_spacing"]`` says where the table is evaluated: ``"integer"`` (row/column ``k = 0 .. g-1``, the
+kit's default) or ``"stretched"`` (``k * g / (g - 1)``, LatentMIM's released encoder,
+``ViTEncoder.stretch_positions``); :func:`load_exported_encoder` rebuilds the table with that spacing on
+every grid. The stored ``pos_embed`` is the table of the nominal grid with the same spacing, so plain timm
+is exact at the training size either way. A LatentMIM encoder carries a CLS token first (``meta["num_prefix_tokens"]`` 1): the patch features are
 ``forward_features(x)[:, meta["num_prefix_tokens"]:]``; ``global_pool="avg"`` averages the patch tokens only.
 """
 from __future__ import annotations
@@ -60,11 +64,13 @@ def build_timm_vit(timm_kwargs: dict) -> VisionTransformer:
 
 
 def _sincos_pos_embed(self: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
-    """timm's ``_pos_embed`` with the fixed sin-cos table computed for the input's grid (as in training)."""
+    """timm's ``_pos_embed`` with the fixed sin-cos table computed for the input's grid (as in training),
+    at the spacing ``self.kit_pos_spacing`` (``"integer"`` or ``"stretched"``)."""
     if x.dim() != 4:  # not dynamic_img_size: tokens already flat, the stored table is the right one
         return VisionTransformer._pos_embed(self, x)
     B, H, W, C = x.shape
-    table = sincos_2d(H, W, C).to(device=x.device, dtype=x.dtype)[None]
+    stretch = getattr(self, "kit_pos_spacing", "integer") == "stretched"
+    table = sincos_2d(H, W, C, stretch=stretch).to(device=x.device, dtype=x.dtype)[None]
     x = x.reshape(B, H * W, C)
     prefix = []
     if self.cls_token is not None:
@@ -80,11 +86,21 @@ def _sincos_pos_embed(self: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
     return self.pos_drop(x)
 
 
-def use_sincos_positions(model: VisionTransformer) -> VisionTransformer:
+POS_SPACINGS = ("integer", "stretched")
+
+
+def use_sincos_positions(model: VisionTransformer, spacing: str = "integer") -> VisionTransformer:
     """Make a timm ViT add the fixed 2-D sin-cos table of each input's own grid, as the kit's training does.
+
+    Args:
+        spacing: ``"integer"`` (positions ``k``) or ``"stretched"`` (``k * g / (g - 1)``): the export's
+            ``meta["pos_spacing"]``.
 
     Needs ``dynamic_img_size=True`` (the kit's exports have it). Returns the same model.
     """
+    if spacing not in POS_SPACINGS:
+        raise ValueError(f"unknown position spacing {spacing!r}; choose one of {POS_SPACINGS}.")
+    model.kit_pos_spacing = spacing
     model._pos_embed = types.MethodType(_sincos_pos_embed, model)
     return model
 
@@ -99,6 +115,7 @@ def export_encoder(encoder, out_dir: str | os.PathLike, **meta: Any) -> Path:
     """
     spec = encoder.export_spec()
     state = encoder.get_submodule(spec["module"]).state_dict()
+    meta = {"pos_spacing": spec.get("pos_spacing", "integer"), **meta}
     return write_export(state, spec["timm_name"], spec["timm_kwargs"], out_dir, **meta)
 
 
@@ -120,6 +137,7 @@ def write_export(state: dict, timm_name: str, timm_kwargs: dict, out_dir: str | 
         "embed_dim": timm_kwargs["embed_dim"],
         "in_chans": timm_kwargs["in_chans"],
         "pos_embed": "sincos-2d-fixed",
+        "pos_spacing": "integer",  # "stretched": k * g / (g - 1) (LatentMIM as released); meta may override
         "num_prefix_tokens": int(bool(timm_kwargs.get("class_token"))),  # patch features: forward_features(x)[:, n:]
     }
     info.update(meta)
@@ -160,7 +178,8 @@ def load_exported_encoder(export_dir: str | os.PathLike, device: str | torch.dev
 
     Args:
         export_dir: folder with ``encoder.safetensors`` and ``meta.json``.
-        training_positions: recompute the sin-cos table per input grid (:func:`use_sincos_positions`), so
+        training_positions: recompute the sin-cos table per input grid at the spacing ``meta["pos_spacing"]``
+            records (:func:`use_sincos_positions`; exports without it are ``"integer"``), so
             features equal training's at every input size; False keeps timm's interpolation of the stored table.
 
     Returns:
@@ -180,5 +199,5 @@ def load_exported_encoder(export_dir: str | os.PathLike, device: str | torch.dev
     model = build_timm_vit(meta["timm_kwargs"])
     model.load_state_dict(load_file(str(d / "encoder.safetensors")), strict=True)
     if training_positions and meta.get("pos_embed", "sincos-2d-fixed") == "sincos-2d-fixed":
-        use_sincos_positions(model)
+        use_sincos_positions(model, meta.get("pos_spacing", "integer"))
     return model.to(device).eval(), meta

@@ -43,6 +43,10 @@ class ViTEncoder(nn.Module):
         drop_path_rate: stochastic depth.
         class_token: prepend a learned CLS token to every pass (LatentMIM as released; I-JEPA has none).
             It has no position; ``forward`` returns it first only with ``keep_prefix=True``.
+        stretch_positions: evaluate the sin-cos table at ``k * g / (g - 1)`` on every grid (the MR grid and
+            the HR teacher's alike), as LatentMIM's released encoder does; False (the kit's default): integer
+            ``k``. The export records the spacing (``meta.json`` ``"pos_spacing"``) and
+            :func:`kit.encoders.export.load_exported_encoder` rebuilds the same table per input grid.
         init: weight initialisation. ``"timm"``: timm's ViT init. ``"ijepa"``: timm's (which equals
             I-JEPA's for every Linear and LayerNorm) plus the patch-embedding conv at trunc_normal(0.02)
             with zero bias, as I-JEPA's release starts it. ``"latentmim"``: every Linear and the
@@ -67,6 +71,7 @@ class ViTEncoder(nn.Module):
         drop_path_rate: float = 0.0,
         class_token: bool = False,
         init: str = "timm",
+        stretch_positions: bool = False,
     ) -> None:
         super().__init__()
         if arch not in ARCHS:
@@ -85,6 +90,7 @@ class ViTEncoder(nn.Module):
         if init not in ("timm", "ijepa", "latentmim"):
             raise ValueError(f"unknown init {init!r}; choose 'timm', 'ijepa' or 'latentmim'.")
         self.arch, self.patch_size, self.img_size, self.in_chans = arch, patch_size, img_size, in_chans
+        self.stretch_positions = bool(stretch_positions)
         self.timm_kwargs = dict(
             img_size=img_size,
             patch_size=patch_size,
@@ -108,7 +114,7 @@ class ViTEncoder(nn.Module):
         )
         grid = img_size // patch_size
         with torch.no_grad():
-            self.vit.pos_embed.copy_(sincos_2d(grid, grid, self.embed_dim)[None])
+            self.vit.pos_embed.copy_(sincos_2d(grid, grid, self.embed_dim, stretch=self.stretch_positions)[None])
         self.vit.pos_embed.requires_grad_(False)
         self._init_weights(init)
 
@@ -139,9 +145,11 @@ class ViTEncoder(nn.Module):
 
         ``timm.create_model(timm_name, **timm_kwargs)`` rebuilds it as a plain timm model, and the state
         dict of the submodule named ``module`` (relative to this encoder) loads strictly into that model.
-        Only strings, numbers and plain containers, so a checkpoint can carry it.
+        ``"pos_spacing"`` (``"integer"`` or ``"stretched"``) is the sin-cos table's spacing, recorded in the
+        export's ``meta.json``. Only strings, numbers and plain containers, so a checkpoint can carry it.
         """
-        return {"timm_name": self.timm_name, "timm_kwargs": dict(self.timm_kwargs), "module": "vit"}
+        return {"timm_name": self.timm_name, "timm_kwargs": dict(self.timm_kwargs), "module": "vit",
+                "pos_spacing": "stretched" if self.stretch_positions else "integer"}
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         """Patch grid ``(H/p, W/p)`` of an input, with a clear error if it does not tile."""
@@ -153,8 +161,8 @@ class ViTEncoder(nn.Module):
         return height // p, width // p
 
     def pos_embed(self, gh: int, gw: int, device: torch.device) -> torch.Tensor:
-        """``(gh*gw, D)`` fixed sin-cos table for a grid, cached per grid and device."""
-        return sincos_2d_on(gh, gw, self.embed_dim, device)
+        """``(gh*gw, D)`` fixed sin-cos table for a grid (stretched or integer spacing), cached per grid and device."""
+        return sincos_2d_on(gh, gw, self.embed_dim, device, stretch=self.stretch_positions)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel patches ``(B, C, H, W) -> (B, N, C*p*p)``, row-major over the grid, ``(c, i, j)`` inside a

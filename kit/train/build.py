@@ -88,6 +88,7 @@ def export_description(model: Framework, data: Any, data_info: dict, horizon: in
         "recipe": list(recipe),
         "framework": type(model).__name__,
         "total_steps": horizon,
+        "pos_spacing": spec.get("pos_spacing", "integer"),
     }
     return {"prefix": prefix, "timm_name": spec["timm_name"], "timm_kwargs": spec["timm_kwargs"], "meta": meta}
 
@@ -105,6 +106,8 @@ def restore(run: Run, state: dict, path: Path) -> dict | None:
         run.optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:  # only reachable for checkpoints without a config
         raise fp.ResumeMismatchError(f"cannot resume from {path}: its weights do not fit this model ({exc}).") from None
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
     run.start_step = int(state["step"])
     same_world = len(state["data"]) == info.world_size
     if info.is_main:
@@ -149,6 +152,8 @@ def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, 
               optimizer=build_adamw(model, betas=cfg.betas, no_decay=cfg.no_decay), data=data, stream=None,
               logger=None, horizon=horizon, start_step=0, stop=horizon, data_info=data_info, config=config,
               lock=folder.lock, export=export_description(model, data, data_info, horizon, recipe))
+    if cfg.precision == "fp16":
+        run.scaler = torch.amp.GradScaler(info.device.type)
     try:
         data_state = restore(run, *ckpt.load_newest(workdir, info.device)) if folder.resume else None
         if cfg.compile:
@@ -157,7 +162,8 @@ def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, 
             run.ddp_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
         run.stepper = TrainStep(model, run.optimizer, forward=run.ddp_model, accum_steps=cfg.accum_steps,
-                                grad_clip=cfg.grad_clip, autocast_dtype=torch.bfloat16 if run.use_bf16 else None)
+                                grad_clip=cfg.grad_clip, autocast_dtype=run.autocast_dtype, scaler=run.scaler,
+                                ema_timing=cfg.ema_timing)
         run.stop = horizon if max_steps is None else min(horizon, run.start_step + int(max_steps))
         run.logger = MetricsLogger(workdir, resume_step=run.start_step if folder.resume else None,
                                    enabled=info.is_main, tensorboard=cfg.tensorboard)

@@ -69,6 +69,7 @@ def train(
     seed: int = 0,
     device: str = "auto",
     precision: str = "bf16",
+    ema_timing: str = "after_step",
     log_every: int = 10,
     ckpt_every: int = 1000,
     keep_checkpoints: int = 3,
@@ -252,6 +253,8 @@ def save(run: Run, step: int) -> None:
         "export": run.export,
         "config": run.config,
     }
+    if run.scaler is not None:  # fp16: the gradient scaler's scale and growth tracker
+        state["scaler"] = run.scaler.state_dict()
     ckpt.save_checkpoint(run.workdir, step, state, gin.operative_config_str(), keep=run.cfg.keep_checkpoints)
 
 

@@ -54,8 +54,10 @@ def check_settings(cfg, *, world_size: int = 1, max_steps: int | None = None) ->
         p.append(f"train.betas = {cfg.betas!r}: must be two numbers in [0, 1), e.g. (0.9, 0.95).")
     p += _number("train.grad_clip", cfg.grad_clip, low=0, strict=True, none_ok=True)
     p += _integer("train.seed", cfg.seed, 0)
-    if cfg.precision not in ("bf16", "fp32"):
-        p.append(f"train.precision = {cfg.precision!r}: must be 'bf16' or 'fp32'.")
+    if cfg.precision not in ("bf16", "fp16", "fp32"):
+        p.append(f"train.precision = {cfg.precision!r}: must be 'bf16', 'fp16' or 'fp32'.")
+    if getattr(cfg, "ema_timing", "after_step") not in ("after_step", "window_start"):
+        p.append(f"train.ema_timing = {cfg.ema_timing!r}: must be 'after_step' or 'window_start'.")
     for name in ("log_every", "ckpt_every", "max_nonfinite"):
         p += _integer(f"train.{name}", getattr(cfg, name), 1)
     p += _integer("train.keep_checkpoints", cfg.keep_checkpoints, 0, what=" (0 keeps every checkpoint)")

@@ -39,7 +39,13 @@ class TrainConfig:
             or a backend name (e.g. ``"aot_eager"``: graph capture without code generation).
         seed: seeds the initial weights, the data order, the crops and every per-step random draw.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``. precision: ``"bf16"`` autocast on CUDA (gram maths stay
-            float32), ``"fp32"``. Ignored (fp32) on CPU.
+            float32 unless ``GramLoss.precision = 'autocast'``), ``"fp16"`` float16 autocast on CUDA with a
+            ``torch.amp.GradScaler`` (released LatentMIM; the scaler's state is checkpointed, and a step it
+            finds non-finite is skipped like any other), ``"fp32"``. Autocast is off on CPU (fp32); fp16
+            keeps its gradient scaler there.
+        ema_timing: when the EMA targets move. ``"after_step"`` (the kit): after optimizer step k, with
+            ``momentum(k)``, skipped with the step. ``"window_start"`` (released LatentMIM): at the start
+            of step k's accumulation window, before its first forward, with ``momentum(k)``.
         log_every / ckpt_every / keep_checkpoints: logging and checkpoint cadence.
         max_nonfinite: consecutive non-finite steps (skipped, EMA untouched) before the run stops.
         tensorboard: also write TensorBoard event files.
@@ -61,6 +67,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "bf16"
+    ema_timing: str = "after_step"
     log_every: int = 10
     ckpt_every: int = 1000
     keep_checkpoints: int = 3
@@ -111,6 +118,7 @@ class Run:
     export: dict
     data_info: dict
     stepper: Any = None
+    scaler: Any = None
     config: dict = field(default_factory=dict)
     lock: RunLock | None = None
     stop_request: StopRequest | None = None
@@ -136,6 +144,13 @@ class Run:
     @property
     def use_bf16(self) -> bool:
         return self.info.device.type == "cuda" and self.cfg.precision == "bf16"
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The forward's autocast dtype: bf16 / fp16 on CUDA as ``precision`` says, None (fp32) otherwise."""
+        if self.info.device.type != "cuda":
+            return None
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
 
     def release(self) -> None:
         """Give up the run folder (idempotent)."""

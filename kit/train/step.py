@@ -3,12 +3,15 @@
 :class:`TrainStep` is the one place that knows how a step is made (the loop and
 ``benchmarks/train_step.py`` both run it)::
 
+    ema_timing "window_start": EMA update with momentum(k) (released LatentMIM; else after the step)
     for each of the accum_steps micro-batches:            (DDP: gradients synced on the last one only)
-        out = model(batch, ctx); (out.loss / accum_steps).backward()
+        out = model(batch, ctx); (out.loss / accum_steps).backward()     (fp16: times the scaler's scale)
+    fp16: GradScaler.unscale_ (the gradients are true gradients from here on)
     found_inf = loss or a gradient not finite              (on the device; all-reduced under DDP)
     grad_clip set: clip_grad_norm_ (its norm doubles as the finite check); unset: no norm pass at all
     AdamW step, skipped on the device when found_inf       (fused AdamW's found_inf input)
     EMA update weighted by (1 - found_inf)                 (untouched when the step was skipped)
+    fp16: GradScaler.update (backs the scale off after a non-finite step, grows it after 2000 good ones)
 
 with the learning rate, weight decay and EMA momentum of the optimizer step read off pure schedules and
 every random draw seeded from ``(seed, step, micro-batch, rank)`` (the masks, when the data can, drawn
@@ -94,16 +97,26 @@ class TrainStep:
         accum_steps: micro-batches per optimizer step; each micro-batch's loss is scaled by ``1 / accum_steps``.
         grad_clip: max total gradient norm, or None (no norm computed).
         autocast_dtype: e.g. ``torch.bfloat16`` to run the forward under autocast, or None.
+        scaler: a ``torch.amp.GradScaler`` (fp16): the backward runs on the scaled loss, the gradients are
+            unscaled before the finite check, clipping and the optimizer step, and the scale is updated
+            after the step on the device. None: no scaling.
+        ema_timing: ``"after_step"`` (update the EMA after the optimizer step with its momentum, skipped
+            with the step) or ``"window_start"`` (released LatentMIM: update it before the window's first
+            forward with the step's momentum; the online weights are those the previous step left).
     """
 
     def __init__(self, model: Framework, optimizer: torch.optim.Optimizer, *, forward: nn.Module | None = None,
                  accum_steps: int = 1, grad_clip: float | None = None,
-                 autocast_dtype: torch.dtype | None = None) -> None:
+                 autocast_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
+                 ema_timing: str = "after_step") -> None:
         if int(accum_steps) != accum_steps or accum_steps < 1:
             raise ValueError(f"accum_steps must be a positive integer, got {accum_steps!r}.")
         if grad_clip is not None and not grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip!r}.")
+        if ema_timing not in ("after_step", "window_start"):
+            raise ValueError(f"ema_timing must be 'after_step' or 'window_start', got {ema_timing!r}.")
         self.model, self.optimizer = model, optimizer
+        self.scaler, self.ema_timing = scaler, ema_timing
         self.forward = forward if forward is not None else model
         self.accum_steps, self.grad_clip, self.autocast_dtype = int(accum_steps), grad_clip, autocast_dtype
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -118,7 +131,8 @@ class TrainStep:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                                 enabled=self.autocast_dtype is not None):
                 out = self.forward(batch, ctx)
-            (out.loss / self.accum_steps).backward()
+            scaled = out.loss / self.accum_steps
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         logs = out.logs
         if monitor and out.monitor:  # collapse readings of this micro-batch's features (log steps only)
             with torch.no_grad():
@@ -126,6 +140,8 @@ class TrainStep:
         return out.loss.detach(), logs
 
     def _found_inf(self, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # on the device: inf stays inf, NaN stays NaN
         found = (~torch.isfinite(loss)).to(torch.float32).reshape(())
         with_grad = [p for p in self.params if p.grad is not None]
         norm = None
@@ -157,6 +173,8 @@ class TrainStep:
         ``monitor``: also read the collapse monitors (:mod:`kit.eval.collapse`) of the first micro-batch's
         features into the logs (``collapse/*``); the loop asks for them at log steps."""
         apply_schedules(self.optimizer, lr, weight_decay)
+        if self.ema_timing == "window_start":
+            ema_update(self.model.ema_pairs(), momentum)
         loss_sum, logs, n = None, {}, 0
         for n, (batch, ctx) in enumerate(micro_batches, start=1):
             if n > self.accum_steps:
@@ -174,7 +192,10 @@ class TrainStep:
         loss = loss_sum / self.accum_steps
         found, norm = self._found_inf(loss)
         self._optimizer_step(found)
-        ema_update(self.model.ema_pairs(), momentum, skip=found)
+        if self.ema_timing == "after_step":
+            ema_update(self.model.ema_pairs(), momentum, skip=found)
+        if self.scaler is not None:
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.guard.update(found)
         return StepResult(loss=loss, logs=logs, found_inf=found, grad_norm=norm, lr=lr, wd=weight_decay,

@@ -11,10 +11,11 @@ from kit.train.logger import MetricsLogger
 TINY = "gin/presets/test_tiny.gin"
 
 
-def run(recipe: str, workdir: Path, *, bindings=(), max_steps=None, resume=False, overwrite=False, preset=TINY) -> dict:
+def run(recipe: str, workdir: Path, *, bindings=(), max_steps=None, resume=False, overwrite=False, preset=TINY,
+        files_after=()) -> dict:
     from kit.train.loop import train
 
-    files = [recipe] + ([preset] if preset else [])
+    files = [recipe] + ([preset] if preset else []) + list(files_after)
     parse(files, list(bindings))
     return train(workdir=str(workdir), resume=resume, overwrite=overwrite, max_steps=max_steps, recipe=files)
 
