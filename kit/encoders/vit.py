@@ -51,6 +51,10 @@ class ViTEncoder(nn.Module):
             I-JEPA's for every Linear and LayerNorm) plus the patch-embedding conv at trunc_normal(0.02)
             with zero bias, as I-JEPA's release starts it. ``"latentmim"``: every Linear and the
             patch embedding xavier-uniform with zero bias, CLS N(0, 0.02), as LatentMIM's release.
+        init_std: the std of the ``"ijepa"`` scheme's patch-embedding conv (the release's ``init_std``,
+            0.02). Its output std is ``init_std * sqrt(C p^2)``: at the paper's I-JEPA patches (4 x 14 x 14)
+            about 0.56, beside sin-cos positions of std 0.71; a miniature model with 4 x 4 x 4 patches needs
+            ``0.02 * sqrt(784 / 64) = 0.07`` for the same balance of content and position.
 
     Shapes:
         ``forward(x (B, C, H, W), idx (B, K) | None) -> (B, K, D)``; ``idx`` is row-major over the
@@ -72,6 +76,7 @@ class ViTEncoder(nn.Module):
         class_token: bool = False,
         init: str = "timm",
         stretch_positions: bool = False,
+        init_std: float = 0.02,
     ) -> None:
         super().__init__()
         if arch not in ARCHS:
@@ -91,6 +96,9 @@ class ViTEncoder(nn.Module):
             raise ValueError(f"unknown init {init!r}; choose 'timm', 'ijepa' or 'latentmim'.")
         self.arch, self.patch_size, self.img_size, self.in_chans = arch, patch_size, img_size, in_chans
         self.stretch_positions = bool(stretch_positions)
+        if not init_std > 0:
+            raise ValueError(f"ViTEncoder.init_std must be > 0, got {init_std!r}.")
+        self.init_std = float(init_std)
         self.timm_kwargs = dict(
             img_size=img_size,
             patch_size=patch_size,
@@ -122,7 +130,7 @@ class ViTEncoder(nn.Module):
     def _init_weights(self, scheme: str) -> None:
         conv = self.vit.patch_embed.proj
         if scheme == "ijepa":
-            nn.init.trunc_normal_(conv.weight, std=0.02)
+            nn.init.trunc_normal_(conv.weight, std=self.init_std)
             nn.init.zeros_(conv.bias)
         elif scheme == "latentmim":
             xavier_init_(self.vit)

@@ -249,8 +249,11 @@ def tile_confusions(pred: torch.Tensor, target: torch.Tensor, num_classes: int) 
 
 
 def _fit(head: nn.Module, data: dict, *, epochs: int, lr: float, batch_size: int, seed: int, num_classes: int,
-         forward=None, weight_decay: float = 0.0) -> dict:
-    """Train ``head`` with AdamW at a constant lr; return the best-validation head's test scores."""
+         forward=None, weight_decay: float = 0.0, group: int = 1) -> dict:
+    """Train ``head`` with AdamW at a constant lr; return the best-validation head's test scores.
+
+    ``group``: consecutive samples that come from one scene (its tiles); the returned per-tile confusions
+    are summed over each group, so they stay one per scene (the bootstrap's resampling unit)."""
     forward = forward or (lambda m, x, size: m(x, size))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -277,6 +280,7 @@ def _fit(head: nn.Module, data: dict, *, epochs: int, lr: float, batch_size: int
             best = (val, epoch, copy.deepcopy(head.state_dict()))
     head.load_state_dict(best[2])
     conf = tile_confusions(predict(data["test"][0]), data["test"][1], num_classes)
+    conf = conf.reshape(-1, group, num_classes, num_classes).sum(1)
     return {"seed": seed, "val_miou": best[0], "best_epoch": best[1], "test_miou": mean_iou(conf.sum(0)),
             "tile_confusion": conf}
 
@@ -308,6 +312,8 @@ def encode(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> tor
 
 #: the paper's probe input resize: GEO-Bench's 64 px tiles are resized to the ViT's 224 px input
 PAPER_RESIZE = 224 / 64
+#: the authors' probe cuts each 256 px GEO-Bench image into 4 x 4 tiles of 64 px (``tiles_per_img 16``)
+PAPER_TILES = 4
 
 
 def resized(images: torch.Tensor, resize: float, patch: int) -> torch.Tensor:
@@ -321,19 +327,39 @@ def resized(images: torch.Tensor, resize: float, patch: int) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
 
 
+def to_tiles(x: torch.Tensor, per_side: int) -> torch.Tensor:
+    """Cut images ``(N, C, h, w)`` or labels ``(N, h, w)`` into ``per_side x per_side`` tiles, scene-major:
+    ``(N * per_side**2, [C,] h / per_side, w / per_side)`` (tile ``(i, j)`` of scene ``n`` at ``n * per_side**2 + i * per_side + j``)."""
+    if per_side == 1:
+        return x
+    h, w = x.shape[-2:]
+    if h % per_side or w % per_side:
+        raise ValueError(f"a {h}x{w} tile does not cut into {per_side}x{per_side} tiles; pick tiles_per_side dividing it.")
+    th, tw = h // per_side, w // per_side
+    lead = x.shape[:-2]
+    t = x.reshape(*lead, per_side, th, per_side, tw)
+    n = lead[0]
+    if len(lead) == 2:  # (N, C, t, th, t, tw) -> (N, t, t, C, th, tw)
+        return t.permute(0, 2, 4, 1, 3, 5).reshape(n * per_side * per_side, lead[1], th, tw)
+    return t.permute(0, 1, 3, 2, 4).reshape(n * per_side * per_side, th, tw)
+
+
 def _patch_of(model: nn.Module) -> int:
     p = model.patch_embed.patch_size
     return int(p[0] if isinstance(p, (tuple, list)) else p)
 
 
 def probe_encoder(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, epochs: int = 60, lr: float = 1e-3,
-                  batch_size: int = 64, resize: float = 1.0, cache_dir=None) -> dict:
+                  batch_size: int = 64, resize: float = 1.0, tiles_per_side: int = 1, cache_dir=None) -> dict:
     """Linear-probe one exported encoder on the task (see the module docstring).
 
     Args:
         resize: the MR tiles are resized (bilinear) by this factor before encoding, as the paper resizes
             its 64 px probe tiles to 224 px (:data:`PAPER_RESIZE`); the head's logits are upsampled to the
             label size either way.
+        tiles_per_side: each scene is first cut into ``tiles_per_side x tiles_per_side`` tiles, each one
+            sample of the probe, as the authors cut every 256 px GEO-Bench image into 4 x 4 tiles of 64 px
+            before resizing them to 224 (:data:`PAPER_TILES`); scores and confusions stay per scene.
 
     Returns:
         ``{"seed", "val_miou", "test_miou", "best_epoch", "tile_confusion" (N_test, C, C)}``, mIoU in [0, 1].
@@ -344,12 +370,13 @@ def probe_encoder(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, e
     data = {}
     for split in ("train", "val", "test"):
         d = load_split(task, split, cache_dir)
-        x = resized(normalise(d["mr"], meta.get("normalization")), resize, _patch_of(model))
-        data[split] = (encode(model, x), torch.from_numpy(d["label"]).long())
+        x = resized(to_tiles(normalise(d["mr"], meta.get("normalization")), tiles_per_side), resize, _patch_of(model))
+        data[split] = (encode(model, x), to_tiles(torch.from_numpy(d["label"]).long(), tiles_per_side))
     data = standardise_features(data)
     torch.manual_seed(seed)
     head = _LinearHead(data["train"][0].shape[-1], task.num_classes)
-    return _fit(head, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_classes=task.num_classes)
+    return _fit(head, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_classes=task.num_classes,
+                group=tiles_per_side ** 2)
 
 
 def standardise_features(data: dict) -> dict:
@@ -367,7 +394,7 @@ def _train_stats(task: MiniTask, cache_dir=None) -> dict:
 
 
 def raw_pixel_probe(task: MiniTask, *, seed: int, epochs: int = 40, lr: float = 1e-3, batch_size: int = 16,
-                    cache_dir=None) -> dict:
+                    tiles_per_side: int = 1, cache_dir=None) -> dict:
     """The pixel floor: the same linear head on the raw MR pixels (one token per MR pixel, its C bands,
     normalised with the training split's statistics). Every encoder should beat it. Same output as
     :func:`probe_encoder`."""
@@ -375,11 +402,12 @@ def raw_pixel_probe(task: MiniTask, *, seed: int, epochs: int = 40, lr: float = 
     data = {}
     for split in ("train", "val", "test"):
         d = load_split(task, split, cache_dir)
-        x = normalise(d["mr"], stats)
-        data[split] = (x.flatten(2).transpose(1, 2).contiguous(), torch.from_numpy(d["label"]).long())
+        x = to_tiles(normalise(d["mr"], stats), tiles_per_side)
+        data[split] = (x.flatten(2).transpose(1, 2).contiguous(), to_tiles(torch.from_numpy(d["label"]).long(), tiles_per_side))
     torch.manual_seed(seed)
     head = _LinearHead(data["train"][0].shape[-1], task.num_classes)
-    return _fit(head, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_classes=task.num_classes)
+    return _fit(head, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_classes=task.num_classes,
+                group=tiles_per_side ** 2)
 
 
 class _ViTSegmenter(nn.Module):
@@ -397,7 +425,7 @@ class _ViTSegmenter(nn.Module):
 
 
 def supervised_vit(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, epochs: int = 15, lr: float = 1e-3,
-                   batch_size: int = 16, resize: float = 1.0, cache_dir=None) -> dict:
+                   batch_size: int = 16, resize: float = 1.0, tiles_per_side: int = 1, cache_dir=None) -> dict:
     """The fair ceiling: the probed ViT (the encoder exported in ``export_dir``, e.g. a host's random-init
     export: the same architecture, positions and initialisation as the floor) trained end to end with the probe's linear head and input resize on the
     labelled training tiles; best validation epoch scored on test (same output as :func:`probe_encoder`)."""
@@ -409,10 +437,11 @@ def supervised_vit(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, 
     data = {}
     for split in ("train", "val", "test"):
         d = load_split(task, split, cache_dir)
-        data[split] = (normalise(d["mr"], stats), torch.from_numpy(d["label"]).long())
+        data[split] = (to_tiles(normalise(d["mr"], stats), tiles_per_side),
+                       to_tiles(torch.from_numpy(d["label"]).long(), tiles_per_side))
     net = _ViTSegmenter(model, task.num_classes, resize)
     return _fit(net, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_classes=task.num_classes,
-                weight_decay=0.05)
+                weight_decay=0.05, group=tiles_per_side ** 2)
 
 
 class SmallFCN(nn.Module):

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from kit.data.synthetic import SyntheticScenes
-from kit.eval.minitask import CLASSES, PAPER_RESIZE, MiniTask
+from kit.eval.minitask import CLASSES, PAPER_RESIZE, PAPER_TILES, MiniTask
 
 #: the repository the recipes (gin/) and the training CLI (tools/train.py) come from
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,8 @@ class Settings:
     Args:
         seeds: one pretraining and probe per row and seed (the seed of weights, data order, masks and probe).
         preset, steps, pretrain_pairs, pretrain_mr_size: the pretraining (``preset`` is included after each recipe).
-        task: the labelled task. probe_epochs, probe_batch, probe_resize: the linear probe.
+        task: the labelled task. probe_epochs, probe_batch (tiles), probe_resize, probe_tiles: the linear
+            probe (each scene cut into ``probe_tiles x probe_tiles`` tiles, each resized by ``probe_resize``).
         ceiling_epochs / vit_ceiling_epochs: the supervised CNN and supervised ViT.
         curve_seeds: seeds whose MR and SA pretrainings are also probed at each quarter of their steps.
         ceiling_host: the host whose encoder architecture the supervised ViT copies.
@@ -72,6 +73,7 @@ class Settings:
     probe_epochs: int = 40
     probe_batch: int = 16
     probe_resize: float = PAPER_RESIZE
+    probe_tiles: int = PAPER_TILES
     ceiling_epochs: int = 15
     vit_ceiling_epochs: int = 12
     curve_seeds: tuple[int, ...] = (0,)
@@ -232,15 +234,17 @@ def execute(run: Run, runs_root: Path, settings: Settings, python: str = sys.exe
     if run.row == "ceiling":
         res = supervised_ceiling(settings.task, seed=run.seed, epochs=settings.ceiling_epochs)
     elif run.row == "pixels":
-        res = raw_pixel_probe(settings.task, seed=run.seed, **probe)
+        res = raw_pixel_probe(settings.task, seed=run.seed, tiles_per_side=settings.probe_tiles, **probe)
     else:
         if not _pretrained(d, settings.steps if run.pretrains else 0):  # killed while probing: probe again
             _pretrain(run, d, settings, python)
         if run.row == "vit_ceiling":
             res = supervised_vit(d / "export", settings.task, seed=run.seed, epochs=settings.vit_ceiling_epochs,
-                                 batch_size=settings.probe_batch, resize=settings.probe_resize)
+                                 batch_size=settings.probe_batch, resize=settings.probe_resize,
+                                 tiles_per_side=settings.probe_tiles)
         else:
-            res = probe_encoder(d / "export", settings.task, seed=run.seed, resize=settings.probe_resize, **probe)
+            res = probe_encoder(d / "export", settings.task, seed=run.seed, resize=settings.probe_resize,
+                                tiles_per_side=settings.probe_tiles, **probe)
             if run.curve(settings):
                 curve = _probe_checkpoints(d, settings, run.seed, probe)
     res = {**dataclasses.asdict(run), "key": run.key, "seconds": round(time.perf_counter() - t0, 1), **res}
@@ -270,7 +274,8 @@ def _probe_checkpoints(d: Path, settings: Settings, seed: int, probe: dict) -> l
                 raise RuntimeError(f"{ck} is missing: the learning curve needs the checkpoint of step {step}; "
                                    f"remove {d} and run the experiment again.")
             export_from_checkpoint(load_checkpoint(ck), out)
-        r = probe_encoder(out, settings.task, seed=seed, resize=settings.probe_resize, **probe)
+        r = probe_encoder(out, settings.task, seed=seed, resize=settings.probe_resize, tiles_per_side=settings.probe_tiles,
+                          **probe)
         points.append({"step": step, "test_miou": r["test_miou"], "val_miou": r["val_miou"]})
     return points
 
