@@ -11,6 +11,8 @@ setup(
     version="0.1.0",
     description="Cross-scale self-supervised pretraining of satellite imagery: spatial-affinity add-on, "
     "I-JEPA / LatentMIM / MAE hosts, fused Triton gram loss, WebDataset paired tiles, linear probes.",
+    license="Apache-2.0",
+    url="https://arxiv.org/abs/2601.12964",
     python_requires=">=3.10",
     packages=find_packages(include=["kit", "kit.*", "kernels", "kernels.*"]),
     install_requires=[

@@ -2,7 +2,7 @@
 """Pretrain from gin recipes.
 
     python tools/train.py --gin gin/latentmim_sa.gin                       # the paper's recipe
-    python tools/train.py --gin gin/latentmim_sa.gin --gin gin/presets/cpu_quick.gin   # ~5 min on 2 CPU cores
+    python tools/train.py --gin gin/latentmim_sa.gin --gin gin/presets/cpu_quick.gin   # about 12 min on 2 CPU cores
     python tools/train.py --gin gin/latentmim_sa.gin --gin_param 'train.batch_size = 64' --workdir runs/x
     python tools/train.py --gin gin/latentmim_sa.gin --workdir runs/x --resume       # continue runs/x
     python tools/train.py --gin gin/latentmim_sa.gin --workdir runs/x --resume auto  # resume or start (cluster jobs)
