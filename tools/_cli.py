@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from typing import Callable
 
 #: errors a user can act on from the message alone
@@ -47,6 +48,12 @@ def configure_logging(debug: bool = False) -> None:
     logging.basicConfig(level=level, format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger().setLevel(level)
+    # a warning is shown once, as one log line (a module that warns does not also log the same text)
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    logging.getLogger("warning").warning("%s", message)
 
 
 def report(exc: BaseException, *, code: int = 2) -> int:

@@ -125,7 +125,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_shards.py {args.source}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(json.dumps(summary, indent=2, default=str))
+    bindings = _bindings(Path(args.out))
+    if bindings:
+        print(bindings, file=sys.stderr)
     return 0
+
+
+def _bindings(out: Path) -> str | None:
+    """The ready-to-paste normalisation bindings of the ``band_stats`` just written to ``out/index.json``."""
+    from kit.io import BANDS, normalization_bindings
+
+    try:
+        index = json.loads((out / "index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    stats = index.get("band_stats") or {}
+    return normalization_bindings(stats, list(stats) or BANDS)
 
 
 if __name__ == "__main__":
