@@ -36,6 +36,6 @@ setup(
     ],
     extras_require={
         # spyndex ships a real Sentinel-2 10 m tile used by the normalisation, cluster-map and pairing tests
-        "test": ["pytest>=7", "hypothesis>=6", "pytest-timeout", "spyndex"],
+        "test": ["pytest>=7", "hypothesis>=6", "pytest-timeout", "spyndex", "pyyaml"],  # pyyaml: docs/ configs
     },
 )
