@@ -14,7 +14,19 @@ setup(
     license="Apache-2.0",
     url="https://arxiv.org/abs/2601.12964",
     python_requires=">=3.10",
-    packages=find_packages(include=["kit", "kit.*", "kernels", "kernels.*"]),
+    packages=find_packages(include=["kit", "kit.*", "kernels", "kernels.*"]) + ["crossscale_tools"],
+    # tools/ installs under a unique import name (a top-level "tools" would collide with other projects);
+    # ``python tools/x.py`` keeps working from a checkout
+    package_dir={"crossscale_tools": "tools"},
+    entry_points={"console_scripts": [
+        "crossscale-train = crossscale_tools.train:main",
+        "crossscale-shards = crossscale_tools.make_shards:main",
+        "crossscale-export = crossscale_tools.export:main",
+        "crossscale-probe = crossscale_tools.probe:main",
+        "crossscale-report = crossscale_tools.report:main",
+        "crossscale-cluster-map = crossscale_tools.cluster_map:main",
+        "crossscale-experiments = crossscale_tools.experiments:main",
+    ]},
     install_requires=[
         "torch>=2.4",
         "triton",

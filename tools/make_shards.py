@@ -14,7 +14,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
+# (crossscale-*) import the installed package and skip this.
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
@@ -22,7 +25,7 @@ import json  # noqa: E402
 
 from kit.data.sources import SOURCES  # noqa: E402
 from kit.data.writer import check_tile_size  # noqa: E402
-from tools._cli import main_guard  # noqa: E402
+from kit.cli import main_guard  # noqa: E402
 
 SHARED_FLAGS = ("replace", "debug")  # the tool's own flags, not the source's options
 

@@ -17,10 +17,13 @@ import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
+# (crossscale-*) import the installed package and skip this.
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kit.train.config import parse, require_bindings  # noqa: E402
-from tools._cli import main_guard, parser  # noqa: E402
+from kit.cli import main_guard, parser  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -92,7 +95,10 @@ def cpu_warning() -> str | None:
 
     device = str(q("train.device", "auto"))
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    images = int(q("train.batch_size", 0)) * int(q("train.accum_steps", 1) or 1)
+    try:
+        images = int(q("train.batch_size", 0)) * int(q("train.accum_steps", 1) or 1)
+    except (TypeError, ValueError):  # a wrong-typed binding: the run's own checks report it with its name
+        return None
     if not on_cpu or images <= CPU_BATCH_LIMIT:
         return None
     return (f"this recipe is a full-size GPU run ({images} images per optimizer step) and no GPU is in use: one step "
