@@ -1,8 +1,9 @@
 """Install the cross-scale SSL kit (packages ``kit`` and ``kernels``).
 
 Every entry of ``install_requires`` is imported by the kit (checked by tests/test_setup.py). On a machine
-without a GPU, install the CPU wheels of torch first (about 200 MB instead of about 3 GB):
-``pip install torch --index-url https://download.pytorch.org/whl/cpu``.
+without a GPU, install torch and torchvision from the CPU index first (torchvision from PyPI can pull the
+CUDA torch back): ``pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu``.
+Triton stays a requirement on every machine: the gram kernels import it (their CPU tests use its interpreter).
 """
 from setuptools import find_packages, setup
 
