@@ -27,7 +27,7 @@ DATA_LIMIT=60
 
 if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     echo "gpu_suite: torch sees no CUDA device; this suite is for a GPU machine (on a CPU run the scripts" \
-         "one by one, see README 'Benchmarks')." >&2
+         "one by one, see docs/benchmarks.md)." >&2
     exit 2
 fi
 "$PY" -c 'import torch, triton; print(f"gpu_suite: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")'

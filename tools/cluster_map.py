@@ -15,11 +15,15 @@ per encoder) and ``<out stem>.npz`` (the label maps).
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
+# (crossscale-*) import the installed package and skip this.
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools._cli import main_guard, parser  # noqa: E402
+from kit.cli import main_guard, parser  # noqa: E402
 
 
 def run(argv=None) -> dict:
@@ -52,12 +56,15 @@ def run(argv=None) -> dict:
         if list(meta.get("bands") or BANDS) != list(BANDS):
             raise ValueError(f"{enc} expects bands {meta.get('bands')}; this tool feeds {list(BANDS)}.")
         name = args.names[i] if args.names else row_key({"recipe": meta.get("recipe"), "encoder": enc})
+        note = cluster.range_note(img, meta, BANDS)
+        if note:
+            warnings.warn(f"{args.image} for {name}: {note}", UserWarning, stacklevel=1)
         feats = cluster.encoder_features(model, meta, img, args.img_size)
         bright = cluster.patch_brightness(img, feats.shape[:2])
         labels = cluster.ward_clusters(feats, args.k, bright)
         maps.append((name, labels, cluster.pca_rgb(feats)))
         info[name] = {"encoder": enc, "grid": list(labels.shape), "clusters_present": int(len(np.unique(labels))),
-                      "cluster_sizes": np.bincount(labels.ravel(), minlength=args.k).tolist()}
+                      "cluster_sizes": np.bincount(labels.ravel(), minlength=args.k).tolist(), "range_warning": note}
         arrays[f"clusters_{i}"] = labels
     out = Path(args.out)
     cluster.render(out, cluster.rgb_image(img), maps, args.k)

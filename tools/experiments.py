@@ -31,9 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
+# (crossscale-*) import the installed package and skip this.
+if __package__ in (None, ""):
+    sys.path.insert(0, str(REPO_ROOT))
 
-from tools._cli import main_guard, parser  # noqa: E402
+from kit.cli import main_guard, parser  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
+# (crossscale-*) import the installed package and skip this.
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
@@ -22,7 +25,7 @@ import json  # noqa: E402
 
 from kit.data.sources import SOURCES  # noqa: E402
 from kit.data.writer import check_tile_size  # noqa: E402
-from tools._cli import main_guard  # noqa: E402
+from kit.cli import main_guard  # noqa: E402
 
 SHARED_FLAGS = ("replace", "debug")  # the tool's own flags, not the source's options
 
@@ -125,7 +128,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_shards.py {args.source}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(json.dumps(summary, indent=2, default=str))
+    bindings = _bindings(Path(args.out))
+    if bindings:
+        print(bindings, file=sys.stderr)
     return 0
+
+
+def _bindings(out: Path) -> str | None:
+    """The ready-to-paste normalisation bindings of the ``band_stats`` just written to ``out/index.json``."""
+    from kit.io import BANDS, normalization_bindings
+
+    try:
+        index = json.loads((out / "index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    stats = index.get("band_stats") or {}
+    return normalization_bindings(stats, list(stats) or BANDS)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
+# (crossscale-*) import the installed package and skip this.
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 
-from tools._cli import main_guard, parser  # noqa: E402
+from kit.cli import main_guard, parser  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

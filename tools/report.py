@@ -14,9 +14,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
+# (crossscale-*) import the installed package and skip this.
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools._cli import main_guard, parser  # noqa: E402
+from kit.cli import main_guard, parser  # noqa: E402
 
 
 def run(argv=None) -> list[dict]:

@@ -78,6 +78,30 @@ def normalise(img: np.ndarray, meta: dict) -> np.ndarray:
     return np.nan_to_num((img - mean) / std)
 
 
+def range_note(img: np.ndarray, meta: dict, bands=BANDS) -> str | None:
+    """A warning when the raw image's values do not fit the encoder's normalisation (``meta["normalization"]``).
+
+    An 8-bit or 0-1 image fed to an encoder normalised for reflectance x 10000 becomes a near-constant input
+    after normalisation; its patch features are then dominated by the position table and the cluster maps
+    follow position, not content. None when the range fits (or the export records no normalisation).
+    """
+    from kit.io import units_warning
+
+    norm = meta.get("normalization") or {}
+    if not norm.get("mean") or not norm.get("std"):
+        return None
+    valid = np.isfinite(img)
+    stats = {b: {"mean": float(img[i][valid[i]].mean()), "std": float(img[i][valid[i]].std()),
+                 "min": float(img[i][valid[i]].min()), "max": float(img[i][valid[i]].max())}
+             for i, b in enumerate(bands) if valid[i].any()}
+    note = units_warning(stats, norm["mean"], norm["std"], bands)
+    if note is None:
+        return None
+    return ("the image's range does not fit the encoder's normalisation (" + note.split(": ", 1)[1].split(". Rescale")[0]
+            + "); the features then follow patch position, not content, and so do the cluster maps. "
+            "Give the image in the units the encoder was trained on (reflectance x 10000 for the kit's recipes).")
+
+
 def encoder_features(model, meta: dict, img: np.ndarray, img_size: int | None = None) -> np.ndarray:
     """``(gh, gw, D)`` patch features of one raw image (normalised for that encoder, cropped to whole patches)."""
     import torch

@@ -21,8 +21,12 @@ scored at their stored resolution (logits upsampled to it) rather than resized t
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +36,8 @@ from torch import nn
 from kit.eval.crops import random_resized_crop
 from kit.eval.datasets import PRELOAD_GB
 from kit.eval.miou import jaccard, per_class_iou
+
+log = logging.getLogger(__name__)
 
 MODES = ("faithful", "cached")
 SCHEDULES = ("constant", "cosine")
@@ -177,7 +183,8 @@ def evaluate(head: LinearSegHead, feats, labels, grid, num_classes: int, ignore_
     return metric
 
 
-def train_probe(train, val, test, *, grid, num_classes: int, ignore_index: int, cfg: ProbeConfig, seed: int) -> dict:
+def train_probe(train, val, test, *, grid, num_classes: int, ignore_index: int, cfg: ProbeConfig, seed: int,
+                state_path: str | os.PathLike | None = None) -> dict:
     """Train one head and evaluate its best-validation checkpoint on test.
 
     Args:
@@ -186,6 +193,10 @@ def train_probe(train, val, test, *, grid, num_classes: int, ignore_index: int, 
         grid: ``(gh, gw)`` of the val/test features.
         num_classes, ignore_index: from the dataset reader.
         cfg: hyper-parameters. seed: seeds the head, the batch order and the crops.
+        state_path: resumable run: the head, optimizer, step and best checkpoint are saved there (atomically)
+            after every epoch, and a run that finds a state of the same seed, settings and training-set size
+            continues after its last epoch with the same result as an unbroken run (each epoch's order and
+            crops come from a generator seeded by seed and epoch). Removed when the seed finishes.
 
     Returns:
         ``{"seed", "val_miou", "test_miou", "best_epoch", "per_class_iou" (None where a class never occurs)}``.
@@ -198,8 +209,20 @@ def train_probe(train, val, test, *, grid, num_classes: int, ignore_index: int, 
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     best = (-1.0, -1, None)
-    step = 0
-    bar = tqdm(range(cfg.epochs), desc=f"probe seed {seed}", disable=not cfg.progress, leave=False)
+    step, start = 0, 0
+    key = {"seed": seed, "config": config_dict(cfg), "num_train": len(train), "num_classes": num_classes}
+    if state_path is not None and Path(state_path).is_file():
+        st = torch.load(state_path, map_location=cfg.device, weights_only=True)
+        if json.loads(st["key"]) == json.loads(json.dumps(key)):
+            head.load_state_dict(st["head"])
+            opt.load_state_dict(st["opt"])
+            step, start = int(st["step"]), int(st["epoch"]) + 1
+            best = (float(st["best_miou"]), int(st["best_epoch"]), st["best_head"] or None)
+            log.info("probe seed %d: resuming after epoch %d of %d (%s)", seed, start, cfg.epochs, state_path)
+        else:
+            log.warning("probe seed %d: %s belongs to other settings; starting this seed afresh", seed, state_path)
+    bar = tqdm(range(start, cfg.epochs), desc=f"probe seed {seed}", disable=not cfg.progress, leave=False,
+               initial=start, total=cfg.epochs)
     for epoch in bar:
         head.train()
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # fixes this epoch's order and crops
@@ -217,11 +240,28 @@ def train_probe(train, val, test, *, grid, num_classes: int, ignore_index: int, 
         if not math.isnan(miou) and miou > best[0]:
             best = (miou, epoch, copy.deepcopy(head.state_dict()))
         bar.set_postfix(val_miou=f"{miou:.3f}")
+        log.info("probe seed %d: epoch %d/%d, val mIoU %.4f (best %.4f at epoch %d)", seed, epoch + 1, cfg.epochs,
+                 miou, best[0], best[1] + 1)
+        if state_path is not None:
+            _save_state(state_path, {"key": json.dumps(key), "epoch": epoch, "step": step, "head": head.state_dict(),
+                                     "opt": opt.state_dict(), "best_miou": best[0], "best_epoch": best[1],
+                                     "best_head": best[2] or {}})
     if best[2] is not None:
         head.load_state_dict(best[2])
     metric = evaluate(head, *test, grid, num_classes, ignore_index, cfg.batch_size, cfg.device)
+    if state_path is not None:
+        Path(state_path).unlink(missing_ok=True)
     return {"seed": seed, "val_miou": best[0], "test_miou": float(metric.compute()), "best_epoch": best[1],
             "per_class_iou": per_class_iou(metric)}
+
+
+def _save_state(path, state: dict) -> None:
+    """``torch.save`` to a temp file beside ``path``, then rename: a kill leaves the old state or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def config_dict(cfg: ProbeConfig) -> dict:

@@ -7,12 +7,15 @@ both the probe and the encoder follow the paper's protocol, else ``"custom"`` wi
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from kit.eval.probe import CachedTrain, CroppedTrain, ProbeConfig, config_dict, train_probe
+from kit.io import write_json_atomic
 
 PAPER_SEEDS = 3
 PAPER_READER = {"tiles": 4, "ignore_class0": False, "partition": "default", "nan_mode": "ignore"}
@@ -98,9 +101,19 @@ def run_probe(
             "epochs": cfg.epochs, "seeds": list(cfg.seeds), "img_size": cfg.img_size, "lr": cfg.lr,
             "reader": {k: v for k, v in reader.items()}}
     rows = []
+    run_id = hashlib.sha1(json.dumps([ehash, dataset, str(Path(root).resolve()), base["reader"], config_dict(cfg)],
+                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
     for seed in cfg.seeds:
-        res = train_probe(train, cached["val"][:2], cached["test"][:2], grid=grid, num_classes=ds.num_classes,
-                          ignore_index=ds.ignore_index, cfg=cfg, seed=seed)
+        # a killed probe keeps its finished seeds and the last epoch of the seed it was in (same command resumes)
+        done = Path(cache_dir) / "probe-state" / f"{run_id}-seed{seed}.json"
+        if done.is_file():
+            res = json.loads(done.read_text())
+        else:
+            res = train_probe(train, cached["val"][:2], cached["test"][:2], grid=grid, num_classes=ds.num_classes,
+                              ignore_index=ds.ignore_index, cfg=cfg, seed=seed,
+                              state_path=done.with_suffix(".pt"))
+            done.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(done, res)
         rows.append({**base, **res, "num_train": len(train), "class_names": list(ds.class_names),
                      "config": config_dict(cfg)})
     test = np.array([r["test_miou"] for r in rows], dtype=np.float64)

@@ -81,8 +81,9 @@ MODE_ORDER = ("faithful", "cached")  # a table cell shows the most faithful prob
 def aggregate(rows: list[dict], relabel: dict[str, str] | None = None) -> dict[tuple[str, str], dict]:
     """``{(key, dataset): {"mean", "std", "n", "mode", "protocol", "departures", provenance...}}``, mIoU in percent.
 
-    Rows of one key and dataset probed in several modes are not mixed: the cell keeps the most faithful
-    mode's rows. A cell follows the paper's protocol only when every one of its rows does.
+    Rows of one key and dataset probed in several modes are not mixed: the cell is the most faithful
+    mode's rows, and ``"also"`` lists one such dict per other mode present (shown beside it, marked with
+    its mode). A cell follows the paper's protocol only when every one of its rows does.
     """
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
@@ -92,23 +93,30 @@ def aggregate(rows: list[dict], relabel: dict[str, str] | None = None) -> dict[t
         if v is not None and not (isinstance(v, float) and math.isnan(v)):
             groups[(key, r["dataset"])].append(r)
     out = {}
+    rank = lambda m: MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER)  # noqa: E731
     for k, rs in groups.items():
-        modes = [r.get("mode", "cached") for r in rs]
-        mode = min(modes, key=lambda m: MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER))
-        rs = [r for r, m in zip(rs, modes) if m == mode]
-        v = [100.0 * float(r["test_miou"]) for r in rs]
-        m = sum(v) / len(v)
-        sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-        departures = sorted({d for r in rs for d in (r.get("departures") or [])})
-        if any("protocol" not in r for r in rs):
-            departures.append("row written without protocol information (older probe)")
-        first = rs[0]
-        out[k] = {"mean": m, "std": sd, "n": len(v), "mode": mode,
-                  "protocol": "paper" if not departures else "custom", "departures": departures,
-                  "recipe": first.get("recipe"), "presets": first.get("presets"), "steps": first.get("steps"),
-                  "data_root": first.get("data_root"), "pretrain_data": first.get("pretrain_data"),
-                  "probe_epochs": first.get("epochs"), "seeds": sorted({r.get("seed") for r in rs})}
+        by_mode: dict[str, list[dict]] = defaultdict(list)
+        for r in rs:
+            by_mode[r.get("mode", "cached")].append(r)
+        cells = [_cell(by_mode[m], m) for m in sorted(by_mode, key=rank)]
+        out[k] = dict(cells[0], also=cells[1:])
     return out
+
+
+def _cell(rs: list[dict], mode: str) -> dict:
+    """Mean, std and provenance of the rows of one key, dataset and probe mode."""
+    v = [100.0 * float(r["test_miou"]) for r in rs]
+    m = sum(v) / len(v)
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    departures = sorted({d for r in rs for d in (r.get("departures") or [])})
+    if any("protocol" not in r for r in rs):
+        departures.append("row written without protocol information (older probe)")
+    first = rs[0]
+    return {"mean": m, "std": sd, "n": len(v), "mode": mode,
+            "protocol": "paper" if not departures else "custom", "departures": departures,
+            "recipe": first.get("recipe"), "presets": first.get("presets"), "steps": first.get("steps"),
+            "data_root": first.get("data_root"), "pretrain_data": first.get("pretrain_data"),
+            "probe_epochs": first.get("epochs"), "seeds": sorted({r.get("seed") for r in rs})}
 
 
 def build_tables(agg: dict[tuple[str, str], dict]) -> list[dict]:
@@ -129,11 +137,17 @@ def build_tables(agg: dict[tuple[str, str], dict]) -> list[dict]:
     return tables
 
 
+def _fmt_one(o: dict, modes: bool) -> str:
+    mark = "" if o.get("protocol") == "paper" else " †"
+    return f"{o['mean']:.2f} ± {o['std']:.2f} (n={o['n']}{', ' + o['mode'] if modes else ''}){mark}"
+
+
 def _fmt(ours: dict | None) -> str:
+    """One cell; when the key was probed in several modes, every mode's number, each marked with its mode."""
     if not ours:
         return "-"
-    mark = "" if ours.get("protocol") == "paper" else " †"
-    return f"{ours['mean']:.2f} ± {ours['std']:.2f} (n={ours['n']}){mark}"
+    also = ours.get("also") or []
+    return "<br>".join(_fmt_one(o, bool(also)) for o in [ours, *also])
 
 
 def to_markdown(tables: list[dict]) -> str:
@@ -158,12 +172,13 @@ def to_markdown(tables: list[dict]) -> str:
     for t in tables:
         for r in t["rows"]:
             for ds, short in DATASETS:
-                o = r["cells"][ds]["ours"]
-                if o and o.get("protocol") != "paper":
-                    notes[(r["key"], short)] = o
+                top = r["cells"][ds]["ours"]
+                for o in ([top, *(top.get("also") or [])] if top else []):
+                    if o.get("protocol") != "paper":
+                        notes[(r["key"], short, o.get("mode"))] = o
     if notes:
         lines += ["† not the paper's protocol (a number beside the paper's is not comparable):", ""]
-        for (key, short), o in sorted(notes.items()):
+        for (key, short, _), o in sorted(notes.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2]))):
             prov = f"recipe {o.get('recipe')}, {o.get('steps')} steps, presets {o.get('presets') or []}, " \
                    f"probe {o.get('mode')} {o.get('probe_epochs')} epochs, seeds {o.get('seeds')}, data {o.get('data_root')}"
             lines.append(f"- `{key}` on {short}: {'; '.join(o['departures'])} ({prov})")
@@ -178,11 +193,11 @@ def to_csv_rows(tables: list[dict]) -> list[dict]:
         for r in t["rows"]:
             for ds, short in DATASETS:
                 c = r["cells"][ds]
-                o = c["ours"] or {}
-                out.append({"table": t["id"], "group": r["group"], "row": r["row"], "key": r["key"], "dataset": ds,
-                            "ours_mean": o.get("mean"), "ours_std": o.get("std"), "n_seeds": o.get("n", 0),
-                            "paper": c["paper"], "protocol": o.get("protocol"), "mode": o.get("mode"),
-                            "departures": o.get("departures"), "recipe": o.get("recipe"), "presets": o.get("presets"),
-                            "steps": o.get("steps"), "probe_epochs": o.get("probe_epochs"), "seeds": o.get("seeds"),
-                            "data_root": o.get("data_root"), "pretrain_data": o.get("pretrain_data")})
+                for o in ([c["ours"], *(c["ours"].get("also") or [])] if c["ours"] else [{}]):
+                    out.append({"table": t["id"], "group": r["group"], "row": r["row"], "key": r["key"], "dataset": ds,
+                                "ours_mean": o.get("mean"), "ours_std": o.get("std"), "n_seeds": o.get("n", 0),
+                                "paper": c["paper"], "protocol": o.get("protocol"), "mode": o.get("mode"),
+                                "departures": o.get("departures"), "recipe": o.get("recipe"), "presets": o.get("presets"),
+                                "steps": o.get("steps"), "probe_epochs": o.get("probe_epochs"), "seeds": o.get("seeds"),
+                                "data_root": o.get("data_root"), "pretrain_data": o.get("pretrain_data")})
     return out

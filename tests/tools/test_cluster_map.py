@@ -74,3 +74,26 @@ def test_cluster_map_of_a_real_sentinel2_tile(tiny_encoder, tmp_path):
                     "--out", str(tmp_path / "real.png")])
     assert info["real"]["grid"] == [12, 12] and info["real"]["clusters_present"] == 3
     assert sum(info["real"]["cluster_sizes"]) == 144 and (tmp_path / "real.png").stat().st_size > 1000
+
+
+def test_cluster_map_warns_when_the_image_range_does_not_fit_the_normalisation(tiny_encoder, tmp_path):
+    """A real S2 tile fits the encoder's normalisation (no warning); the same tile as 0-1 reflectance or 8 bit
+    does not, and the tool says so (and records it in the JSON)."""
+    import warnings
+
+    from tests.data.real_s2 import s2_tile
+
+    tile = s2_tile()[:, :64, :64].astype(np.float32)
+    cm = load_tool("cluster_map")
+    np.save(tmp_path / "dn.npy", tile)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        info = cm.run(["--image", str(tmp_path / "dn.npy"), "--encoder", str(tiny_encoder), "--names", "a",
+                       "--out", str(tmp_path / "dn.png")])
+    assert info["a"]["range_warning"] is None
+    for name, img, match in (("unit", tile / 10000, "0-1 reflectance"), ("byte", np.clip(tile / 20, 0, 255), "8-bit")):
+        np.save(tmp_path / f"{name}.npy", img.astype(np.float32))
+        with pytest.warns(UserWarning, match=f"does not fit the encoder's normalisation.*{match}.*follow patch position"):
+            info = cm.run(["--image", str(tmp_path / f"{name}.npy"), "--encoder", str(tiny_encoder), "--names", "a",
+                           "--out", str(tmp_path / f"{name}.png")])
+        assert match in info["a"]["range_warning"]

@@ -192,3 +192,33 @@ def test_cli_errors_exit_2_without_traceback(geotiff_pair, tmp_path):
                         str(geotiff_pair["hr_far"]), "--out", str(tmp_path / "o")], cwd=REPO, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 2 and "do not overlap" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_warns_once_and_prints_the_normalisation_bindings_of_what_it_wrote(tmp_path):
+    """8-bit data: the units warning shows once (not logged and warned), and the SensorNormalize bindings
+    printed on stderr are valid gin that normalise the written data to zero mean, unit std."""
+    import gin
+
+    from kit.train.config import parse
+
+    mr, hr = truth(5)
+    d = ["Blue", "Green", "Red", "NIR"]
+    mr_tif = write(tmp_path / "mr.tif", (mr // 16).astype(np.uint8), 10, descriptions=d)
+    hr_tif = write(tmp_path / "hr.tif", (hr // 16).astype(np.uint8), 5, descriptions=d)
+    r = subprocess.run([sys.executable, "tools/make_shards.py", "geotiff", "--mr", str(mr_tif), "--hr", str(hr_tif),
+                        "--out", str(tmp_path / "o"), "--tile", "8"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("far from the normalisation") == 1 and "look like 8-bit" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["written"] == 36  # stdout stays the JSON summary
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("SensorNormalize.")]
+    assert [ln.split(" =")[0] for ln in lines] == [f"SensorNormalize.{k}" for k in ("mr_mean", "mr_std", "hr_mean", "hr_std")]
+    parse([], lines)
+    try:
+        stats = json.loads((tmp_path / "o" / "index.json").read_text())["band_stats"]
+        mean = gin.query_parameter("SensorNormalize.mr_mean")
+        std = gin.query_parameter("SensorNormalize.hr_std")
+        for i, b in enumerate(["blue", "green", "red", "nir"]):
+            assert mean[i] == pytest.approx(stats[b]["mean"], abs=0.01)
+            assert std[i] == pytest.approx(stats[b]["std"], abs=0.01)
+    finally:
+        gin.clear_config()

@@ -138,3 +138,27 @@ def test_report_bad_input_exits_2(tmp_path, capsys):
     report = load_tool("report")
     assert report.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_shows_cached_and_faithful_rows_of_one_encoder_both_marked(tmp_path):
+    """A cached row beside a faithful one of the same encoder and dataset is shown, marked with its mode (it used
+    to be dropped silently); the faithful number stays first and is the cell's headline; the CSV has both."""
+    import csv
+
+    base = {"encoder": "e", "recipe": "gin/latentmim_sa.gin", "label": None, "dataset": "m-cashew-plant"}
+    faithful = [dict(base, seed=s, test_miou=v, mode="faithful", protocol="paper", departures=[])
+                for s, v in enumerate([0.24, 0.26])]
+    cached = [dict(base, seed=0, test_miou=0.30, mode="cached", protocol="custom", departures=["mode cached"])]
+    (tmp_path / "r.json").write_text(json.dumps({"rows": faithful + cached}))
+    report = load_tool("report")
+    tables = report.run([str(tmp_path / "r.json"), "--out", str(tmp_path / "o"), "--quiet"])
+    md = (tmp_path / "o" / "report.md").read_text()
+    lm = next(li for li in md.splitlines() if li.startswith("| SA-model (`latentmim_sa`)"))
+    assert "25.00 ± 1.41 (n=2, faithful)<br>30.00 ± 0.00 (n=1, cached) †" in lm
+    assert "- `latentmim_sa` on m-Cashew: mode cached" in md
+    cell = next(r for r in tables[0]["rows"] if r["key"] == "latentmim_sa")["cells"]["m-cashew-plant"]["ours"]
+    assert cell["mode"] == "faithful" and [o["mode"] for o in cell["also"]] == ["cached"]
+    with open(tmp_path / "o" / "report.csv") as f:
+        got = [(r["mode"], r["ours_mean"]) for r in csv.DictReader(f)
+               if r["table"] == "I" and r["key"] == "latentmim_sa" and r["dataset"] == "m-cashew-plant"]
+    assert [(m, round(float(v), 2)) for m, v in got] == [("faithful", 25.0), ("cached", 30.0)]

@@ -57,3 +57,28 @@ def test_main_guard_keeps_tracebacks_of_bugs(capsys):
     assert user([]) == 2 and capsys.readouterr().err.startswith("error: bad value: use 3")
     with pytest.raises(ZeroDivisionError):
         bug([])
+
+
+def test_print_config_shows_the_bindings_and_warns_about_a_full_recipe_on_cpu(tmp_path):
+    import os
+
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    run = lambda *a: subprocess.run([sys.executable, "tools/train.py", *a], cwd=REPO_ROOT, capture_output=True,  # noqa: E731
+                                    text=True, timeout=300, env=env)
+    full = run("--gin", "gin/latentmim_sa.gin", "--print_config")
+    assert full.returncode == 0, full.stderr
+    assert "train.batch_size = 128" in full.stdout and "train.accum_steps = 4" in full.stdout
+    assert "SpatialAffinity" in full.stdout and not (tmp_path / "runs").exists()
+    assert full.stderr.count("gin/presets/cpu_quick.gin") == 1 and "512 images per optimizer step" in full.stderr
+    quick = run("--gin", "gin/latentmim_sa.gin", "--gin", "gin/presets/cpu_quick.gin", "--print_config",
+                "--gin_param", "train.seed = 7")
+    assert quick.returncode == 0 and "train.batch_size = 32" in quick.stdout and "train.seed = 7" in quick.stdout
+    assert "cpu_quick" not in quick.stderr, quick.stderr
+
+
+def test_list_configurables_names_components_and_their_parameters():
+    done = _cli("tools/train.py", "--list_configurables")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(li.startswith("SensorNormalize(mr_mean, mr_std, hr_mean, hr_std") for li in lines)
+    assert any(li.startswith("SpatialAffinity(") for li in lines) and any(li.startswith("train(") for li in lines)

@@ -147,8 +147,7 @@ def band_indexes(ds, bands: tuple[str, ...], spec: str | None, flag: str) -> lis
         assumed = ",".join(f"{b}={i + 1}" for i, b in enumerate(bands))
         msg = (f"{name} has no band descriptions or colour interpretation naming its bands; ASSUMING {assumed}. "
                f"If that is wrong, pass {flag} " + ",".join(f"{b}=<i>" for b in bands) + " with the file's band numbers.")
-        log.warning(msg)
-        warnings.warn(msg, UserWarning, stacklevel=2)
+        warnings.warn(msg, UserWarning, stacklevel=2)  # once: the tools route warnings into the log
         return list(range(1, len(bands) + 1))
     missing = [b for b, f in zip(bands, found) if f is None]
     raise ValueError(
@@ -323,8 +322,7 @@ def run(args: GeoTiffOptions) -> dict:
     units = units_warning(index["band_stats"], *zip(*[(S2_MEAN[BANDS.index(b)], S2_STD[BANDS.index(b)]) for b in bands]),
                           bands=bands) if written else None
     if units:
-        log.warning(units)
-        warnings.warn(units, UserWarning, stacklevel=2)
+        warnings.warn(units, UserWarning, stacklevel=2)  # once: the tools route warnings into the log
     summary = {
         "source": "geotiff",
         "out": str(out),

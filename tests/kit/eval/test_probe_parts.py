@@ -103,3 +103,42 @@ def test_feature_cache_is_reused(tiny_encoder, geobench_root, tmp_path):
     f2, l2, grid2 = cached_features(None, ds, tmp_path, key=key, img_size=32, progress=False)
     np.testing.assert_array_equal(np.asarray(f1), np.asarray(f2))
     assert grid2 == grid
+
+
+class _KilledAfter:
+    """Validation features that stop the run (like a kill) when read for the ``n``-th epoch's evaluation."""
+
+    def __init__(self, feats, n):
+        self.feats, self.n, self.calls = feats, n, 0
+
+    def __len__(self):
+        self.calls += 1
+        if self.calls > self.n:
+            raise KeyboardInterrupt("killed")
+        return len(self.feats)
+
+    def __getitem__(self, idx):
+        return self.feats[idx]
+
+
+def test_a_killed_probe_resumes_after_its_last_epoch_with_the_unbroken_result(tmp_path):
+    import numpy as np
+    import torch
+
+    from kit.eval.probe import CachedTrain, ProbeConfig, train_probe
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=(24, 8, 8))
+    feats = rng.normal(size=(24, 16, 6)).astype(np.float32)
+    feats[..., 0] += np.repeat(np.repeat(labels[:, ::2, ::2], 1, 1), 1, 2).reshape(24, 16)  # a learnable signal
+    cfg = ProbeConfig(epochs=6, batch_size=8, img_size=None, mode="cached", progress=False)
+    train = CachedTrain(feats[:16], labels[:16], (4, 4), "cpu")
+    val, test = (feats[16:20], labels[16:20]), (feats[20:], labels[20:])
+    kw = dict(grid=(4, 4), num_classes=3, ignore_index=-1, cfg=cfg, seed=1)
+    unbroken = train_probe(train, val, test, **kw)
+    state = tmp_path / "seed1.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_probe(train, (_KilledAfter(val[0], 3), val[1]), test, state_path=state, **kw)
+    assert torch.load(state, weights_only=True)["epoch"] == 2  # three epochs kept
+    resumed = train_probe(train, val, test, state_path=state, **kw)
+    assert resumed == unbroken and not state.exists()

@@ -1,0 +1,1 @@
+"""The command-line tools, installed as ``crossscale_tools`` (console entry points ``crossscale-*``, see setup.py)."""
