@@ -23,7 +23,8 @@ import gin
 import numpy as np
 import torch
 
-from kit.eval.minitask import (MiniTask, _fit, _LinearHead, load_split, normalise, resized, standardise_features)
+from kit.eval.minitask import (MiniTask, _fit, _LinearHead, load_split, normalise, resized, standardise_features,
+                               to_tiles)
 
 
 @gin.register
@@ -35,18 +36,23 @@ class OnlineProbe:
         task: a :class:`MiniTask` (default: 64 training and 64 held-out tiles of the miniature task).
         data: path of an ``.npz`` labelled set instead of ``task``; ``num_train``: its training tiles.
         epochs: head epochs per reading (AdamW lr 1e-3, batch 16). resize: input resize before encoding.
+        tiles_per_side: cut each labelled image into this many tiles per side first (the mini probe: 4).
         seed: the probe's own seed (head init and batch order).
     """
 
     def __init__(self, every: int = 100, task: MiniTask | None = None, data: str | os.PathLike | None = None,
-                 num_train: int | None = None, epochs: int = 10, resize: float = 1.0, seed: int = 0) -> None:
+                 num_train: int | None = None, epochs: int = 10, resize: float = 1.0, tiles_per_side: int = 1,
+                 seed: int = 0) -> None:
         if int(every) != every or every < 1:
             raise ValueError(f"OnlineProbe.every must be a positive integer, got {every!r}.")
         if epochs < 1:
             raise ValueError(f"OnlineProbe.epochs must be >= 1, got {epochs!r}.")
         if task is not None and data is not None:
             raise ValueError("OnlineProbe takes either task= or data=, not both.")
+        if int(tiles_per_side) != tiles_per_side or tiles_per_side < 1:
+            raise ValueError(f"OnlineProbe.tiles_per_side must be a positive integer, got {tiles_per_side!r}.")
         self.every, self.epochs, self.resize, self.seed = int(every), int(epochs), float(resize), int(seed)
+        self.tiles_per_side = int(tiles_per_side)
         self.task = task if task is not None or data is not None else MiniTask(num_train=64, num_val=64, num_test=1)
         self.data, self.num_train = (Path(data) if data is not None else None), num_train
         self._tiles = None
@@ -89,13 +95,15 @@ class OnlineProbe:
         x = normalise(mr, normalization)
         if x.shape[1] != encoder.in_chans:
             raise ValueError(f"the online probe's tiles have {x.shape[1]} bands, the encoder takes {encoder.in_chans}.")
-        x = resized(x, self.resize, encoder.patch_size)
+        t = self.tiles_per_side
+        x = resized(to_tiles(x, t), self.resize, encoder.patch_size)
         was_training = encoder.training
         encoder.eval()
         try:
             with torch.random.fork_rng(devices=[]):
                 feats = self._features(encoder, x, device)
-                y = torch.from_numpy(label.astype(np.int64))
+                y = to_tiles(torch.from_numpy(label.astype(np.int64)), t)
+                n = n * t * t
                 data = standardise_features({"train": (feats[:n], y[:n]), "val": (feats[n:], y[n:]),
                                              "test": (feats[n:], y[n:])})
                 classes = int(label.max()) + 1

@@ -33,7 +33,8 @@ def test_online_probe_logs_miou_on_cadence_and_never_moves_the_training(tmp_path
     task = MiniTask(mr_size=16, num_train=8, num_val=6, num_test=1)
     data, n = _npz(tmp_path, task)
     probe = [f"train.online_probe = @OnlineProbe()", "OnlineProbe.every = 2", f"OnlineProbe.data = '{data}'",
-             f"OnlineProbe.num_train = {n}", "OnlineProbe.epochs = 2", "train.total_steps = 5"]
+             f"OnlineProbe.num_train = {n}", "OnlineProbe.epochs = 2", "OnlineProbe.tiles_per_side = 2",
+             "OnlineProbe.resize = 2.0", "train.total_steps = 5"]
     with_probe = losses(run("gin/latentmim_sa.gin", tmp_path / "a", bindings=probe)["workdir"])
     without = losses(run("gin/latentmim_sa.gin", tmp_path / "b", bindings=["train.total_steps = 5"])["workdir"])
     probed = [r["step"] for r in with_probe if "probe/miou" in r]
