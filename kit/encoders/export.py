@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 
 from kit.encoders.pos_embed import sincos_2d
-from kit.io import write_json_atomic
+from kit.io import _refuse_link, temp_path, write_json_atomic
 
 TIMM_CLASS = "timm.models.vision_transformer.VisionTransformer"
 # timm model names the kit's encoders can carry -> (patch, width, depth, heads) they stand for
@@ -89,6 +89,12 @@ def use_sincos_positions(model: VisionTransformer) -> VisionTransformer:
     return model
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def export_encoder(encoder, out_dir: str | os.PathLike, **meta: Any) -> Path:
     """Write ``encoder.safetensors`` and ``meta.json`` for a :class:`kit.encoders.vit.ViTEncoder`.
 
@@ -107,9 +113,13 @@ def write_export(state: dict, timm_name: str, timm_kwargs: dict, out_dir: str | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
-    tmp = out / f".encoder.safetensors.tmp{os.getpid()}"
+    target = out / "encoder.safetensors"
+    if target.is_symlink():
+        raise _refuse_link(target)
+    tmp = temp_path(target)
     save_file(tensors, str(tmp))
-    os.replace(tmp, out / "encoder.safetensors")
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates its file 0600; a shared export follows the umask
+    os.replace(tmp, target)
     info = {
         "architecture": describe_architecture(timm_kwargs),
         "timm_class": TIMM_CLASS,
