@@ -186,9 +186,25 @@ def load_exported_encoder(export_dir: str | os.PathLike, device: str | torch.dev
                 f"{d / name} is missing; an export folder is written by tools/train.py at WORKDIR/export "
                 "(or tools/export.py from a checkpoint)."
             )
-    meta = json.loads((d / "meta.json").read_text())
-    model = build_timm_vit(meta["timm_kwargs"])
-    model.load_state_dict(load_file(str(d / "encoder.safetensors")), strict=True)
+    fix = "re-export it (tools/export.py --workdir RUN, or --checkpoint CKPT --out DIR)"
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+        if not isinstance(meta, dict) or "timm_kwargs" not in meta:
+            raise ValueError("it has no 'timm_kwargs'")
+        model = build_timm_vit(meta["timm_kwargs"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{d / 'meta.json'} is not an export description ({exc}); {fix}.") from None
+    norm = meta.get("normalization") or {}
+    if isinstance(norm, dict) and norm.get("bands") and meta.get("bands") and list(norm["bands"]) != list(meta["bands"]):
+        raise ValueError(f"{d / 'meta.json'} contradicts itself: the encoder takes bands {meta['bands']} but its "
+                         f"normalisation is for {norm['bands']}; {fix}.")
+    try:
+        state = load_file(str(d / "encoder.safetensors"))
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{d / 'encoder.safetensors'} cannot be loaded as the encoder meta.json describes "
+                         f"({type(exc).__name__}: {first}); {fix}.") from None
     if training_positions and meta.get("pos_embed", "sincos-2d-fixed") == "sincos-2d-fixed":
         use_sincos_positions(model)
     return model.to(device).eval(), meta

@@ -12,6 +12,7 @@ import importlib
 import inspect
 import pkgutil
 import re
+import tokenize
 from pathlib import Path
 
 import gin
@@ -83,6 +84,11 @@ def _suggest(name: str, choices: list[str]) -> str:
 
 def _explain(exc: Exception, source: str) -> GinConfigError:
     msg = str(exc)
+    if isinstance(exc, tokenize.TokenError) or isinstance(exc, SyntaxError):
+        where = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], tuple) else None
+        line = f" (line {where[0]})" if where else ""
+        return GinConfigError(f"{source}: gin syntax error{line}: {exc.args[0] if exc.args else msg}. Fix the "
+                              "binding there (e.g. an unclosed bracket or quote).")
     m = re.search(r"No configurable matching '([^']+)'", msg)
     if m:
         name = m.group(1).split("/")[-1].split(".")[-1]
@@ -112,12 +118,12 @@ def parse(gin_files: list[str], bindings: list[str] | None = None) -> None:
         path = str(p if p.is_file() else REPO_ROOT / f)
         try:
             gin.parse_config_file(path, skip_unknown=False)
-        except (ValueError, KeyError, SyntaxError, IOError) as exc:
+        except (ValueError, KeyError, SyntaxError, IOError, tokenize.TokenError) as exc:
             raise _explain(exc, f) from None
     for b in bindings or []:
         try:
             gin.parse_config(b, skip_unknown=False)
-        except (ValueError, KeyError, SyntaxError) as exc:
+        except (ValueError, KeyError, SyntaxError, tokenize.TokenError) as exc:
             raise _explain(exc, f"--gin_param {b!r}") from None
     gin.finalize()
 

@@ -140,3 +140,24 @@ def test_truncated_shard_is_one_line_naming_it_before_step_1(tmp_path):
     p = train(tmp_path / "run", "--max_steps", "1", root=root)
     assert_user_error(p, str(shard), "re-write")
     assert not (tmp_path / "run" / "logs").exists()
+
+
+def test_sen2venus_index_cannot_read_files_outside_the_dataset_root(tmp_path):
+    import shutil
+
+    import torch
+
+    from tests.data.make_sen2venus import make
+
+    e = make(tmp_path / "ds")
+    shutil.rmtree(e["v1"] / "SITE-B")
+    site = e["v1"] / "SITE-A"
+    outside = tmp_path / "private"
+    outside.mkdir()
+    first = sorted(site.glob("*_S2_rgbnir.pt"))[0]
+    torch.save(torch.load(first), outside / "secret.pt")
+    index = site / "index.csv"
+    index.write_text(index.read_text().replace(first.name, "../../../private/secret.pt"))
+    p = cli("make_shards", "sen2venus", e["v1"], "--out", tmp_path / "o")
+    assert_user_error(p, str(index), "outside the dataset root")
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,77 @@
+"""Red team, tool arguments and config files: one line with the file and the fix, exit 2, no traceback."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.redteam.helpers import assert_user_error, cli, train
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    w = tmp_path_factory.mktemp("run") / "w"
+    p = train(w, "--max_steps", "3")
+    assert p.returncode == 0, p.stderr[-2000:]
+    return w
+
+
+def test_gin_syntax_error_is_one_line_with_the_file(tmp_path):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("train.batch_size = (\n")
+    p = train(tmp_path / "w", "--gin", bad)
+    assert_user_error(p, str(bad), "syntax")
+
+
+def test_undefined_gin_macro_is_one_line_with_the_fix(tmp_path):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("train.batch_size = %NOT_DEFINED\n")
+    p = train(tmp_path / "w", "--gin", bad)
+    line = assert_user_error(p, "NOT_DEFINED", "--gin_param")
+    assert len(line) < 400
+
+
+def test_export_checkpoint_that_is_a_folder(finished, tmp_path):
+    p = cli("export", "--checkpoint", finished / "checkpoints")
+    assert_user_error(p, "--checkpoint", "is a folder", "--workdir")
+
+
+def test_export_out_that_is_a_file(finished, tmp_path):
+    (tmp_path / "f").write_text("x")
+    p = cli("export", "--workdir", finished, "--out", tmp_path / "f")
+    assert_user_error(p, "--out", "is a file")
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_export_never_writes_through_a_planted_link(finished, tmp_path):
+    victim = tmp_path / "precious.bin"
+    victim.write_bytes(b"keep")
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "encoder.safetensors").symlink_to(victim)
+    p = cli("export", "--workdir", finished, "--out", out)
+    assert_user_error(p, "encoder.safetensors", "symbolic link")
+    assert victim.read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("damage", ["meta", "weights", "contradiction"])
+def test_probe_of_a_broken_export_is_one_line_naming_the_file(finished, tmp_path, damage):
+    exp = shutil.copytree(finished / "export", tmp_path / "exp")
+    if damage == "meta":
+        (exp / "meta.json").write_text("{not json")
+    elif damage == "weights":
+        (exp / "encoder.safetensors").write_bytes(b"\0" * 64)
+    else:
+        meta = json.loads((exp / "meta.json").read_text())
+        meta["bands"] = ["nir", "red", "green", "blue"]
+        (exp / "meta.json").write_text(json.dumps(meta))
+    p = cli("probe", "--encoder", exp, "--dataset", "mados", "--root", tmp_path, "--out", tmp_path / "res")
+    name = "encoder.safetensors" if damage == "weights" else "meta.json"
+    assert_user_error(p, str(exp / name), "re-export")
+
+
+def test_export_meta_records_the_shard_set_identity(finished):
+    meta = json.loads((finished / "export" / "meta.json").read_text())
+    assert len(meta["data"]["index_sha256"]) == 64
+    assert meta["normalization"]["bands"] == meta["bands"] == ["blue", "green", "red", "nir"]
