@@ -182,6 +182,7 @@ class PairShardWriter:
         self.nodata = None if nodata is None else float(nodata)
         self.max_nodata_fraction = None if max_nodata_fraction is None else float(max_nodata_fraction)
         self.nodata_pairs = 0
+        self._lock_fd = self._lock_output()
         self._remove_stale_temporaries()
         self.staging = self.root.parent / f".{self.root.name}.tmp-{os.getpid()}"
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -193,6 +194,31 @@ class PairShardWriter:
         self.num_samples = 0
         self.skipped: Counter = Counter()
         self._keys: set[str] = set()
+
+    def _lock_output(self) -> int:
+        """An exclusive lock on ``.ROOT.lock`` beside the set, held until close/abort: two writers of one
+        output folder cannot both run (the second is refused at once, before any work)."""
+        import fcntl
+
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        path = self.root.parent / f".{self.root.name}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise ValueError(f"{path} cannot be opened as the output lock ({exc.strerror}); remove it if it is a "
+                             "link or not a file, and run again.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ValueError(f"another process is writing a shard set to {self.root} (it holds {path}); wait for "
+                             "it to finish, or choose another --out.") from None
+        return fd
+
+    def _unlock_output(self) -> None:
+        if getattr(self, "_lock_fd", None) is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary sets of killed writers (their process is gone) next to ``root``."""
@@ -297,6 +323,7 @@ class PairShardWriter:
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        self._unlock_output()
         return index
 
     def abort(self) -> None:
@@ -306,6 +333,7 @@ class PairShardWriter:
             self._file.close()
             self._tar = None
         shutil.rmtree(self.staging, ignore_errors=True)
+        self._unlock_output()
 
     def __enter__(self) -> "PairShardWriter":
         return self

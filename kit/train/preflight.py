@@ -169,6 +169,11 @@ def preflight(framework, data, *, cfg=None, batch_size: int | None = None, world
     except (ValueError, FileNotFoundError, OSError) as exc:
         problems.append(f"data: {exc}")
     _warn_about_units(data, info)
+    if info.get("scale") == 1 and type(framework).__name__ == "SpatialAffinity":
+        problems.append(
+            f"data: {info.get('root')} holds scale-1 pairs (HR on the MR grid) but the recipe is cross-scale "
+            "(SpatialAffinity): its HR teacher would learn nothing of a finer grid. Use shards whose HR tiles are s x "
+            "the MR side (s >= 2), or a single-scale recipe (e.g. gin/latentmim_mr.gin).")
     # the model check runs even when the data check failed (with the configured shapes), so one
     # error lists the problems of both
     problems += _model_problems(framework, data, info)

@@ -161,3 +161,25 @@ def test_sen2venus_index_cannot_read_files_outside_the_dataset_root(tmp_path):
     p = cli("make_shards", "sen2venus", e["v1"], "--out", tmp_path / "o")
     assert_user_error(p, str(index), "outside the dataset root")
     assert not (tmp_path / "o").exists()
+
+
+def test_two_writers_of_one_out_cannot_both_succeed(tmp_path):
+    from kit.data.writer import PairShardWriter
+
+    out = tmp_path / "set"
+    with PairShardWriter(out, 8) as first:  # a writer at work on --out (a real one, holding its lock)
+        p = cli("make_shards", "synthetic", "--out", out, "--num-pairs", "8", "--mr-size", "32", "--no-progress")
+        assert_user_error(p, str(out), "another process is writing", "--out")
+        rng = np.random.default_rng(0)
+        mr = rng.integers(100, 3000, (4, 8, 8), dtype=np.int16)
+        first.write("a", mr, np.kron(mr, np.ones((1, 2, 2), dtype=np.int16)))
+    assert json.loads((out / "index.json").read_text())["num_samples"] == 1
+
+
+def test_scale_1_shards_under_a_cross_scale_recipe_stop_before_step_1(tmp_path):
+    root = tmp_path / "s1"
+    assert cli("make_shards", "synthetic", "--out", root, "--num-pairs", "24", "--mr-size", "32", "--scale", "1",
+               "--shard-size", "8", "--no-progress").returncode == 0
+    p = train(tmp_path / "run", "--max_steps", "1", root=root)
+    assert_user_error(p, str(root), "scale-1", "SpatialAffinity")
+    assert not (tmp_path / "run" / "logs").exists()
