@@ -34,9 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true",
                     help="start fresh in a --workdir that holds a run, moving that run aside to WORKDIR.old-<time>")
     ap.add_argument("--max_steps", type=int, default=None, help="stop after N steps; schedules keep the recipe's length")
+    ap.add_argument("--no-gin-imports", action="store_true",
+                    help="refuse gin files with 'import' lines (gin files are code; use for .gin files from a "
+                         "checkpoint or from someone else)")
     args = ap.parse_args(argv)
+    for flag, value in (("--max_steps", args.max_steps),):
+        if value is not None and value < 0:
+            raise ValueError(f"{flag} {value}: must be >= 0 (the number of steps to run).")
+    if args.workdir and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
+        raise ValueError(f"--workdir {args.workdir} is a file; pass a folder for the run.")
 
-    parse(args.gin, args.gin_param)
+    parse(args.gin, args.gin_param, allow_imports=not args.no_gin_imports)
     require_bindings("train", ("framework", "data", "lr"), args.gin)
     from kit.train.loop import train
 

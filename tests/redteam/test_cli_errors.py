@@ -75,3 +75,21 @@ def test_export_meta_records_the_shard_set_identity(finished):
     meta = json.loads((finished / "export" / "meta.json").read_text())
     assert len(meta["data"]["index_sha256"]) == 64
     assert meta["normalization"]["bands"] == meta["bands"] == ["blue", "green", "red", "nir"]
+
+
+def test_gin_imports_are_refused_on_request(tmp_path):
+    risky = tmp_path / "from_a_checkpoint.gin"
+    risky.write_text("import os.path\ntrain.seed = 1\n")
+    p = train(tmp_path / "w", "--gin", risky, "--no-gin-imports")
+    assert_user_error(p, str(risky), "import", "--no-gin-imports")
+
+
+@pytest.mark.parametrize("args, words", [(["--max_steps", "-1"], ["--max_steps", ">= 0"]),
+                                         (["--workdir", "FILE"], ["--workdir", "is a file"])])
+def test_train_arguments_are_checked_before_any_work(tmp_path, args, words):
+    f = tmp_path / "file"
+    f.write_text("x")
+    args = [str(f) if a == "FILE" else a for a in args]
+    p = train(tmp_path / "w", *args) if "--workdir" not in args else \
+        cli("train", "--gin", "gin/latentmim_sa.gin", *args)
+    assert_user_error(p, *words)
