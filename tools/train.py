@@ -38,9 +38,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="refuse gin files with 'import' lines (gin files are code; use for .gin files from a "
                          "checkpoint or from someone else)")
     args = ap.parse_args(argv)
-    for flag, value in (("--max_steps", args.max_steps),):
-        if value is not None and value < 0:
-            raise ValueError(f"{flag} {value}: must be >= 0 (the number of steps to run).")
     if args.workdir and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
         raise ValueError(f"--workdir {args.workdir} is a file; pass a folder for the run.")
 

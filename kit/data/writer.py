@@ -196,8 +196,8 @@ class PairShardWriter:
         self._keys: set[str] = set()
 
     def _lock_output(self) -> int:
-        """An exclusive lock on ``.ROOT.lock`` beside the set, held until close/abort: two writers of one
-        output folder cannot both run (the second is refused at once, before any work)."""
+        """An exclusive lock on ``.ROOT.lock`` beside the set, held until close/abort (then removed): two
+        writers of one output folder cannot both run (the second is refused at once, before any work)."""
         import fcntl
 
         self.root.parent.mkdir(parents=True, exist_ok=True)
@@ -209,14 +209,18 @@ class PairShardWriter:
                              "link or not a file, and run again.") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if not os.path.samestat(os.fstat(fd), os.lstat(path)):  # removed by its holder meanwhile
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
             os.close(fd)
             raise ValueError(f"another process is writing a shard set to {self.root} (it holds {path}); wait for "
                              "it to finish, or choose another --out.") from None
         return fd
 
     def _unlock_output(self) -> None:
+        """Remove the lock file while still holding it (a later writer checks it locked the file in place)."""
         if getattr(self, "_lock_fd", None) is not None:
+            (self.root.parent / f".{self.root.name}.lock").unlink(missing_ok=True)
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = None
 

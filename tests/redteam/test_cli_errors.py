@@ -84,7 +84,7 @@ def test_gin_imports_are_refused_on_request(tmp_path):
     assert_user_error(p, str(risky), "import", "--no-gin-imports")
 
 
-@pytest.mark.parametrize("args, words", [(["--max_steps", "-1"], ["--max_steps", ">= 0"]),
+@pytest.mark.parametrize("args, words", [(["--max_steps", "-1"], ["max_steps = -1", ">= 0"]),
                                          (["--workdir", "FILE"], ["--workdir", "is a file"])])
 def test_train_arguments_are_checked_before_any_work(tmp_path, args, words):
     f = tmp_path / "file"
