@@ -183,3 +183,17 @@ def test_scale_1_shards_under_a_cross_scale_recipe_stop_before_step_1(tmp_path):
     p = train(tmp_path / "run", "--max_steps", "1", root=root)
     assert_user_error(p, str(root), "scale-1", "SpatialAffinity")
     assert not (tmp_path / "run" / "logs").exists()
+
+
+def test_sen2venus_run_that_writes_nothing_is_an_error_that_says_why(tmp_path):
+    import shutil
+
+    from tests.data.make_sen2venus import make
+
+    e = make(tmp_path / "ds")
+    shutil.rmtree(e["v1"] / "SITE-A")
+    for pt in (e["v1"] / "SITE-B").glob("*.pt"):
+        pt.write_bytes(b"garbage")
+    p = cli("make_shards", "sen2venus", e["v1"], "--out", tmp_path / "o", "--release", "v1")
+    assert_user_error(p, "nothing was written", "unreadable")
+    assert not (tmp_path / "o").exists()

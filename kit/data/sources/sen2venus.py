@@ -123,6 +123,11 @@ def run(opts: Sen2VenusOptions) -> dict:
                 per_site[ref[1]] += 1
         written = w.num_samples
         skipped.update(w.skipped)
+        if written == 0:  # an empty set is an error; the writer drops it and keeps any old set
+            raise ValueError(
+                f"no pair of {len(refs)} listed under {opts.root} passed the checks (skipped: {dict(skipped)}; first "
+                f"errors: {reader.errors[:2]}); nothing was written to {out}. Raise --max-nodata, check --nodata "
+                "and --bands, or check the files named above.")
     index = add_to_index(out, band_stats=stats.summary())
     summary = {
         "source": "sen2venus",
