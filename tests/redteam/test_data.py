@@ -197,3 +197,10 @@ def test_sen2venus_run_that_writes_nothing_is_an_error_that_says_why(tmp_path):
     p = cli("make_shards", "sen2venus", e["v1"], "--out", tmp_path / "o", "--release", "v1")
     assert_user_error(p, "nothing was written", "unreadable")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_where_a_raster_is_expected_is_named(tmp_path):
+    mr, hr = truth(3)
+    m = write_tif(tmp_path / "mr.tif", mr, 10)
+    p = cli("make_shards", "geotiff", "--mr", m, "--hr", tmp_path, "--out", tmp_path / "o", "--tile", "8")
+    assert_user_error(p, str(tmp_path), "is a folder")

@@ -94,6 +94,8 @@ def open_raster(path: str | Path):
     from rasterio.errors import RasterioIOError
 
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"raster {p} is a folder; pass the GeoTIFF file itself (e.g. {p}/<name>.tif).")
     if not p.is_file():
         raise FileNotFoundError(f"raster {p} does not exist; check the path.")
     try:
