@@ -190,6 +190,25 @@ def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, 
                                  **mask_planning(model, data, data_info, cfg, info, start_step=run.start_step,
                                                  data_state=data_state))
     except BaseException:
+        if info.is_main and not folder.resume:
+            clear_fresh_folder(workdir)
         run.release()
         raise
     return run
+
+
+def clear_fresh_folder(workdir: Path) -> None:
+    """Undo what a fresh run wrote before it failed to start (its record, an empty log), so the same command
+    can run again. The claim found the folder empty (or moved its content aside) and the lock is still held,
+    so everything in it but the lock is this run's; links are removed, never followed."""
+    import shutil
+
+    from kit.train.rundir import LOCK_NAME
+
+    for entry in workdir.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

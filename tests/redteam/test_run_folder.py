@@ -78,3 +78,16 @@ def _umask() -> int:
     m = os.umask(0o022)
     os.umask(m)
     return m
+
+
+def test_a_fresh_run_that_fails_to_start_can_be_run_again(tmp_path):
+    # 3 shards for 1 x 4 readers: the stream refuses after the folder was claimed
+    root = tmp_path / "shards"
+    from tests.redteam.helpers import cli
+
+    assert cli("make_shards", "synthetic", "--out", root, "--num-pairs", "24", "--mr-size", "32", "--shard-size", "8",
+               "--no-progress").returncode == 0
+    w = tmp_path / "run"
+    for _ in range(2):  # the second try gets the same error, not "already holds a run"
+        p = train(w, "--max_steps", "1", "--gin_param", "PairedTiles.num_workers = 4", root=root)
+        assert_user_error(p, "readers", "num_workers")
