@@ -93,3 +93,9 @@ def test_train_arguments_are_checked_before_any_work(tmp_path, args, words):
     p = train(tmp_path / "w", *args) if "--workdir" not in args else \
         cli("train", "--gin", "gin/latentmim_sa.gin", *args)
     assert_user_error(p, *words)
+
+
+def test_a_user_error_is_exactly_one_line_on_stderr(tmp_path):
+    p = cli("export", "--checkpoint", tmp_path / "missing.pt")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert str(tmp_path / "missing.pt") in p.stderr and "--debug" in p.stderr
