@@ -51,6 +51,18 @@ def test_planted_log_symlink_in_a_resumed_run_is_refused(tmp_path):
     assert victim.read_text() == "keep me"
 
 
+def test_planted_figure_symlink_is_replaced_not_written_through(tmp_path):
+    w = tmp_path / "run"
+    assert train(w, "--max_steps", "3").returncode == 0
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    (w / "logs" / "loss_curves.png").unlink()
+    (w / "logs" / "loss_curves.png").symlink_to(victim)
+    p = train(w, "--max_steps", "1", "--resume")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert victim.read_text() == "keep me" and not (w / "logs" / "loss_curves.png").is_symlink()
+
+
 def test_resume_auto_after_a_kill_before_the_first_checkpoint_starts_fresh(tmp_path):
     w = tmp_path / "run"
     assert train(w, "--max_steps", "1").returncode == 0  # a run that left logs but (as if killed) no checkpoint
