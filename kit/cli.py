@@ -30,6 +30,7 @@ from typing import Callable
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError)
 DEBUG_FLAGS = ("--debug", "--traceback")
 _GIN_NOTE = re.compile(r"^\s*In call to configurable ")
+_GIN_MACRO = re.compile(r"No bindings specified for '([^'/]+)/gin\.macro'")
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
@@ -58,9 +59,15 @@ def _log_warning(message, category, filename, lineno, file=None, line=None) -> N
 
 def report(exc: BaseException, *, code: int = 2) -> int:
     """Print ``exc`` as one user-facing error and return the exit code."""
-    hint = "" if hasattr(exc, "exit_code") else "\n(run again with --debug for the full traceback)"
+    hint = "" if hasattr(exc, "exit_code") else " (run again with --debug for the full traceback)"
     # gin appends "In call to configurable ..." to errors raised inside a configurable: noise to a user
     text = "\n".join(line for line in str(exc).splitlines() if not _GIN_NOTE.match(line))
+    m = _GIN_MACRO.search(text)
+    if m:  # gin prints the whole config after this message: name the macro and the fix instead
+        text = (f"the gin macro %{m.group(1)} is used but never defined; define it in a gin file "
+                f"({m.group(1)} = ...) or with --gin_param '{m.group(1)} = ...', or fix its spelling.")
+    if hint and "\n" in text:  # a list of problems: the hint on a line of its own, after the list
+        hint = "\n" + hint.strip()
     print(f"error: {text}{hint}", file=sys.stderr)
     return code
 

@@ -6,6 +6,7 @@ file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -17,15 +18,66 @@ import numpy as np
 BANDS = ("blue", "green", "red", "nir")
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+class SymlinkRefusedError(OSError):
+    """A file the kit creates or truncates is a symbolic link; the kit never writes through one."""
+
+
+def _refuse_link(path: Path, exc: OSError | None = None) -> SymlinkRefusedError:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return SymlinkRefusedError(
+        f"{path} is a symbolic link (to {target}); the kit does not write through links in the folders it "
+        f"owns (it would overwrite the link's target). Remove the link ({path}) and run again.")
+
+
+def open_nofollow(path: str | os.PathLike, mode: str = "w", *, newline: str | None = None):
+    """``open(path, mode)`` for a file the kit creates, truncates or appends to, refusing a symbolic link.
+
+    ``O_NOFOLLOW`` makes the open itself refuse a link (no check-then-open race); new files get
+    ``0o666`` less the umask, as ``open`` gives them.
+
+    Raises:
+        SymlinkRefusedError naming the link and the fix.
+    """
+    path = Path(path)
+    flags = {"w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+             "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL}[mode[0]]
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or (exc.errno == errno.EEXIST and path.is_symlink()):
+            raise _refuse_link(path, exc) from None
+        raise
+    return os.fdopen(fd, mode.replace("x", "w"), **({} if "b" in mode else {"newline": newline}))
+
+
+def write_text_nofollow(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` in place (see :func:`open_nofollow`)."""
+    with open_nofollow(path, "w") as f:
+        f.write(text)
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """The temporary sibling ``.<name>.tmp<pid>`` of ``path``, free of any file or link planted there."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()  # removes a planted link itself, never its target
+    return tmp
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never through a link)."""
+    path = Path(path)
+    tmp = temp_path(path)
     try:
-        tmp.write_text(text)
+        with open_nofollow(tmp, "x") as f:
+            f.write(text)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if tmp.exists() or tmp.is_symlink():
             tmp.unlink()
 
 

@@ -34,6 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--checkpoint", help="a ckpt-*.pt file")
     ap.add_argument("--out", help="export folder (default: WORKDIR/export, or <checkpoint stem>-export)")
     args = ap.parse_args(argv)
+    if args.checkpoint and Path(args.checkpoint).is_dir():
+        raise ValueError(f"--checkpoint {args.checkpoint} is a folder; pass a ckpt-*.pt file, or the run folder "
+                         "with --workdir.")
+    if args.workdir and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
+        raise ValueError(f"--workdir {args.workdir} is a file; pass the run folder (it holds checkpoints/), or the "
+                         "file with --checkpoint.")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; pass a folder for encoder.safetensors and meta.json.")
     if args.workdir:
         state, path = load_newest(args.workdir)
         out = Path(args.out or Path(args.workdir) / "export")

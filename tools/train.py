@@ -44,14 +44,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="print every binding the recipe files and --gin_param set (after includes), then exit")
     ap.add_argument("--list_configurables", action="store_true",
                     help="print every configurable a gin file may bind, with its parameters, then exit")
+    ap.add_argument("--no-gin-imports", action="store_true",
+                    help="refuse gin files with 'import' lines (gin files are code; use for .gin files from a "
+                         "checkpoint or from someone else)")
     args = ap.parse_args(argv)
+    if args.workdir and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
+        raise ValueError(f"--workdir {args.workdir} is a file; pass a folder for the run.")
 
     if args.list_configurables:
         print(list_configurables())
         return 0
     if not args.gin:
         ap.error("--gin RECIPE is required (e.g. --gin gin/latentmim_sa.gin); --list_configurables needs none")
-    parse(args.gin, args.gin_param)
+    parse(args.gin, args.gin_param, allow_imports=not args.no_gin_imports)
     require_bindings("train", ("framework", "data", "lr"), args.gin)
     note = cpu_warning()
     if note:

@@ -15,6 +15,7 @@ raises :class:`DataError` when more than ``max_bad_fraction`` of a worker's samp
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -28,7 +29,7 @@ from kit.data.errors import DataError
 from kit.data.reader import MIN_MR_SIDE, BadSample, CountingHandler, decode_npy, first_sample, shard_samples
 from kit.data.stream import PairStream, _PairIterable
 from kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache
-from kit.data.transforms import FALSE_HR_MODES, PARAM_KEYS, PairedRandomResizedCrop, SensorNormalize
+from kit.data.transforms import FALSE_HR_MODES, PARAM_KEYS, S2_MEAN, PairedRandomResizedCrop, SensorNormalize
 from kit.io import BANDS
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ def list_shards(root: str | Path) -> list[dict[str, Any]]:
         return [{"name": n, "num_samples": None} for n in tars]
     fix = "re-write the set: python tools/make_shards.py ... --out DIR --replace"
     try:
-        shards = [{"name": s["name"], "num_samples": s.get("num_samples")} for s in json.loads(index.read_text())["shards"]]
+        shards = [{"name": s["name"], "num_samples": s.get("num_samples"), "size": s.get("size")}
+                  for s in json.loads(index.read_text())["shards"]]
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{index} is unreadable ({type(e).__name__}: {e}); {fix}.") from None
     listed = {s["name"] for s in shards}
@@ -67,6 +69,48 @@ def list_shards(root: str | Path) -> list[dict[str, Any]]:
             + f"{fix} (or move the foreign shards out)."
         )
     return shards
+
+
+def shard_set_identity(root: str | Path, shards: list[dict]) -> dict:
+    """What identifies a shard set, whatever its path: ``{"index_sha256", "num_shards"}``.
+
+    The hash is of ``index.json``'s bytes (sets written by this kit list each shard's size and content
+    sha256 there, so it names the content); a folder without an index hashes its shard names and sizes.
+    """
+    root = Path(root)
+    index = root / "index.json"
+    if index.is_file():
+        digest = hashlib.sha256(index.read_bytes()).hexdigest()
+    else:
+        listing = "\n".join(f"{s['name']} {(root / s['name']).stat().st_size}" for s in shards)
+        digest = hashlib.sha256(listing.encode()).hexdigest()
+    return {"index_sha256": digest, "num_shards": len(shards)}
+
+
+def check_shard_files(root: str | Path, shards: list[dict]) -> list[str]:
+    """Problems of the shard files against the index, before any read: missing, empty, unreadable, or a
+    size other than the one the index records (a truncated or replaced shard). One line per shard."""
+    fix = "re-write the set (python tools/make_shards.py ... --out DIR --replace)"
+    problems = []
+    for s in shards:
+        path = Path(root) / s["name"]
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as e:
+            problems.append(f"shard {path} cannot be read ({e.strerror or e}); check its permissions or {fix}.")
+            continue
+        want = s.get("size")
+        if size == 0:
+            problems.append(f"shard {path} is empty (0 bytes) but the index lists {s.get('num_samples', '?')} "
+                            f"samples; {fix}.")
+        elif want is not None and size != want:
+            problems.append(f"shard {path} is {size} bytes but index.json records {want} (truncated or replaced "
+                            f"after the set was written); {fix}.")
+        elif size % 512:
+            problems.append(f"shard {path} is {size} bytes, not a whole tar file (a multiple of 512): truncated; {fix}.")
+    return problems
 
 
 # -- the gin-facing config ------------------------------------------------------------------------------
@@ -173,6 +217,24 @@ class PairedTiles:
                 index = json.loads(index_path.read_text())
             except ValueError:
                 pass
+        problems = check_shard_files(root, shards)
+        if problems:
+            raise DataError(problems[0] if len(problems) == 1 else
+                            f"{len(problems)} shard(s) of {root} do not match index.json:\n" + "\n".join(
+                                f"  - {p}" for p in problems[:10]))
+        stored = [str(b).lower() for b in index.get("bands", BANDS[: self.bands])]
+        expected = list(BANDS[: self.bands])
+        if self.normalize is not None and len(stored) == len(expected) and stored != expected:
+            default = isinstance(self.normalize, SensorNormalize) and torch.allclose(
+                self.normalize.mr_mean.flatten(), torch.tensor(S2_MEAN[: self.bands], dtype=torch.float32))
+            msg = (f"{index_path} stores the bands in the order {stored} but the recipe's normalisation "
+                   f"(SensorNormalize) is for {expected}")
+            if default:
+                raise DataError(
+                    f"{msg}: training would normalise each band with another band's statistics. Re-write the shards "
+                    f"in the recipe's order (make_shards.py ... --bands {' '.join(expected)} --replace), or set "
+                    f"SensorNormalize.mr_mean / mr_std / hr_mean / hr_std to statistics in the shards' order.")
+            log.warning("%s unless its statistics (set in the recipe) are in the shards' order; check them.", msg)
         index_scale = index.get("scale")
         declared = [v for v in index.get("nodata", []) if v != -10000]
         self._nodata = (declared[0] if declared else None, float(index.get("max_nodata_fraction", 0.0)))
@@ -232,6 +294,7 @@ class PairedTiles:
             "mr_shape": tuple(int(x) for x in mr.shape),
             "hr_shape": tuple(int(x) for x in hr.shape),
             "band_names": list(index.get("bands", BANDS[: self.bands])),
+            "identity": {**shard_set_identity(root, shards), "bands": list(index.get("bands", BANDS[: self.bands]))},
             "mr_gsd": index.get("mr_gsd"),
             "hr_gsd": index.get("hr_gsd"),
         }

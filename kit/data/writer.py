@@ -23,6 +23,7 @@ the same one.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -103,6 +104,26 @@ def nodata_fraction(a: np.ndarray, nodata: float | None = None) -> float:
     return float(mask.any(axis=0).mean())
 
 
+class _HashingFile:
+    """A write-only file that hashes (sha256) and counts what passes through it to the real file."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "xb")  # a fresh file in the writer's own staging folder
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
 class PairShardWriter:
     """Streams pairs into ``pairs-%06d.tar`` shards of a new set; ``close`` writes ``index.json`` and renames it in.
 
@@ -144,6 +165,9 @@ class PairShardWriter:
             raise ValueError(f"mr_gsd / hr_gsd = {mr_gsd}/{hr_gsd} is not an integer scale.")
         if max_nodata_fraction is not None and not 0.0 <= max_nodata_fraction <= 1.0:
             raise ValueError(f"max_nodata_fraction must be in [0, 1], got {max_nodata_fraction}.")
+        if not isinstance(prefix, str) or not _KEY_RE.match(prefix):
+            raise ValueError(f"--prefix {prefix!r}: a shard name prefix may hold only letters, digits, '_' and '-' "
+                             "(no '/', '.' or '..': shards are written inside --out only); e.g. --prefix pairs.")
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"{self.root} exists and is not a folder; choose another output folder.")
@@ -158,6 +182,7 @@ class PairShardWriter:
         self.nodata = None if nodata is None else float(nodata)
         self.max_nodata_fraction = None if max_nodata_fraction is None else float(max_nodata_fraction)
         self.nodata_pairs = 0
+        self._lock_fd = self._lock_output()
         self._remove_stale_temporaries()
         self.staging = self.root.parent / f".{self.root.name}.tmp-{os.getpid()}"
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -169,6 +194,35 @@ class PairShardWriter:
         self.num_samples = 0
         self.skipped: Counter = Counter()
         self._keys: set[str] = set()
+
+    def _lock_output(self) -> int:
+        """An exclusive lock on ``.ROOT.lock`` beside the set, held until close/abort (then removed): two
+        writers of one output folder cannot both run (the second is refused at once, before any work)."""
+        import fcntl
+
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        path = self.root.parent / f".{self.root.name}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise ValueError(f"{path} cannot be opened as the output lock ({exc.strerror}); remove it if it is a "
+                             "link or not a file, and run again.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not os.path.samestat(os.fstat(fd), os.lstat(path)):  # removed by its holder meanwhile
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            raise ValueError(f"another process is writing a shard set to {self.root} (it holds {path}); wait for "
+                             "it to finish, or choose another --out.") from None
+        return fd
+
+    def _unlock_output(self) -> None:
+        """Remove the lock file while still holding it (a later writer checks it locked the file in place)."""
+        if getattr(self, "_lock_fd", None) is not None:
+            (self.root.parent / f".{self.root.name}.lock").unlink(missing_ok=True)
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary sets of killed writers (their process is gone) next to ``root``."""
@@ -182,14 +236,18 @@ class PairShardWriter:
         name = f"{self.prefix}-{self._shard_no:06d}.tar"
         # payloads are encoded here, as bytes; a whole-second mtime keeps the members plain ustar headers
         # (a float mtime costs every member an extra pax header, which the reader then has to parse)
-        self._tar = wds.TarWriter(str(self.staging / name), encoder=False, mtime=int(time.time()))
+        self._file = _HashingFile(self.staging / name)
+        self._tar = wds.TarWriter(self._file, encoder=False, mtime=int(time.time()))
         self._count = 0
 
     def _finish_shard(self) -> None:
         if self._tar is None:
             return
         self._tar.close()
-        self.shards.append({"name": f"{self.prefix}-{self._shard_no:06d}.tar", "num_samples": self._count})
+        self._file.close()
+        # size and content hash: the index (whose own hash identifies the set) then names the shards' content
+        self.shards.append({"name": f"{self.prefix}-{self._shard_no:06d}.tar", "num_samples": self._count,
+                            "size": self._file.size, "sha256": self._file.sha256.hexdigest()})
         self._tar = None
         self._shard_no += 1
 
@@ -269,14 +327,17 @@ class PairShardWriter:
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        self._unlock_output()
         return index
 
     def abort(self) -> None:
         """Drop the new set (its temporary folder); an existing set at ``root`` stays as it was."""
         if self._tar is not None:
             self._tar.close()
+            self._file.close()
             self._tar = None
         shutil.rmtree(self.staging, ignore_errors=True)
+        self._unlock_output()
 
     def __enter__(self) -> "PairShardWriter":
         return self

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 
 from kit.encoders.pos_embed import sincos_2d
-from kit.io import write_json_atomic
+from kit.io import _refuse_link, temp_path, write_json_atomic
 
 TIMM_CLASS = "timm.models.vision_transformer.VisionTransformer"
 # timm model names the kit's encoders can carry -> (patch, width, depth, heads) they stand for
@@ -105,6 +105,12 @@ def use_sincos_positions(model: VisionTransformer, spacing: str = "integer") -> 
     return model
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def export_encoder(encoder, out_dir: str | os.PathLike, **meta: Any) -> Path:
     """Write ``encoder.safetensors`` and ``meta.json`` for a :class:`kit.encoders.vit.ViTEncoder`.
 
@@ -124,9 +130,13 @@ def write_export(state: dict, timm_name: str, timm_kwargs: dict, out_dir: str | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
-    tmp = out / f".encoder.safetensors.tmp{os.getpid()}"
+    target = out / "encoder.safetensors"
+    if target.is_symlink():
+        raise _refuse_link(target)
+    tmp = temp_path(target)
     save_file(tensors, str(tmp))
-    os.replace(tmp, out / "encoder.safetensors")
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates its file 0600; a shared export follows the umask
+    os.replace(tmp, target)
     info = {
         "architecture": describe_architecture(timm_kwargs),
         "timm_class": TIMM_CLASS,
@@ -195,9 +205,25 @@ def load_exported_encoder(export_dir: str | os.PathLike, device: str | torch.dev
                 f"{d / name} is missing; an export folder is written by tools/train.py at WORKDIR/export "
                 "(or tools/export.py from a checkpoint)."
             )
-    meta = json.loads((d / "meta.json").read_text())
-    model = build_timm_vit(meta["timm_kwargs"])
-    model.load_state_dict(load_file(str(d / "encoder.safetensors")), strict=True)
+    fix = "re-export it (tools/export.py --workdir RUN, or --checkpoint CKPT --out DIR)"
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+        if not isinstance(meta, dict) or "timm_kwargs" not in meta:
+            raise ValueError("it has no 'timm_kwargs'")
+        model = build_timm_vit(meta["timm_kwargs"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{d / 'meta.json'} is not an export description ({exc}); {fix}.") from None
+    norm = meta.get("normalization") or {}
+    if isinstance(norm, dict) and norm.get("bands") and meta.get("bands") and list(norm["bands"]) != list(meta["bands"]):
+        raise ValueError(f"{d / 'meta.json'} contradicts itself: the encoder takes bands {meta['bands']} but its "
+                         f"normalisation is for {norm['bands']}; {fix}.")
+    try:
+        state = load_file(str(d / "encoder.safetensors"))
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{d / 'encoder.safetensors'} cannot be loaded as the encoder meta.json describes "
+                         f"({type(exc).__name__}: {first}); {fix}.") from None
     if training_positions and meta.get("pos_embed", "sincos-2d-fixed") == "sincos-2d-fixed":
         use_sincos_positions(model, meta.get("pos_spacing", "integer"))
     return model.to(device).eval(), meta

@@ -214,10 +214,12 @@ def render(path: str | os.PathLike, rgb: np.ndarray, maps: list[tuple[str, np.nd
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with warnings.catch_warnings():
+    from kit.io import open_nofollow, temp_path
+
+    tmp = temp_path(path)  # never through a link planted at the temp name
+    with warnings.catch_warnings(), open_nofollow(tmp, "xb") as f:
         warnings.simplefilter("ignore")
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
     return path

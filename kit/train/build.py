@@ -19,8 +19,8 @@ from kit.train.logger import MetricsLogger
 from kit.train.masks import MaskPlanner
 from kit.train.compile import compile_framework
 from kit.train.optim import build_adamw
-from kit.train.preflight import ConfigError, check_settings, preflight
-from kit.train.rundir import Claim, RunFolderError, claim
+from kit.train.preflight import ConfigError, check_settings, preflight, problem_text
+from kit.train.rundir import Claim, RunFolderError, claim, write_record
 from kit.train.state import Run, TrainConfig
 from kit.train.step import TrainStep
 
@@ -80,9 +80,14 @@ def export_description(model: Framework, data: Any, data_info: dict, horizon: in
     prefix = ".".join(p for p in (name, spec["module"]) if p) + "."
     norm = getattr(data, "normalize", None)
     view = getattr(model, "view", "mr")
+    bands = list(data_info.get("band_names", ("blue", "green", "red", "nir")))
+    normalization = norm.describe(view) if hasattr(norm, "describe") else None
+    if isinstance(normalization, dict):  # the order its statistics are in: the shards' (checked by the data)
+        normalization = {**normalization, "bands": bands}
     meta = {
-        "bands": list(data_info.get("band_names", ("blue", "green", "red", "nir"))),
-        "normalization": norm.describe(view) if hasattr(norm, "describe") else None,
+        "bands": bands,
+        "normalization": normalization,
+        "data": data_info.get("identity"),
         "gsd": data_info.get(f"{view}_gsd"),
         "view": view,
         "recipe": list(recipe),
@@ -101,6 +106,7 @@ def restore(run: Run, state: dict, path: Path) -> dict | None:
     """
     info = run.info
     changes = fp.check_resume(state.get("config"), run.config, source=str(path))
+    check_data_identity(state.get("data_identity"), run.data_info, source=str(path))
     try:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
@@ -118,6 +124,24 @@ def restore(run: Run, state: dict, path: Path) -> dict | None:
                         "and schedules resume exactly)", len(state["data"]), info.world_size)
     ckpt.restore_rng(state["rng"][info.rank] if same_world else state["rng"][0])
     return state["data"][info.rank] if same_world else None
+
+
+def check_data_identity(saved: dict | None, data_info: dict, *, source: str) -> None:
+    """Refuse a resume on another shard set than the run's (compared by content identity, not by path).
+
+    Raises:
+        fp.ResumeMismatchError naming the shard folder, both identities and the fix.
+    """
+    now = data_info.get("identity")
+    if not saved or not now:
+        return
+    diffs = [f"{k}: run has {saved.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+             if saved.get(k) != now.get(k)]
+    if diffs:
+        raise fp.ResumeMismatchError(
+            f"cannot resume from {source}: the shard set at {data_info.get('root')} is not the one the run trained "
+            f"on ({'; '.join(diffs)}); the saved data position would point into other data. Resume with the "
+            "original shard set, or start a new --workdir on the new one.")
 
 
 def claim_folder(workdir: Path, info: DistInfo, *, resume: bool | str, overwrite: bool) -> Claim:
@@ -140,8 +164,7 @@ def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, 
               overwrite: bool = False, max_steps: int | None, recipe: list[str]) -> Run:
     """Build (or resume) everything a run needs; nothing is written before every check has passed."""
     if problems := check_settings(cfg, world_size=info.world_size, max_steps=max_steps):
-        raise ConfigError("the run cannot start; fix the following and run again:\n"
-                          + "\n".join(f"  - {p}" for p in problems))
+        raise ConfigError(problem_text(problems))
     framework = build_framework(framework, cfg.seed)
     data_info = preflight(framework, data, cfg=cfg, world_size=info.world_size)
     data, horizon = rank_data(data, cfg, info), cfg.horizon(data_info["num_samples"])
@@ -155,6 +178,8 @@ def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, 
     if cfg.precision == "fp16":
         run.scaler = torch.amp.GradScaler(info.device.type)
     try:
+        if info.is_main and not folder.resume:
+            write_record(workdir, data=data_info.get("identity"), data_root=data_info.get("root"))
         data_state = restore(run, *ckpt.load_newest(workdir, info.device)) if folder.resume else None
         if cfg.compile:
             compile_framework(model, **({} if cfg.compile is True else {"backend": cfg.compile}))
@@ -171,6 +196,25 @@ def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, 
                                  **mask_planning(model, data, data_info, cfg, info, start_step=run.start_step,
                                                  data_state=data_state))
     except BaseException:
+        if info.is_main and not folder.resume:
+            clear_fresh_folder(workdir)
         run.release()
         raise
     return run
+
+
+def clear_fresh_folder(workdir: Path) -> None:
+    """Undo what a fresh run wrote before it failed to start (its record, an empty log), so the same command
+    can run again. The claim found the folder empty (or moved its content aside) and the lock is still held,
+    so everything in it but the lock is this run's; links are removed, never followed."""
+    import shutil
+
+    from kit.train.rundir import LOCK_NAME
+
+    for entry in workdir.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from kit.io import open_nofollow, temp_path
+
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
@@ -108,13 +110,15 @@ def save_checkpoint(workdir: str | os.PathLike, step: int, state: dict[str, Any]
     d = checkpoint_dir(workdir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"ckpt-{step:08d}.pt"
-    tmp = d / f".{path.name}.tmp{os.getpid()}"
-    gin_tmp = d / f".ckpt-{step:08d}.gin.tmp{os.getpid()}"
+    tmp = temp_path(path)
+    gin_tmp = temp_path(d / f"ckpt-{step:08d}.gin")
     try:
-        torch.save(state, tmp)
-        with open(tmp, "rb+") as f:
+        with open_nofollow(tmp, "xb") as f:  # never through a link planted at the temp name
+            torch.save(state, f)
+            f.flush()
             os.fsync(f.fileno())
-        gin_tmp.write_text(gin_config)
+        with open_nofollow(gin_tmp, "x") as f:
+            f.write(gin_config)
     except (OSError, RuntimeError) as exc:
         raise _save_failed(workdir, step, d, exc) from exc
     os.replace(gin_tmp, d / f"ckpt-{step:08d}.gin")

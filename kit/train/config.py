@@ -4,6 +4,11 @@ Every gin file and ``--gin_param`` binding is parsed with unknown names as error
 configurable or parameter name stops the run with the file, the offending name and the closest valid
 names. Include paths are resolved against the repository root, so recipes can ``include
 'gin/base/....gin'`` from any working directory.
+
+Recipes are code, like Python configs: a gin ``import`` line imports (runs) that Python module, so a gin
+file is trusted as much as a script. The kit's own recipes need no ``import``; ``parse(...,
+allow_imports=False)`` (``tools/train.py --no-gin-imports``) refuses any gin file, or file it includes,
+that has one: use it for ``.gin`` files that come with a checkpoint or from someone else.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import importlib
 import inspect
 import pkgutil
 import re
+import tokenize
 from pathlib import Path
 
 import gin
@@ -83,6 +89,11 @@ def _suggest(name: str, choices: list[str]) -> str:
 
 def _explain(exc: Exception, source: str) -> GinConfigError:
     msg = str(exc)
+    if isinstance(exc, tokenize.TokenError) or isinstance(exc, SyntaxError):
+        where = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], tuple) else None
+        line = f" (line {where[0]})" if where else ""
+        return GinConfigError(f"{source}: gin syntax error{line}: {exc.args[0] if exc.args else msg}. Fix the "
+                              "binding there (e.g. an unclosed bracket or quote).")
     m = re.search(r"No configurable matching '([^']+)'", msg)
     if m:
         name = m.group(1).split("/")[-1].split(".")[-1]
@@ -100,8 +111,33 @@ def _explain(exc: Exception, source: str) -> GinConfigError:
     return GinConfigError(f"{source}: {msg}")
 
 
-def parse(gin_files: list[str], bindings: list[str] | None = None) -> None:
-    """Parse recipes and overrides into gin's global config (clearing it first)."""
+_IMPORT = re.compile(r"^\s*(import|from)\s+\S")
+_INCLUDE = re.compile(r"^\s*include\s+['\"]([^'\"]+)['\"]")
+
+
+def refuse_imports(path: Path, seen: set | None = None) -> None:
+    """Raise GinConfigError when ``path`` or a file it includes has a gin ``import`` line."""
+    seen = set() if seen is None else seen
+    if path in seen or not path.is_file():
+        return
+    seen.add(path)
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if _IMPORT.match(line):
+            raise GinConfigError(f"{path}:{n}: '{line.strip()}' would import Python code, and gin imports are "
+                                 "refused (--no-gin-imports); remove the line, or drop --no-gin-imports if you trust "
+                                 "the file.")
+        m = _INCLUDE.match(line)
+        if m:
+            inc = Path(m.group(1))
+            refuse_imports(inc if inc.is_file() else REPO_ROOT / inc, seen)
+
+
+def parse(gin_files: list[str], bindings: list[str] | None = None, *, allow_imports: bool = True) -> None:
+    """Parse recipes and overrides into gin's global config (clearing it first).
+
+    Args:
+        allow_imports: False refuses gin files with ``import`` lines (see the module docstring).
+    """
     register_all()
     gin.clear_config()
     gin.add_config_file_search_path(str(REPO_ROOT))
@@ -110,14 +146,16 @@ def parse(gin_files: list[str], bindings: list[str] | None = None) -> None:
         if not p.is_file() and not (REPO_ROOT / f).is_file():
             raise FileNotFoundError(f"gin file {f!r} not found (looked in the working directory and {REPO_ROOT}).")
         path = str(p if p.is_file() else REPO_ROOT / f)
+        if not allow_imports:
+            refuse_imports(Path(path))
         try:
             gin.parse_config_file(path, skip_unknown=False)
-        except (ValueError, KeyError, SyntaxError, IOError) as exc:
+        except (ValueError, KeyError, SyntaxError, IOError, tokenize.TokenError) as exc:
             raise _explain(exc, f) from None
     for b in bindings or []:
         try:
             gin.parse_config(b, skip_unknown=False)
-        except (ValueError, KeyError, SyntaxError) as exc:
+        except (ValueError, KeyError, SyntaxError, tokenize.TokenError) as exc:
             raise _explain(exc, f"--gin_param {b!r}") from None
     gin.finalize()
 

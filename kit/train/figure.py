@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kit.io import open_nofollow, temp_path
+
 
 def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None and math.isfinite(float(r[key]))]
@@ -91,6 +93,9 @@ def plot_run(rows: list[dict], out: str | os.PathLike, title: str = "") -> Path 
         fig.suptitle(title)
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=110)
+    tmp = temp_path(out)  # never through a link planted at the figure's name
+    with open_nofollow(tmp, "xb") as f:
+        fig.savefig(f, dpi=110, format="png")
+    os.replace(tmp, out)
     plt.close(fig)
     return out

@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from kit.io import open_nofollow, write_text_atomic
 from kit.train.figure import plot_run
 
 log = logging.getLogger(__name__)
@@ -63,13 +64,11 @@ class MetricsLogger:
         return rows
 
     def _rewrite(self, rows: list[dict]) -> None:
-        tmp = self.jsonl.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, self.jsonl)
+        write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
         self._fields = None
         if rows:
             self._fields = list(dict.fromkeys(k for r in rows for k in r))
-        with open(self.csv, "w", newline="") as f:
+        with open_nofollow(self.csv, "w", newline="") as f:
             if rows:
                 w = csv.DictWriter(f, fieldnames=self._fields)
                 w.writeheader()
@@ -79,13 +78,13 @@ class MetricsLogger:
         if not self.enabled:
             return
         row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-        with open(self.jsonl, "a") as f:
+        with open_nofollow(self.jsonl, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self._fields is None or any(k not in self._fields for k in row):
             self._fields = list(dict.fromkeys([*(self._fields or []), *row]))
             self._rewrite(self.read(self.jsonl))
         else:
-            with open(self.csv, "a", newline="") as f:
+            with open_nofollow(self.csv, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self._fields).writerow(row)
         if self._tb is not None:
             for k, v in row.items():

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from kit.encoders.export import export_encoder
 from kit.frameworks.base import Framework
+from kit.io import write_text_atomic, write_text_nofollow
 from kit.train import checkpoint as ckpt
 from kit.train import distributed as distr
 from kit.train.build import build_run
@@ -184,7 +185,7 @@ def announce(run: Run) -> None:
     """Write the parsed config next to the run and say what is about to happen (rank 0)."""
     if not run.info.is_main:
         return
-    (run.workdir / "config.gin").write_text(gin.config_str())
+    write_text_nofollow(run.workdir / "config.gin", gin.config_str())
     log.info("training %s on %d pairs from %s: steps %d->%d of %d (batch %d, %d rank(s), %s)",
              type(run.model).__name__, run.data_info["num_samples"], run.data_info["root"], run.start_step,
              run.stop, run.horizon, run.cfg.batch_size, run.info.world_size, run.info.device)
@@ -252,6 +253,7 @@ def save(run: Run, step: int) -> None:
         "seed": run.cfg.seed,
         "export": run.export,
         "config": run.config,
+        "data_identity": run.data_info.get("identity"),
     }
     if run.scaler is not None:  # fp16: the gradient scaler's scale and growth tracker
         state["scaler"] = run.scaler.state_dict()
@@ -277,5 +279,5 @@ def finish(run: Run, step: int) -> dict:
         recipe = ", ".join(Path(r).name for r in run.export["meta"].get("recipe", [])) or "recipe ?"
         curve = run.logger.plot(title=f"{recipe}: {step} of {run.horizon} optimizer steps")
         result["loss_curve"] = str(curve) if curve else None
-        (run.workdir / "summary.json").write_text(json.dumps(result, indent=2, default=str))
+        write_text_atomic(run.workdir / "summary.json", json.dumps(result, indent=2, default=str))
     return result

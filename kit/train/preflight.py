@@ -33,6 +33,13 @@ def _number(name: str, value, *, low: float, strict: bool, none_ok: bool = False
     return []
 
 
+def problem_text(problems: list[str]) -> str:
+    """One line for one problem (what the CLI prints as its error), a list for several."""
+    if len(problems) == 1 and "\n" not in problems[0]:
+        return f"the run cannot start: {problems[0]}"
+    return "the run cannot start; fix the following and run again:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
 def check_settings(cfg, *, world_size: int = 1, max_steps: int | None = None) -> list[str]:
     """Type and range of every schedule, cadence and numerics binding of ``train`` (a list of problems)."""
     p = _integer("train.batch_size", cfg.batch_size, 1)
@@ -164,13 +171,16 @@ def preflight(framework, data, *, cfg=None, batch_size: int | None = None, world
     except (ValueError, FileNotFoundError, OSError) as exc:
         problems.append(f"data: {exc}")
     _warn_about_units(data, info)
+    if info.get("scale") == 1 and type(framework).__name__ == "SpatialAffinity":
+        problems.append(
+            f"data: {info.get('root')} holds scale-1 pairs (HR on the MR grid) but the recipe is cross-scale "
+            "(SpatialAffinity): its HR teacher would learn nothing of a finer grid. Use shards whose HR tiles are s x "
+            "the MR side (s >= 2), or a single-scale recipe (e.g. gin/latentmim_mr.gin).")
     # the model check runs even when the data check failed (with the configured shapes), so one
     # error lists the problems of both
     problems += _model_problems(framework, data, info)
     if schedules and not problems:
         problems += check_schedules(cfg, framework, cfg.horizon(info["num_samples"]))
     if problems:
-        raise ConfigError(
-            "the run cannot start; fix the following and run again:\n" + "\n".join(f"  - {p}" for p in problems)
-        )
+        raise ConfigError(problem_text(problems))
     return info

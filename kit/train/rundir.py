@@ -8,6 +8,7 @@ processes lock two different files of the same name).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -17,14 +18,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit.io import pid_alive
+from kit.io import pid_alive, write_json_atomic
 from kit.train import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
+#: the run's record: written when a fresh run takes the folder, then holds what it trains on (identity)
+RECORD_NAME = "run.json"
 #: what makes a folder hold a run (besides checkpoints)
-RUN_FILES = ("export", "summary.json", "logs/metrics.jsonl")
+RUN_FILES = ("export", "summary.json", "logs/metrics.jsonl", RECORD_NAME)
 
 
 class RunFolderError(ValueError):
@@ -54,7 +57,17 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: a planted .lock -> some/file would have that file truncated
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise RunFolderError(
+                f"{self.path} is a symbolic link (to {os.readlink(self.path)}); the run lock is never opened "
+                f"through a link (its target would be overwritten). Remove {self.path} and run again.") from None
+        if not os.path.samestat(os.fstat(fd), os.lstat(self.path)):  # swapped for a link after the open
+            os.close(fd)
+            raise RunFolderError(f"{self.path} changed while it was being opened; run again.")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -107,6 +120,33 @@ def holds_run(workdir: Path) -> list[str]:
     return found
 
 
+def foreign_files(workdir: Path) -> list[str]:
+    """Entries of ``workdir`` that no run of the kit wrote (a fresh run would overwrite some of them)."""
+    if not workdir.is_dir():
+        return []
+    return sorted(p.name for p in workdir.iterdir() if p.name != LOCK_NAME)
+
+
+def write_record(workdir: Path, **fields) -> None:
+    """Write (or update) the run's record ``WORKDIR/run.json`` atomically, never through a link."""
+    path = Path(workdir) / RECORD_NAME
+    record = read_record(workdir)
+    record.update(fields)
+    write_json_atomic(path, record)
+
+
+def read_record(workdir: Path) -> dict:
+    """The run's record (``{}`` when there is none or it is unreadable)."""
+    path = Path(workdir) / RECORD_NAME
+    try:
+        if path.is_symlink():
+            return {}
+        out = json.loads(path.read_text())
+        return out if isinstance(out, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def move_aside(workdir: Path) -> Path:
     """Move everything of an earlier run (not the lock) into a sibling ``WORKDIR.old-<time>`` folder."""
     base = f"{workdir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -143,18 +183,33 @@ def claim(workdir: str | os.PathLike, *, resume: bool | str, overwrite: bool = F
         if removed:
             log.info("removed %d temp file(s) of interrupted saves: %s", len(removed), ", ".join(p.name for p in removed))
         has_ckpt = bool(ckpt.list_checkpoints(workdir))
-        if resume == "auto":
+        auto = resume == "auto"
+        if auto:
             resume = has_ckpt
         elif resume and not has_ckpt:
             raise RunFolderError(
                 f"--resume: {ckpt.checkpoint_dir(workdir)} holds no checkpoint to resume from. Start the run "
                 "without --resume (or with --resume auto), or point --workdir at the run to continue.")
         if not resume and (found := holds_run(workdir)):
-            if not overwrite:
+            if auto:  # a run killed before its first checkpoint: nothing to resume, start again (kept aside)
+                log.warning("--resume auto: %s holds a run that was stopped before its first checkpoint (%s); "
+                            "moved it to %s and starting fresh", workdir, ", ".join(found), move_aside(workdir))
+            elif not overwrite:
                 raise RunFolderError(
                     f"{workdir} already holds a run ({', '.join(found)}). Continue it with --resume, pick a new "
                     "--workdir, or pass --overwrite to move the old run aside (it is kept, not deleted).")
-            log.warning("--overwrite: moved the earlier run in %s to %s", workdir, move_aside(workdir))
+            else:
+                log.warning("--overwrite: moved the earlier run in %s to %s", workdir, move_aside(workdir))
+        elif not resume and (other := foreign_files(workdir)):
+            if not overwrite:
+                raise RunFolderError(
+                    f"{workdir} is not empty and holds files that are not a run of this kit ({', '.join(other[:5])}"
+                    f"{', ...' if len(other) > 5 else ''}); a run writes config.gin, logs/, checkpoints/, export/ "
+                    "and summary.json there and would overwrite them. Pick an empty (or new) --workdir, or pass "
+                    "--overwrite to move these files aside (kept, not deleted).")
+            log.warning("--overwrite: moved the files in %s to %s", workdir, move_aside(workdir))
+        if not resume:
+            write_record(workdir, kit_run=1, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
         return Claim(lock=lock, resume=bool(resume))
     except BaseException:
         lock.release()

@@ -104,10 +104,11 @@ def test_missing_file(geotiff_pair, tmp_path):
         run(pair, "hr", tmp_path / "o")
 
 
-def test_all_nodata_tiles_are_counted(geotiff_pair, tmp_path):
-    with pytest.warns(UserWarning, match="nothing was written"):
-        s = run(geotiff_pair, "hr_nodata", tmp_path / "o")
-    assert s["written"] == 0 and s["skipped"] == {"nodata": s["tiles"]}
+def test_all_nodata_tiles_are_an_error_that_says_why(geotiff_pair, tmp_path):
+    with pytest.raises(ValueError, match=r"no tile pair .* passed the checks \(skipped: \{'nodata': \d+\}.*nothing "
+                                         r"was written.*--max-nodata"):
+        run(geotiff_pair, "hr_nodata", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 def test_max_nodata_threshold_admits_partial_tiles(geotiff_pair, tmp_path):

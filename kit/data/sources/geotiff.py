@@ -94,6 +94,8 @@ def open_raster(path: str | Path):
     from rasterio.errors import RasterioIOError
 
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"raster {p} is a folder; pass the GeoTIFF file itself (e.g. {p}/<name>.tif).")
     if not p.is_file():
         raise FileNotFoundError(f"raster {p} does not exist; check the path.")
     try:
@@ -143,6 +145,25 @@ def band_indexes(ds, bands: tuple[str, ...], spec: str | None, flag: str) -> lis
     interp = [c.name.lower() for c in ds.colorinterp]
     if all(b in interp for b in bands):
         return [interp.index(b) + 1 for b in bands]
+    # descriptions and colour interpretation together (e.g. red, green, blue, undefined: an RGB + NIR raster)
+    named = {b: f if f is not None else (interp.index(b) + 1 if b in interp else None) for b, f in zip(bands, found)}
+    if any(v is not None for v in named.values()):
+        left = [b for b, v in named.items() if v is None]
+        free = [i + 1 for i in range(ds.count) if i + 1 not in named.values() and interp[i] == "undefined"
+                and not desc[i]]
+        if len(left) == 1 and len(free) == 1 and left[0] == "nir":
+            named["nir"] = free[0]
+            said = ", ".join(f"{b}={named[b]}" for b in bands if b != "nir")
+            msg = (f"{name}: its colour interpretation {tuple(interp)} names {said}; ASSUMING nir={free[0]} (its one "
+                   f"band of undefined colour interpretation). If that is wrong, pass {flag} "
+                   + ",".join(f"{b}=<i>" for b in bands) + " with the file's band numbers.")
+            log.warning(msg)
+            warnings.warn(msg, UserWarning, stacklevel=2)
+            return [named[b] for b in bands]
+        raise ValueError(
+            f"{name} has no band for {left} (it names {', '.join(f'{b}={v}' for b, v in named.items() if v)}; colour "
+            f"interpretation {tuple(interp)}, descriptions {ds.descriptions}); map every band with "
+            f"{flag} " + ",".join(f"{b}=<i>" for b in bands) + ".")
     if not any(desc) and ds.count == len(bands):
         assumed = ",".join(f"{b}={i + 1}" for i, b in enumerate(bands))
         msg = (f"{name} has no band descriptions or colour interpretation naming its bands; ASSUMING {assumed}. "
@@ -163,19 +184,55 @@ def reflectance_scale(ds, indexes: list[int], given: float | None, nodata, flag:
     that would round more than 1 % of its non-zero values to zero in int16 is refused.
     """
     h, w = min(ds.height, 512), min(ds.width, 512)
-    sample = ds.read(indexes, out_shape=(len(indexes), h, w)).astype(np.float64)
-    valid = sample[np.isfinite(sample) & ((sample != nodata) if nodata is not None else True)]
-    unit = np.dtype(ds.dtypes[indexes[0] - 1]).kind == "f" and valid.size > 0 and np.abs(valid).max() <= 1.5
+    sample = ds.read(indexes, out_shape=(len(indexes), h, w), resampling=_nearest()).astype(np.float64)
     name = Path(ds.name).name
+    finite = sample[np.isfinite(sample)]
+    declared = nodata is not None and not np.isnan(nodata)
+    # an undeclared nodata value (a usual fill value covering part of the raster) would be stored as data
+    for v in SENTINELS:
+        share = float(np.mean(finite == v)) if finite.size else 0.0
+        if share > 0 and not (declared and v == nodata) and v != -10000:
+            raise ValueError(
+                f"{name}: {share:.2%} of the sampled pixels are {v:g}, a usual nodata value, but the file "
+                f"declares {'no nodata' if not declared else f'nodata {nodata:g}'}; pass --nodata {v:g} if they are "
+                "no-data (they are then skipped), or re-export the raster with its nodata declared.")
+    valid = finite[(finite != nodata) if declared else np.ones(finite.shape, bool)]
+    is_float = np.dtype(ds.dtypes[indexes[0] - 1]).kind == "f"
+    # robust to a few outliers: 0-1 reflectance when 99.9 % of the values lie within [-0.5, 1.5]
+    lo, hi = (np.percentile(valid, [0.05, 99.95]) if valid.size else (0.0, 0.0))
+    unit = is_float and valid.size > 0 and -0.5 <= lo and hi <= 1.5
     if given is None:
+        factor = 10000.0 if unit else 1.0
         if unit:
-            log.warning("%s holds 0-1 float reflectance; multiplying by 10000 for int16 shards.", name)
-        return 10000.0 if unit else 1.0
+            log.warning("%s holds 0-1 float reflectance (99.9 %% of values within [%.3g, %.3g]); multiplying by "
+                        "10000 for int16 shards.", name, lo, hi)
+    else:
+        factor = float(given)
+    over = float(np.mean(np.abs(valid * factor) > 32767)) if valid.size else 0.0
+    if over > 0.001:
+        raise ValueError(f"{name}: {over:.2%} of the values times {factor:g} lie outside the int16 range of the "
+                         f"shards (values up to {valid.max():.6g}); pass --reflectance-scale with a smaller factor "
+                         "(values must end as reflectance x 10000), or --nodata for a fill value.")
+    if over > 0:
+        log.warning("%s: %.3f%% of the values times %g lie outside int16 and are clipped to -32768..32767.",
+                    name, 100 * over, factor)
+    if given is None:
+        return factor
     nonzero = valid[valid != 0]
     if nonzero.size and np.mean(np.rint(nonzero * given) == 0) > 0.01:
         raise ValueError(f"{name}: values within [{valid.min():.3g}, {valid.max():.3g}] times {flag} {given:g} round "
                          "to zero in int16 shards; pass --reflectance-scale 10000 for 0-1 reflectance.")
     return float(given)
+
+
+#: fill values that mark no-data in rasters that often forget to declare it
+SENTINELS = (-9999.0, -32768.0, -3.4028234663852886e38, 65535.0)
+
+
+def _nearest():
+    from rasterio.enums import Resampling
+
+    return Resampling.nearest
 
 
 def _fill(dtype: str, nodata):
@@ -315,6 +372,12 @@ def run(args: GeoTiffOptions) -> dict:
                             stats.update(mr_tile, -10000)
                 written = wr.num_samples
                 skipped.update(wr.skipped)
+                if written == 0:  # an empty set is an error; the writer drops it and keeps any old set
+                    skipped.update(wr.skipped)
+                    raise ValueError(
+                        f"no tile pair of {args.mr} / {args.hr} passed the checks (skipped: {dict(skipped)}; "
+                        f"{ny * nx} tiles); nothing was written to {out}. Raise --max-nodata for tiles with no-data "
+                        "pixels, check --nodata, or pick rasters that overlap with valid pixels.")
         finally:
             if src is not hr:
                 src.close()

@@ -123,6 +123,11 @@ def run(opts: Sen2VenusOptions) -> dict:
                 per_site[ref[1]] += 1
         written = w.num_samples
         skipped.update(w.skipped)
+        if written == 0:  # an empty set is an error; the writer drops it and keeps any old set
+            raise ValueError(
+                f"no pair of {len(refs)} listed under {opts.root} passed the checks (skipped: {dict(skipped)}; first "
+                f"errors: {reader.errors[:2]}); nothing was written to {out}. Raise --max-nodata, check --nodata "
+                "and --bands, or check the files named above.")
     index = add_to_index(out, band_stats=stats.summary())
     summary = {
         "source": "sen2venus",
@@ -222,10 +227,24 @@ def v1_refs(site: str, folder: Path, mr_col: str, hr_col: str) -> list[tuple]:
             n = int(float(r["nb_patches"]))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{index}: nb_patches {r['nb_patches']!r} is not a number.") from e
-        mr, hr = folder / r[mr_col].strip(), folder / r[hr_col].strip()
+        mr, hr = (_inside(folder, r[c].strip(), index) for c in (mr_col, hr_col))
         stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(r[mr_col].strip()).stem)
         refs += [("v1", site, mr, hr, j, stem) for j in range(n)]
     return refs
+
+
+def _inside(folder: Path, cell: str, index) -> Path:
+    """``folder / cell`` when it stays inside the dataset root (the site folder's parent), else a ValueError.
+
+    An index cell is a file name relative to its site folder; an absolute path, ``..`` or a link out of
+    the dataset would make the writer read (and store in shards) a file the dataset does not hold.
+    """
+    root = folder.resolve().parent
+    path = folder / cell
+    if Path(cell).is_absolute() or ".." in Path(cell).parts or not path.resolve().is_relative_to(root):
+        raise ValueError(f"{index}: file {cell!r} lies outside the dataset root {root}; index.csv must name files "
+                         "inside the site folder (re-extract the site, or fix the index).")
+    return path
 
 
 def v2_refs(site: str, path: Path, mr_col: str, hr_col: str) -> list[tuple]:
@@ -267,6 +286,9 @@ def gdal_member_path(base: str, cell: str) -> str:
     inner, sep, member = cell.partition(".zip/")
     if not sep:
         raise ValueError(f"index cell {cell!r} is not of the form <inner>.zip/<member>.tif.")
+    if cell.startswith("/") or ".." in Path(cell).parts or "\\" in cell or "{" in cell or "}" in cell:
+        raise ValueError(f"index cell {cell!r} points outside the site ({base}); cells must be relative "
+                         "<inner>.zip/<member>.tif paths (fix or re-download the index).")
     zip_path = f"{base}/{inner}.zip"
     if zip_path.startswith("/vsizip/"):
         return f"/vsizip/{{{zip_path}}}/{member}"

@@ -72,6 +72,8 @@ def test_writer_reader_round_trip(tmp_path):
 
 def test_check_reports(root):
     info = PairedTiles(str(root)).check()
+    identity = info.pop("identity")
+    assert len(identity["index_sha256"]) == 64 and identity["bands"] == ["blue", "green", "red", "nir"]
     assert info == {"root": str(root), "num_samples": 24, "scale": 2, "bands": 4, "mr_shape": (4, 16, 16),
                     "hr_shape": (4, 32, 32), "band_names": ["blue", "green", "red", "nir"], "mr_gsd": 10.0,
                     "hr_gsd": 5.0}
@@ -365,6 +367,11 @@ def test_shard_shorter_than_its_index_is_counted_once_per_epoch(tmp_path):
     kept = list(shard_samples(tmp_path / "pairs-000001.tar"))[:2]
     write_raw_shard(tmp_path / "pairs-000001.tar",
                     [(m["__key__"], {k: v for k, v in m.items() if not k.startswith("__")}) for m in kept])
+    with pytest.raises(DataError, match=r"pairs-000001.tar is \d+ bytes but index.json records"):
+        PairedTiles(str(tmp_path), crop=PairedRandomResizedCrop(size=8)).check()  # up front, with sizes indexed
+    index = json.loads((tmp_path / "index.json").read_text())  # a set of an older writer: no sizes to compare
+    index["shards"] = [{"name": x["name"], "num_samples": x["num_samples"]} for x in index["shards"]]
+    (tmp_path / "index.json").write_text(json.dumps(index))
     tiles = PairedTiles(str(tmp_path), batch_size=1, num_workers=0, shuffle_buffer=1, max_bad_fraction=0.9,
                         crop=PairedRandomResizedCrop(size=8))
     stream = tiles.stream(seed=0)
