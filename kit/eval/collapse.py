@@ -31,17 +31,25 @@ def _rows(z: torch.Tensor, max_rows: int = MAX_ROWS) -> torch.Tensor:
     return z
 
 
+def _finite(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z with non-finite entries zeroed, 0-d bool: all finite)``, without a host read."""
+    return torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0), torch.isfinite(z).all()
+
+
 def rankme(z: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Effective rank of features ``z (..., D)`` as a 0-d tensor on ``z``'s device (no host read)."""
-    s = torch.linalg.svdvals(_rows(z))
+    """Effective rank of features ``z (..., D)`` as a 0-d tensor on ``z``'s device (no host read); NaN when
+    ``z`` holds a non-finite value (a step the non-finite guard skips)."""
+    z, ok = _finite(_rows(z))
+    s = torch.linalg.svdvals(z)
     p = s / (s.sum() + eps) + eps
-    return torch.exp(-(p * torch.log(p)).sum())
+    return torch.where(ok, torch.exp(-(p * torch.log(p)).sum()), torch.full((), float("nan"), device=z.device))
 
 
 def std_of_l2_normalized(z: torch.Tensor) -> torch.Tensor:
     """Mean over dimensions of the std over the batch of L2-normalised ``z (..., D)`` (0-d tensor)."""
-    zn = F.normalize(_rows(z), dim=-1)
-    return zn.std(dim=0).mean()
+    z, ok = _finite(_rows(z))
+    std = F.normalize(z, dim=-1).std(dim=0).mean()
+    return torch.where(ok, std, torch.full((), float("nan"), device=z.device))
 
 
 def collapse_logs(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

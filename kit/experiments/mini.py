@@ -11,7 +11,8 @@ images (a stronger ceiling). For the MR and SA rows of the first seed the pretra
 at each quarter of its steps and each is probed too: the learning curve.
 
 Every run lives in ``RUNS/<row key>/seed<k>/`` (default ``RUNS = OUT/runs``, git-ignored), holding the
-training folder, ``probe.json`` and a ``DONE`` marker written last: a killed experiment started again
+training folder, ``probe.json`` and a ``DONE`` marker written last (the training's output goes to
+``RUNS/<row key>/seed<k>.log``): a killed experiment started again
 skips finished runs and resumes a partial pretraining from its newest checkpoint (``train.py --resume``).
 At the end ``OUT`` holds ``report.md`` (the paper's layout, mean +- std over seeds, the paired
 differences SA - MR and real HR - false HR with bootstrap intervals over seeds and test tiles),
@@ -45,6 +46,8 @@ ROWS = (("mr", "MR-model", "{host}_mr"), ("hr", "HR-model", "{host}_hr"), ("sa",
 INIT_ROW = ("init", "random init (floor)")
 #: rows that belong to no host: raw-pixel floor, supervised ViT (fair ceiling), supervised CNN
 REFERENCE_ROWS = ("pixels", "vit_ceiling", "ceiling")
+#: peak learning rate per host of the testbed (the preset's 1e-3 for I-JEPA), tuned on MR rows (TUNING.md)
+HOST_LR = (("latentmim", ("lr/WarmupCosine.peak = 3e-3",)), ("mae", ("lr/WarmupCosine.peak = 6e-3",)))
 #: rows whose first-seed pretraining is probed at every quarter of its steps (the learning curve)
 CURVE_ROWS = ("mr", "sa")
 
@@ -61,25 +64,28 @@ class Settings:
         ceiling_epochs / vit_ceiling_epochs: the supervised CNN and supervised ViT.
         curve_seeds: seeds whose MR and SA pretrainings are also probed at each quarter of their steps.
         ceiling_host: the host whose encoder architecture the supervised ViT copies.
+        host_params: ``((host, (binding, ...)), ...)``: bindings added to that host's pretrainings (the
+            testbed's per-host learning rate, tuned on MR rows: ``results/mini/TUNING.md``).
         extra_params: gin bindings added to every pretraining.
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
     preset: str = "gin/presets/cpu_mini.gin"
-    steps: int = 250
+    steps: int = 1500
     pretrain_pairs: int = 512
     pretrain_mr_size: int = 48
-    task: MiniTask = MiniTask()
-    probe_epochs: int = 40
-    probe_batch: int = 16
+    task: MiniTask = MiniTask(num_test=512)
+    probe_epochs: int = 30
+    probe_batch: int = 64
     probe_resize: float = PAPER_RESIZE
     probe_tiles: int = PAPER_TILES
     ceiling_epochs: int = 15
-    vit_ceiling_epochs: int = 12
+    vit_ceiling_epochs: int = 15
     curve_seeds: tuple[int, ...] = (0,)
     ceiling_host: str = "mae"
     figure_mr_size: int = 96
     bootstrap: int = 2000
+    host_params: tuple[tuple[str, tuple[str, ...]], ...] = HOST_LR
     extra_params: tuple[str, ...] = ()
 
     @property
@@ -91,19 +97,19 @@ class Settings:
         """The intermediate steps probed for the learning curve (each quarter of the run)."""
         return tuple(sorted({max(1, self.steps * q // 4) for q in (1, 2, 3)} - {self.steps}))
 
-    def gin_params(self, seed: int, curve: bool = False) -> list[str]:
+    def gin_params(self, seed: int, curve: bool = False, host: str = "") -> list[str]:
         every = max(1, self.steps // 4)  # a checkpoint each quarter: resumable, and the learning curve's points
         return [f"train.seed = {seed}", f"train.total_steps = {self.steps}", f"train.ckpt_every = {every}",
                 f"train.keep_checkpoints = {5 if curve else 1}",
                 f"SyntheticScenes.num_pairs = {self.pretrain_pairs}", f"SyntheticScenes.mr_size = {self.pretrain_mr_size}",
-                "SyntheticScenes.seed = 0", *self.extra_params]
+                "SyntheticScenes.seed = 0", *dict(self.host_params).get(host, ()), *self.extra_params]
 
 
 SIZES = {
     "full": Settings(),
-    "fast": Settings(seeds=(0,)),
+    "fast": Settings(seeds=(0,), steps=750),  # one seed at half the budget: the pipeline in < 15 min, not the table
     "tiny": Settings(seeds=(0,), preset="gin/presets/test_tiny.gin", steps=4, pretrain_pairs=24, pretrain_mr_size=32,
-                     task=MiniTask(mr_size=16, num_train=12, num_val=6, num_test=6), probe_epochs=2, probe_batch=4,
+                     task=MiniTask(mr_size=16, num_train=12, num_val=6, num_test=6), probe_epochs=2, probe_batch=16,
                      ceiling_epochs=1, vit_ceiling_epochs=1, figure_mr_size=32, bootstrap=50),
 }
 
@@ -186,10 +192,10 @@ def _pretrain(run: Run, workdir: Path, settings: Settings, python: str) -> None:
         cmd.append("--resume")  # a killed run continues from its newest checkpoint
     elif any((workdir / p).exists() for p in ("export", "summary.json", "logs")):
         cmd.append("--overwrite")  # killed before its first checkpoint: the remains are moved aside, not deleted
-    for p in settings.gin_params(run.seed, curve=run.curve(settings)) + run.extra_params:
+    for p in settings.gin_params(run.seed, curve=run.curve(settings), host=run.host) + run.extra_params:
         cmd += ["--gin_param", p]
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "experiment.log"
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    log = experiment_log(workdir)  # beside the run folder: train.py refuses a fresh run in a folder with foreign files
     metrics = workdir / "logs" / "metrics.jsonl"
     with open(log, "a") as f, tqdm(total=steps, desc=f"{run.key} seed {run.seed}", unit="step", leave=False) as bar:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT,
@@ -201,6 +207,11 @@ def _pretrain(run: Run, workdir: Path, settings: Settings, python: str) -> None:
     if proc.returncode != 0 or not (workdir / "export" / "meta.json").is_file():
         tail = "\n  ".join(log.read_text(errors="replace").strip().splitlines()[-15:])
         raise RuntimeError(f"pretraining {run.key} seed {run.seed} failed (exit {proc.returncode}); see {log}:\n  {tail}")
+
+
+def experiment_log(workdir: Path) -> Path:
+    """Where the output of a run's ``tools/train.py`` goes: ``RUNS/<key>/seed<k>.log``, beside its folder."""
+    return workdir.with_name(f"{workdir.name}.log")
 
 
 def _pretrained(d: Path, steps: int) -> bool:
@@ -334,6 +345,8 @@ def describe_plan(settings: Settings, hosts: list[str], runs_root: Path) -> str:
         state = "done" if (d / "DONE").is_file() else ("started" if d.exists() else "to run")
         what = (f"{run.recipe} + {settings.preset}, {settings.steps if run.pretrains else 0} steps"
                 if run.recipe else {"ceiling": "supervised CNN", "pixels": "linear probe on raw MR pixels"}[run.row])
+        if run.extra_params:
+            what += " + " + ", ".join(run.extra_params)
         if run.row == "vit_ceiling":
             what = f"supervised ViT ({run.host} encoder), {settings.vit_ceiling_epochs} epochs"
         extra = " + learning-curve probes at steps " + ",".join(map(str, settings.curve_steps)) if run.curve(settings) else ""

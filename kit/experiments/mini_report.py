@@ -226,10 +226,12 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
           f"Pretraining: each recipe with `{settings.preset}`, {settings.steps} steps of batch 32 on "
           f"{settings.pretrain_pairs} synthetic pairs ({settings.pretrain_mr_size} px MR); task: "
           f"{settings.task.num_train}/{settings.task.num_val}/{settings.task.num_test} train/val/test tiles of "
-          f"{settings.task.mr_size} px MR, classes {', '.join(CLASSES)} (see `kit/eval/minitask.py`); probe: MR tiles "
-          f"resized by {settings.probe_resize:.2f} (bilinear) before encoding, linear head on frozen patch tokens "
+          f"{settings.task.mr_size} px MR, classes {', '.join(CLASSES)} (see `kit/eval/minitask.py`); probe (the authors' "
+          f"protocol scaled down): each scene cut into {settings.probe_tiles} x {settings.probe_tiles} tiles, each resized "
+          f"by {settings.probe_resize:.2f} (bilinear) before encoding, linear head on frozen patch tokens "
           f"standardised per dimension, bilinear upsampling, cross-entropy, AdamW lr 1e-3 constant, batch "
-          f"{settings.probe_batch}, {settings.probe_epochs} epochs, best validation epoch scored on test. "
+          f"{settings.probe_batch} tiles, {settings.probe_epochs} epochs, best validation epoch scored on test; "
+          f"per-host pretraining bindings: {dict(settings.host_params) or 'none'}. "
           f"Compute: {total / 60:.1f} min summed over runs.", "",
           tables_markdown(stats, diffs, hosts, len(settings.seeds)),
           checks_markdown(stats, diffs, results, hosts, settings),

@@ -43,3 +43,10 @@ def test_collapse_logs_read_token_grids_lazily_and_cap_the_rows():
     assert 11.0 < logs["collapse/rankme_student"].item() <= 12.0
     with pytest.raises(ValueError, match="batch dimension"):
         rankme(torch.randn(5))
+
+
+def test_non_finite_features_read_as_nan_not_an_error():
+    z = torch.randn(50, 8)
+    z[3, 2] = float("nan")
+    z[7, 1] = float("inf")
+    assert torch.isnan(rankme(z)) and torch.isnan(std_of_l2_normalized(z))

@@ -111,14 +111,14 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys):
     part = mini_experiment.run_dir(runs, mini_experiment.Run("latentmim", "mr", 0))
     cmd = [sys.executable, str(REPO / "tools" / "train.py"), "--gin", "gin/latentmim_mr.gin", "--gin", settings.preset,
            "--workdir", str(part), "--max_steps", "1"]
-    for p in settings.gin_params(0):
+    for p in settings.gin_params(0, curve=True, host="latentmim"):
         cmd += ["--gin_param", p]
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
 
     argv = ["--table", "mini", "--size", "tiny", "--hosts", "latentmim", "--out", str(out), "--runs", str(runs)]
     assert experiments.main(argv) == 0
     text = capsys.readouterr().out
-    assert "resumed from" in (part / "experiment.log").read_text()
+    assert "resumed from" in mini_experiment.experiment_log(part).read_text()
     report = (out / "report.md").read_text()
     for needle in ("Table I (miniature)", "Table II (miniature)", "SA − MR", "real HR − false HR", "LatentMIM",
                    "random init (host floor)", "supervised CNN on MR", "fair ceiling", "raw MR pixels", "gap closed",
