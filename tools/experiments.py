@@ -10,7 +10,7 @@
     python tools/experiments.py --table mini --fast --out runs/mini_fast         # one seed, half the steps (< 15 min)
 
 Each run is ``python tools/train.py --gin RECIPE [--gin PRESET] [--gin_param ...] --workdir OUT/<name>``
-in its own process (gin state never leaks between runs), its output kept in ``OUT/<name>/experiment.log``.
+in its own process (gin state never leaks between runs), its output kept in ``OUT/<name>.log``.
 At the end a table says where each run's encoder landed and its final logged losses, and
 ``OUT/experiments.json`` records the same. The paper's mIoU (m-cashew / m-SA-crop / MADOS) of each row is
 listed for reference: evaluate the exported encoders with ``tools/probe.py``.
@@ -148,8 +148,8 @@ def run_one(recipe: str, args: argparse.Namespace) -> dict:
     if args.dry_run:
         print(" ".join(_quote(c) for c in cmd))
         return {**result, "status": "dry-run"}
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "experiment.log"
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    log = workdir.with_name(f"{name}.log")  # beside the run folder: train.py refuses foreign files in a fresh one
     print(f"[{name}] running -> {workdir} (log: {log})", flush=True)
     t0 = time.perf_counter()
     with open(log, "w") as f:
