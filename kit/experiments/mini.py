@@ -94,8 +94,10 @@ class Settings:
 
     @property
     def curve_steps(self) -> tuple[int, ...]:
-        """The intermediate steps probed for the learning curve (each quarter of the run)."""
-        return tuple(sorted({max(1, self.steps * q // 4) for q in (1, 2, 3)} - {self.steps}))
+        """The intermediate steps probed for the learning curve: the checkpoints of each quarter of the run
+        (``train.ckpt_every = steps // 4``, so they exist whatever ``steps`` is)."""
+        every = max(1, self.steps // 4)
+        return tuple(sorted({every * q for q in (1, 2, 3)} - {self.steps}))
 
     def gin_params(self, seed: int, curve: bool = False, host: str = "") -> list[str]:
         every = max(1, self.steps // 4)  # a checkpoint each quarter: resumable, and the learning curve's points

@@ -174,3 +174,11 @@ def test_mini_table_rejects_bad_arguments(capsys):
     assert experiments.main(["--table", "mini", "--table", "I"]) == 2
     assert experiments.main(["--table", "mini", "--size", "tiny", "--hosts", "nohost", "--out", "/tmp/never"]) == 1
     assert "nohost" in capsys.readouterr().err
+
+
+def test_learning_curve_steps_are_checkpoint_steps_for_any_budget():
+    for steps in (4, 7, 750, 1500, 1501):
+        st = mini_experiment.Settings(steps=steps)
+        every = int(next(p for p in st.gin_params(0) if p.startswith("train.ckpt_every")).split("=")[1])
+        assert st.curve_steps and all(s % every == 0 and 0 < s < steps for s in st.curve_steps), steps
+    assert mini_experiment.Settings(steps=1500).curve_steps == (375, 750, 1125)  # the committed table's
