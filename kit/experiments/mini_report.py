@@ -158,6 +158,9 @@ def checks_markdown(stats: dict, diffs: list[dict], results: list[dict], hosts: 
             if d is None:
                 cells += ["-", "-"]
                 continue
+            if d["seeds"] < 2:  # a tile-only interval says nothing about seed noise: no verdict
+                cells += ["n = 1: not assessed", f"{d['diff']:+.2f} (one seed)"]
+                continue
             half = (d["high"] - d["low"]) / 2
             cells.append(f"{'yes' if half <= MAX_HALF_WIDTH else 'no'} (±{half:.2f})")
             cells.append("none detected" if not d["excludes_zero"] else ("positive" if d["low"] > 0 else "negative"))

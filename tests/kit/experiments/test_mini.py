@@ -126,6 +126,7 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys):
                    "cluster_maps.png"):
         assert needle in report, needle
     assert "± 0.00" not in report  # one seed: no spread over seeds is shown
+    assert "n = 1: not assessed" in report and "none detected" not in report  # and no verdict on power or effect
     results = _rows(out / "results.csv")
     assert sorted(r["key"] for r in results) == ["ceiling", "latentmim_falsehr", "latentmim_hr", "latentmim_init",
                                                  "latentmim_mr", "latentmim_sa", "pixels", "vit_ceiling"]
