@@ -250,7 +250,8 @@ def tile_confusions(pred: torch.Tensor, target: torch.Tensor, num_classes: int) 
 
 def _fit(head: nn.Module, data: dict, *, epochs: int, lr: float, batch_size: int, seed: int, num_classes: int,
          forward=None, weight_decay: float = 0.0, group: int = 1) -> dict:
-    """Train ``head`` with AdamW at a constant lr; return the best-validation head's test scores.
+    """Train ``head`` with AdamW at a constant lr; return the best-validation head's test scores (without a
+    ``"test"`` split in ``data``: the best validation score and epoch only).
 
     ``group``: consecutive samples that come from one scene (its tiles); the returned per-tile confusions
     are summed over each group, so they stay one per scene (the bootstrap's resampling unit)."""
@@ -279,6 +280,8 @@ def _fit(head: nn.Module, data: dict, *, epochs: int, lr: float, batch_size: int
         if val > best[0]:
             best = (val, epoch, copy.deepcopy(head.state_dict()))
     head.load_state_dict(best[2])
+    if "test" not in data:  # a validation-only fit (the online probe): no test split to score
+        return {"seed": seed, "val_miou": best[0], "best_epoch": best[1]}
     conf = tile_confusions(predict(data["test"][0]), data["test"][1], num_classes)
     conf = conf.reshape(-1, group, num_classes, num_classes).sum(1)
     return {"seed": seed, "val_miou": best[0], "best_epoch": best[1], "test_miou": mean_iou(conf.sum(0)),

@@ -15,7 +15,7 @@ training folder, ``probe.json`` and a ``DONE`` marker written last (the training
 ``RUNS/<row key>/seed<k>.log``): a killed experiment started again
 skips finished runs and resumes a partial pretraining from its newest checkpoint (``train.py --resume``).
 At the end ``OUT`` holds ``report.md`` (the paper's layout, mean +- std over seeds, the paired
-differences SA - MR and real HR - false HR with bootstrap intervals over seeds and test tiles),
+differences SA - MR and real HR - false HR with bootstrap intervals over seeds and test scenes),
 ``results.csv`` (one line per run), ``summary.csv``, ``differences.csv``, ``tile_confusions.npz`` (what
 the intervals are computed from), ``curves.csv`` and the figures ``bars.png``, ``learning_curve.png``,
 ``collapse.png``, ``cluster_maps.png``, ``loss_curves.png``. The pre-registered plan of the committed

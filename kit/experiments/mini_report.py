@@ -1,8 +1,8 @@
 """Report of the miniature experiment (see :mod:`kit.experiments.mini`): tables, bootstrap intervals, figures.
 
-mIoU of a set of test tiles is computed from the sum of their per-tile confusion matrices, so a bootstrap
-replicate resamples seeds (with replacement, the same seed indices for both rows of a paired difference)
-and test tiles (with replacement, the same tiles for both rows) and recomputes each row's mean over
+mIoU of a set of test scenes is computed from the sum of their per-scene confusion matrices (a scene's
+tiles summed), so a bootstrap replicate resamples seeds (with replacement, the same seed indices for both
+rows of a paired difference) and test scenes (with replacement, the same scenes for both rows) and recomputes each row's mean over
 seeds. The interval is the 2.5-97.5 percentile range of the replicates.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def miou(conf: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_diff(a: np.ndarray, b: np.ndarray, iters: int, seed: int = 0) -> tuple[float, float, float]:
-    """Paired difference of mean mIoU, ``a - b``, with a 95 % bootstrap interval over seeds and tiles.
+    """Paired difference of mean mIoU, ``a - b``, with a 95 % bootstrap interval over seeds and scenes.
 
     Args:
         a, b: per-tile confusion matrices ``(S, N, C, C)`` of two rows, seed ``i`` of ``a`` paired with seed ``i`` of ``b``.
@@ -47,7 +47,7 @@ def bootstrap_diff(a: np.ndarray, b: np.ndarray, iters: int, seed: int = 0) -> t
         ``(point, low, high)`` as fractions.
     """
     if a.shape != b.shape:
-        raise ValueError(f"rows to compare have different shapes {a.shape} and {b.shape} (seeds, tiles, C, C).")
+        raise ValueError(f"rows to compare have different shapes {a.shape} and {b.shape} (seeds, scenes, C, C).")
     S, N = a.shape[:2]
     point = float(miou(a.sum(1)).mean() - miou(b.sum(1)).mean())
     rng = np.random.default_rng(seed)
@@ -117,8 +117,8 @@ def tables_markdown(stats: dict[str, dict], diffs: list[dict], hosts: list[str],
               "| Model | w/ real HR | w/ false HR |", "|---|---|---|"]
     for h in hosts:
         lines.append(f"| {HOST_LABEL[h]} | {_fmt(stats.get(f'{h}_sa'))} | {_fmt(stats.get(f'{h}_falsehr'))} |")
-    what = ("95 % bootstrap interval over seeds and test tiles" if n_seeds > 1 else
-            "95 % bootstrap interval over test tiles only: one seed, so seed-to-seed noise is NOT covered")
+    what = ("95 % bootstrap interval over seeds and test scenes" if n_seeds > 1 else
+            "95 % bootstrap interval over test scenes only: one seed, so seed-to-seed noise is NOT covered")
     lines += ["", f"### Paired differences (mIoU points, {what})", "",
               "| Host | SA − MR | real HR − false HR |", "|---|---|---|"]
     for h in hosts:
@@ -228,7 +228,7 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
           f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python tools/experiments.py --table mini` at commit {commit}. "
           f"Pretraining: each recipe with `{settings.preset}`, {settings.steps} steps of batch 32 on "
           f"{settings.pretrain_pairs} synthetic pairs ({settings.pretrain_mr_size} px MR); task: "
-          f"{settings.task.num_train}/{settings.task.num_val}/{settings.task.num_test} train/val/test tiles of "
+          f"{settings.task.num_train}/{settings.task.num_val}/{settings.task.num_test} train/val/test scenes of "
           f"{settings.task.mr_size} px MR, classes {', '.join(CLASSES)} (see `kit/eval/minitask.py`); probe (the authors' "
           f"protocol scaled down): each scene cut into {settings.probe_tiles} x {settings.probe_tiles} tiles, each resized "
           f"by {settings.probe_resize:.2f} (bilinear) before encoding, linear head on frozen patch tokens "

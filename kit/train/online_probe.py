@@ -104,8 +104,7 @@ class OnlineProbe:
                 feats = self._features(encoder, x, device)
                 y = to_tiles(torch.from_numpy(label.astype(np.int64)), t)
                 n = n * t * t
-                data = standardise_features({"train": (feats[:n], y[:n]), "val": (feats[n:], y[n:]),
-                                             "test": (feats[n:], y[n:])})
+                data = standardise_features({"train": (feats[:n], y[:n]), "val": (feats[n:], y[n:])})
                 classes = int(label.max()) + 1
                 torch.manual_seed(self.seed)
                 res = _fit(_LinearHead(feats.shape[-1], classes), data, epochs=self.epochs, lr=1e-3, batch_size=16,

@@ -122,7 +122,7 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys):
     report = (out / "report.md").read_text()
     for needle in ("Table I (miniature)", "Table II (miniature)", "SA − MR", "real HR − false HR", "LatentMIM",
                    "random init (host floor)", "supervised CNN on MR", "fair ceiling", "raw MR pixels", "gap closed",
-                   "Pre-registered checks", "n = 1", "tiles only", "bars.png", "learning_curve.png", "collapse.png",
+                   "Pre-registered checks", "n = 1", "scenes only", "bars.png", "learning_curve.png", "collapse.png",
                    "cluster_maps.png"):
         assert needle in report, needle
     assert "± 0.00" not in report  # one seed: no spread over seeds is shown
