@@ -46,16 +46,27 @@ def one_line_error(r, *needles):
         assert n in lines[0], (n, lines[0])
 
 
+class Result:
+    def __init__(self, returncode, stderr):
+        self.returncode, self.stderr = returncode, stderr
+
+
+def fails(capsys, *args):
+    """make_shards in this process, its exit code and stderr (as ``cli`` gives them, without the start-up cost)."""
+    capsys.readouterr()
+    code = tool(*args)
+    return Result(code, capsys.readouterr().err)
+
+
 def test_three_parts_written_in_parallel_merge_to_the_samples_of_one_run(tmp_path):
     single, split = tmp_path / "single", tmp_path / "split"
-    assert cli(*SYNTH, "--out", single).returncode == 0
+    assert tool(*SYNTH, "--out", single) == 0
     procs = [subprocess.Popen([sys.executable, "tools/make_shards.py", *SYNTH, "--out", str(split), "--part", f"{i}/3"],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}) for i in (1, 2, 3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0], [p.stderr.read() for p in procs]
     assert sorted(p.name for p in split.iterdir()) == [f"part-000{i}-of-0003" for i in (1, 2, 3)]
-    r = cli("merge", "--out", split)
-    assert r.returncode == 0, r.stderr
+    assert tool("merge", "--out", split) == 0
     assert samples(split) == samples(single)  # same keys, same array bytes, same order
     index = json.loads((split / "index.json").read_text())
     assert index["num_samples"] == 11 and index["parts"]["samples"] == [3, 4, 4]
@@ -87,29 +98,30 @@ def test_every_source_splits_into_disjoint_parts(source, tmp_path, geotiff_pair,
                 assert b["band_stats"][band][k] == pytest.approx(st[k], rel=1e-9), (band, k)
 
 
-def test_bad_part_values_are_one_line_errors(tmp_path):
-    for bad, needle in (("0/3", "1..N"), ("4/3", "1..N"), ("x", "i/N"), ("1/0", "1..N")):
-        one_line_error(cli(*SYNTH, "--out", tmp_path / "o", "--part", bad), f"--part", needle)
-    one_line_error(cli(*SYNTH, "--out", tmp_path / "o", "--part", "12/12"), "11 pairs", "12 parts")
+def test_bad_part_values_are_one_line_errors(tmp_path, capsys):
+    one_line_error(cli(*SYNTH, "--out", tmp_path / "o", "--part", "x"), "--part 'x'", "i/N")  # the real CLI
+    for bad, needle in (("0/3", "1..N"), ("4/3", "1..N"), ("1/0", "1..N"), ("1.5/3", "i/N"), ("1/3/5", "i/N")):
+        one_line_error(fails(capsys, *SYNTH, "--out", tmp_path / "o", "--part", bad), "--part", bad, needle)
+    one_line_error(fails(capsys, *SYNTH, "--out", tmp_path / "o", "--part", "12/12"), "11 pairs", "12 parts")
     assert not (tmp_path / "o").exists()
 
 
-def test_merge_refuses_missing_disagreeing_and_overlapping_parts(tmp_path):
+def test_merge_refuses_missing_disagreeing_and_overlapping_parts(tmp_path, capsys):
     out = tmp_path / "set"
-    one_line_error(cli("merge", "--out", out), "does not exist")
+    one_line_error(fails(capsys, "merge", "--out", out), "does not exist")
     for i in (1, 3):
         assert tool(*SYNTH, "--out", out, "--part", f"{i}/3") == 0
     # a missing part: named, with the command that writes it
     one_line_error(cli("merge", "--out", out), "part 2/3", "missing", "--part 2/3")
     # a part of another recipe (here another seed)
     assert tool(*SYNTH, "--seed", "1", "--out", out, "--part", "2/3") == 0
-    one_line_error(cli("merge", "--out", out), "part 2/3 disagrees with part 1/3", "seed")
+    one_line_error(fails(capsys, "merge", "--out", out), "part 2/3 disagrees with part 1/3", "seed")
     assert tool(*SYNTH, "--out", out, "--part", "2/3", "--replace") == 0
     # a part that claims another scale (or bands, normalisation) than the others
     p2 = out / "part-0002-of-0003" / "index.json"
     good = p2.read_text()
     p2.write_text(json.dumps({**json.loads(good), "scale": 4}))
-    one_line_error(cli("merge", "--out", out), "part 2/3", "on scale")
+    one_line_error(fails(capsys, "merge", "--out", out), "part 2/3", "on scale")
     p2.write_text(good)
     # overlapping parts: part 3's samples also in part 2
     keep = tmp_path / "p2"
@@ -117,7 +129,7 @@ def test_merge_refuses_missing_disagreeing_and_overlapping_parts(tmp_path):
     shutil.rmtree(out / "part-0002-of-0003")
     shutil.copytree(out / "part-0003-of-0003", out / "part-0002-of-0003")
     p2.write_text(json.dumps({**json.loads(p2.read_text()), "part": json.loads(good)["part"]}))
-    one_line_error(cli("merge", "--out", out), "part 2/3 and part 3/3 both hold sample")
+    one_line_error(fails(capsys, "merge", "--out", out), "part 2/3 and part 3/3 both hold sample")
     shutil.rmtree(out / "part-0002-of-0003")
     shutil.copytree(keep, out / "part-0002-of-0003")
     assert not (out / "index.json").exists(), "nothing is published while a check fails"
@@ -125,7 +137,7 @@ def test_merge_refuses_missing_disagreeing_and_overlapping_parts(tmp_path):
     # a published set is not replaced by accident
     for i in (1, 2, 3):
         assert tool(*SYNTH, "--out", out, "--part", f"{i}/3") == 0
-    one_line_error(cli("merge", "--out", out), "already holds a published shard set", "--replace")
+    one_line_error(fails(capsys, "merge", "--out", out), "already holds a published shard set", "--replace")
     assert tool("merge", "--out", out, "--replace") == 0
     assert json.loads((out / "index.json").read_text())["num_samples"] == 11
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p2", "set"], "no staging or old folder is left"
