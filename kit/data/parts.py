@@ -199,6 +199,10 @@ def merge(out: str | os.PathLike, *, replace: bool = False) -> dict:
                 raise ValueError(f"part {owner[key]}/{n} and part {i}/{n} both hold sample {key!r} (the parts overlap); "
                                  f"write every part with the same command and --part 1/{n} ... {n}/{n}, then merge.")
             owner[key] = i
+    if not owner:
+        raise ValueError(f"the {n} parts in {out} hold no sample (skipped: "
+                         f"{dict(sum((Counter(ix.get('skipped', {})) for ix in indexes), Counter()))}); nothing to "
+                         "publish. Check the source and its --max-nodata/--nodata, rewrite the parts, then merge.")
     if (out / "index.json").exists() and not replace:
         raise ValueError(f"{out} already holds a published shard set (index.json); pass --replace to publish the parts "
                          "in its place, or merge into another folder.")

@@ -141,3 +141,16 @@ def test_merge_refuses_missing_disagreeing_and_overlapping_parts(tmp_path, capsy
     assert tool("merge", "--out", out, "--replace") == 0
     assert json.loads((out / "index.json").read_text())["num_samples"] == 11
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p2", "set"], "no staging or old folder is left"
+
+
+def test_parts_that_hold_only_nodata_are_empty_not_errors(tmp_path, geotiff_pair, capsys):
+    """One tile per part: the 4 tiles under the HR no-data hole make empty parts; the merge still equals one run."""
+    args = ["geotiff", "--mr", geotiff_pair["mr"], "--hr", geotiff_pair["hr"], "--tile", "8", "--max-nodata", "0"]
+    single, split = tmp_path / "single", tmp_path / "split"
+    assert tool(*args, "--out", single) == 0
+    for i in range(1, 17):
+        assert tool(*args, "--out", split, "--part", f"{i}/16") == 0
+    assert tool("merge", "--out", split) == 0
+    index = json.loads((split / "index.json").read_text())
+    assert index["parts"]["samples"].count(0) == 4 and index["skipped"] == {"nodata": 4}
+    assert samples(split) == samples(single)

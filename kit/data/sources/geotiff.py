@@ -378,7 +378,9 @@ def run(args: GeoTiffOptions) -> dict:
                             stats.update(mr_tile, -10000)
                 written = wr.num_samples
                 skipped.update(wr.skipped)
-                if written == 0:  # an empty set is an error; the writer drops it and keeps any old set
+                # an empty set is an error (the writer drops it and keeps any old set); an empty part is not:
+                # a block of tiles may lie wholly in no-data, and merge refuses a set whose parts are all empty
+                if written == 0 and args.part is None:
                     skipped.update(wr.skipped)
                     raise ValueError(
                         f"no tile pair of {args.mr} / {args.hr} passed the checks (skipped: {dict(skipped)}; "

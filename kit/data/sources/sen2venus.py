@@ -132,7 +132,9 @@ def run(opts: Sen2VenusOptions) -> dict:
                 per_site[ref[1]] += 1
         written = w.num_samples
         skipped.update(w.skipped)
-        if written == 0:  # an empty set is an error; the writer drops it and keeps any old set
+        # an empty set is an error (the writer drops it and keeps any old set); an empty part is not (merge
+        # refuses a set whose parts are all empty)
+        if written == 0 and opts.part is None:
             raise ValueError(
                 f"no pair of {len(refs)} listed under {opts.root} passed the checks (skipped: {dict(skipped)}; first "
                 f"errors: {reader.errors[:2]}); nothing was written to {out}. Raise --max-nodata, check --nodata "
