@@ -3,11 +3,18 @@
     python tools/make_shards.py synthetic --out data/synthetic --num-pairs 1024
     python tools/make_shards.py sen2venus ...
     python tools/make_shards.py geotiff ...
+    python tools/make_shards.py synthetic --out data/s --num-pairs 1024 --part 2/3   # one of 3 side-by-side writers
+    python tools/make_shards.py merge --out data/s                                   # publish the 3 parts as one set
 
 Each sub-command is a module of ``kit.data.sources`` (imported only when chosen); it prints a summary.
 Every sub-command writes a whole shard set: into a temporary folder, ``index.json`` last, renamed into
 place when complete. A non-empty ``--out`` is refused unless ``--replace`` is given; then the old set is
 replaced only once the new one is complete (a failed run leaves it whole).
+
+``--part i/N`` (every source) writes the i-th of N disjoint blocks of the source (pair indices, index rows,
+tiles) into ``OUT/part-<i>-of-<N>/``, so N processes or nodes run the same command side by side; ``merge``
+then checks the parts (all there, one recipe, no sample twice) and publishes one set in ``OUT``, index last
+(see :mod:`kit.data.parts`).
 """
 from __future__ import annotations
 
@@ -23,11 +30,12 @@ import argparse  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 
+from kit.data import parts  # noqa: E402
 from kit.data.sources import SOURCES  # noqa: E402
 from kit.data.writer import check_tile_size  # noqa: E402
 from kit.cli import main_guard  # noqa: E402
 
-SHARED_FLAGS = ("replace", "debug")  # the tool's own flags, not the source's options
+SHARED_FLAGS = ("replace", "debug", "part")  # the tool's own flags, not the source's options
 
 BANDS = ("blue", "green", "red", "nir")
 
@@ -104,7 +112,7 @@ def check_output(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="make_shards.py", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="source", metavar="{" + ",".join(SOURCES) + "}")
+    sub = parser.add_subparsers(dest="source", metavar="{" + ",".join([*SOURCES, "merge"]) + "}")
     sub.required = True
     # Only the chosen source's module is imported (others may need optional packages).
     chosen = next((a for a in argv if not a.startswith("-")), None)
@@ -115,15 +123,20 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--replace", action="store_true",
                            help="replace the shard set in a non-empty --out once the new one is complete")
             p.add_argument("--debug", "--traceback", action="store_true", help="show the traceback of an error")
+            p.add_argument("--part", default=None, metavar="i/N",
+                           help="write only part i of N (1-based) into OUT/part-<i>-of-<N>/; then run merge --out OUT")
+    p = sub.add_parser("merge", help="publish the parts written with --part i/N in --out as one shard set")
+    p.add_argument("--out", type=Path, required=True, help="the folder the parts were written to (--out of each part)")
+    p.add_argument("--replace", action="store_true", help="replace a shard set already published in --out")
+    p.add_argument("--debug", "--traceback", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    module = _load(args.source)
-    check_output(args)
     try:
-        if hasattr(module, "Options"):
-            options = {k: v for k, v in vars(args).items() if k != "source" and k not in SHARED_FLAGS}
-            summary = module.run(module.Options(**options))
-        else:
-            summary = module.run(args)
+        if args.source == "merge":
+            index = parts.merge(args.out, replace=args.replace)
+            print(json.dumps({"out": str(args.out), "parts": index["parts"]["count"], "written": index["num_samples"],
+                              "shards": len(index["shards"]), "skipped": index.get("skipped", {})}, indent=2))
+            return 0
+        summary = _write(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"make_shards.py {args.source}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -132,6 +145,29 @@ def main(argv: list[str] | None = None) -> int:
     if bindings:
         print(bindings, file=sys.stderr)
     return 0
+
+
+def _write(args: argparse.Namespace) -> dict:
+    """Run the chosen source (one part of it with ``--part``) and return its summary."""
+    module = _load(args.source)
+    part = parts.parse_part(args.part) if args.part is not None else None
+    recipe = {k: v for k, v in vars(args).items() if k not in SHARED_FLAGS}
+    if part is not None:  # the part is a shard set of its own, in OUT/part-<i>-of-<N>
+        args.out = parts.part_folder(args.out, part)
+    args.part = part
+    check_output(args)
+    if hasattr(module, "Options"):
+        options = {k: v for k, v in vars(args).items() if k != "source" and k not in SHARED_FLAGS}
+        summary = module.run(module.Options(**options, part=part))
+    else:
+        summary = module.run(args)
+    if part is not None:
+        index = json.loads((Path(args.out) / "index.json").read_text())
+        normalisation = {"reflectance_scale": summary.get("reflectance_scale"), "nodata": index.get("nodata"),
+                         "max_nodata_fraction": index.get("max_nodata_fraction")}
+        parts.record_part(args.out, part, args.source, recipe, normalisation)
+        summary["part"] = f"{part[0]}/{part[1]}"
+    return summary
 
 
 def _bindings(out: Path) -> str | None:

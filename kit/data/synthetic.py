@@ -305,7 +305,7 @@ def cache_root() -> Path:
 
 
 def write_synthetic_shards(config: SyntheticScenes, out: str | os.PathLike, *, shard_size: int | None = None,
-                           progress: bool = True) -> dict:
+                           progress: bool = True, indices: range | None = None) -> dict:
     """Write every pair of ``config`` as shards under ``out``; return the index.
 
     Args:
@@ -313,13 +313,14 @@ def write_synthetic_shards(config: SyntheticScenes, out: str | os.PathLike, *, s
         out: output folder (created).
         shard_size: pairs per shard (default: ``config.resolved_shard_size()``).
         progress: show a tqdm bar.
+        indices: the pair indices to write, in order (default all; ``make_shards --part`` writes a block).
     """
     from tqdm.auto import tqdm
 
     shard_size = shard_size or config.resolved_shard_size()
     writer = PairShardWriter(out, shard_size, mr_gsd=5.0 * config.scale, hr_gsd=5.0)
     try:
-        for i in tqdm(range(config.num_pairs), desc=f"synthetic pairs -> {out}", unit="pair", disable=not progress,
+        for i in tqdm(range(config.num_pairs) if indices is None else indices, desc=f"synthetic pairs -> {out}", unit="pair", disable=not progress,
                       mininterval=1.0):
             mr, hr = config.pair(i)
             writer.write(config.key(i), mr, hr, {"source": "synthetic", "seed": config.seed, "index": i})

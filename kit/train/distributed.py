@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -46,8 +49,78 @@ def setup(device: str = "auto") -> DistInfo:
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        store = elastic_round_store(rank, world)
+        if store is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+HANDSHAKE_TIMEOUT_S = 600.0  # how long the ranks of a (re)started group wait for each other
+
+
+def elastic_round_store(rank: int, world: int, timeout_s: float = HANDSHAKE_TIMEOUT_S):
+    """A store for this group's process-group keys, fresh for every start of the group under ``torchrun``.
+
+    ``torchrun`` (c10d rendezvous) hands the workers of every round the same agent-hosted store
+    (``TORCHELASTIC_USE_AGENT_STORE``), and ``init_process_group`` keys its connection data by rank only.
+    When the agents restart a group (``--max-restarts``, a worker or node died), the new workers find the
+    dead group's keys there and connect to dead peers: the restart hangs. Here the ranks first agree on a
+    token that is new to this round and put their process-group keys under it:
+
+    rank ``r > 0`` posts a fresh nonce under ``hello/r`` (again and again until answered); rank 0 answers a
+    nonce with its own fresh token under ``ack/<nonce>`` and takes it as this round's rank ``r`` once the
+    token comes back under ``got/<nonce>`` (a stale nonce, left by a dead worker, is never confirmed).
+
+    Returns None when not under an elastic agent (plain ``env://`` is then fine).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    base = dist.TCPStore(addr, port, world_size=world, is_master=False, timeout=timedelta(seconds=timeout_s))
+    hs = dist.PrefixStore("crossscale/handshake/", base)
+    deadline = time.monotonic() + timeout_s
+
+    def wait_for(key: str, within: float) -> bytes | None:
+        end = min(time.monotonic() + within, deadline)
+        while True:
+            if hs.check([key]):
+                return hs.get(key)
+            if time.monotonic() >= end:
+                return None
+            time.sleep(0.02)
+
+    def late(what: str) -> RuntimeError:
+        return RuntimeError(f"rank {rank}: {what} within {timeout_s:.0f} s (store {addr}:{port}); check that every "
+                            "node of the run started and can reach the others.")
+
+    if rank == 0:
+        token = uuid.uuid4().hex
+        for r in range(1, world):
+            while True:
+                nonce = wait_for(f"hello/{r}", deadline - time.monotonic())
+                if nonce is None:
+                    raise late(f"rank {r} did not join")
+                nonce = nonce.decode()
+                hs.set(f"ack/{nonce}", token)
+                if wait_for(f"got/{nonce}", 2.0) == token.encode():
+                    break
+                if time.monotonic() >= deadline:
+                    raise late(f"rank {r} did not answer")
+    else:
+        nonce = uuid.uuid4().hex
+        while True:
+            hs.set(f"hello/{rank}", nonce)
+            token = wait_for(f"ack/{nonce}", 0.5)
+            if token is not None:
+                hs.set(f"got/{nonce}", token)
+                token = token.decode()
+                break
+            if time.monotonic() >= deadline:
+                raise late("rank 0 did not answer")
+    return dist.PrefixStore(f"crossscale/round/{token}/", base)
 
 
 def all_gather_objects(obj, info: DistInfo) -> list:

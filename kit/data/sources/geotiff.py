@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kit.data.parts import part_range
 from kit.data.sources.pairs import check_pair, to_int16
 from kit.data.writer import PairShardWriter
 from kit.io import BANDS, BandStatistics, add_to_index, units_warning, write_json_atomic
@@ -66,6 +67,7 @@ class GeoTiffOptions:
         mr_gsd: MR GSD in metres (None: the pixel size of a projected CRS).
         reflectance_scale: multiply values by this before int16 (None: 10000 for 0-1 floats, else 1).
         shard_size, prefix: shard layout.
+        part: ``(i, N)``: write only the i-th of N contiguous blocks of the tiles in row-major order (None: all).
     """
 
     hr: Path
@@ -84,6 +86,7 @@ class GeoTiffOptions:
     reflectance_scale: float | None = None
     shard_size: int = 256
     prefix: str = "pairs"
+    part: tuple[int, int] | None = None
 
 
 Options = GeoTiffOptions  # the name tools/make_shards.py looks for
@@ -345,16 +348,19 @@ def run(args: GeoTiffOptions) -> dict:
             mr_gsd = g["mr_res"]
         c0, r0, w, h = g["mr_window"]
         ny, nx = g["tiles"]
+        mine = part_range(ny * nx, args.part, "tiles")  # --part i/N: a block of tiles, row-major
         skipped: Counter = Counter()
         stats = BandStatistics(bands)
         out = Path(args.out)
         try:
             with PairShardWriter(out, args.shard_size, bands=bands, mr_gsd=mr_gsd, hr_gsd=mr_gsd / s,
                                  prefix=args.prefix, max_nodata_fraction=args.max_nodata) as wr:
-                for ty in range(ny):
+                for ty in range(mine.start // nx, -(-mine.stop // nx)):
                     mstrip = mr.read(mi, window=Window(c0, r0 + ty * T, w, T)).astype(np.float64)
                     hstrip = src.read(hi, window=Window(hc0, hr0 + ty * T * s, w * s, T * s)).astype(np.float64)
                     for tx in range(nx):
+                        if ty * nx + tx not in mine:
+                            continue
                         m = mstrip[:, :, tx * T:(tx + 1) * T]
                         hh = hstrip[:, :, tx * T * s:(tx + 1) * T * s]
                         reason = check_pair(m, hh, s)
@@ -372,11 +378,13 @@ def run(args: GeoTiffOptions) -> dict:
                             stats.update(mr_tile, -10000)
                 written = wr.num_samples
                 skipped.update(wr.skipped)
-                if written == 0:  # an empty set is an error; the writer drops it and keeps any old set
+                # an empty set is an error (the writer drops it and keeps any old set); an empty part is not:
+                # a block of tiles may lie wholly in no-data, and merge refuses a set whose parts are all empty
+                if written == 0 and args.part is None:
                     skipped.update(wr.skipped)
                     raise ValueError(
                         f"no tile pair of {args.mr} / {args.hr} passed the checks (skipped: {dict(skipped)}; "
-                        f"{ny * nx} tiles); nothing was written to {out}. Raise --max-nodata for tiles with no-data "
+                        f"{len(mine)} tiles); nothing was written to {out}. Raise --max-nodata for tiles with no-data "
                         "pixels, check --nodata, or pick rasters that overlap with valid pixels.")
         finally:
             if src is not hr:
@@ -391,7 +399,7 @@ def run(args: GeoTiffOptions) -> dict:
         "out": str(out),
         "written": written,
         "skipped": dict(sorted(skipped.items())),
-        "tiles": ny * nx,
+        "tiles": len(mine),
         "scale": s,
         "ratio": g["ratio"],
         "mode": "window" if g["direct"] is not None else "warp",

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kit.data.parts import part_range
 from kit.data.sources.pairs import check_pair, to_int16
 from kit.data.writer import PairShardWriter
 from kit.io import BANDS, BandStatistics, add_to_index, write_json_atomic
@@ -56,6 +57,7 @@ class Sen2VenusOptions:
         bands: kit band names (or B2 B3 B4 B8) to keep, in order.
         max_nodata: largest nodata fraction of a kept pair. nodata: nodata value (a v2 file's own wins).
         limit: stop after this many written pairs. prefix: shard file-name prefix.
+        part: ``(i, N)``: write only the i-th of N contiguous blocks of the (shuffled) index rows (None: all).
         v1_mr_column, v1_hr_column: v1 index.csv columns. v2_mr_column, v2_hr_column: v2 index.csv columns.
     """
 
@@ -76,6 +78,7 @@ class Sen2VenusOptions:
     v1_hr_column: str = "tensor_05m_b2b3b4b8"
     v2_mr_column: str = V2_COLUMNS[0]
     v2_hr_column: str = V2_COLUMNS[1]
+    part: tuple[int, int] | None = None
 
 
 Options = Sen2VenusOptions  # the name tools/make_shards.py looks for
@@ -97,6 +100,12 @@ def run(opts: Sen2VenusOptions) -> dict:
     if opts.shuffle:
         order = np.random.default_rng(opts.seed).permutation(len(refs))
         refs = [refs[i] for i in order]
+    if opts.part is not None:
+        if opts.limit is not None:
+            raise ValueError(f"--limit cannot be split into parts (--part {opts.part[0]}/{opts.part[1]}); drop --limit, or "
+                             "pick the rows with --sites/--holdout-sites.")
+        rows = part_range(len(refs), opts.part, "index rows")
+        refs = refs[rows.start:rows.stop]
     reader = _Reader(bands, opts.nodata)
     skipped: Counter = Counter()
     per_site: Counter = Counter()
@@ -123,7 +132,9 @@ def run(opts: Sen2VenusOptions) -> dict:
                 per_site[ref[1]] += 1
         written = w.num_samples
         skipped.update(w.skipped)
-        if written == 0:  # an empty set is an error; the writer drops it and keeps any old set
+        # an empty set is an error (the writer drops it and keeps any old set); an empty part is not (merge
+        # refuses a set whose parts are all empty)
+        if written == 0 and opts.part is None:
             raise ValueError(
                 f"no pair of {len(refs)} listed under {opts.root} passed the checks (skipped: {dict(skipped)}; first "
                 f"errors: {reader.errors[:2]}); nothing was written to {out}. Raise --max-nodata, check --nodata "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from kit.data.parts import part_range
 from kit.data.synthetic import SyntheticScenes, write_synthetic_shards
 
 
@@ -21,7 +22,9 @@ def run(args: argparse.Namespace) -> dict:
     """Write the shards; return ``{"out", "written", "skipped", "shards", "scale", "mr_size"}``."""
     config = SyntheticScenes(mr_size=args.mr_size, scale=args.scale, num_pairs=args.num_pairs, seed=args.seed,
                              shard_size=args.shard_size)
-    index = write_synthetic_shards(config, args.out, shard_size=args.shard_size, progress=not args.no_progress)
+    indices = part_range(args.num_pairs, getattr(args, "part", None), "pairs")  # --part i/N: a block of indices
+    index = write_synthetic_shards(config, args.out, shard_size=args.shard_size, progress=not args.no_progress,
+                                   indices=indices)
     return {
         "out": str(args.out),
         "written": index["num_samples"],
