@@ -55,7 +55,8 @@ def list_shards(root: str | Path, storage_options: dict | None = None) -> list[d
     if not location.is_local(root):
         url = location.join(root, "index.json")
         if not location.exists(url, storage_options):
-            raise DataError(f"no index.json at {url}: the shard set there is missing or still being written "
+            raise DataError(f"cannot read {url}: {location.missing(url, storage_options)}; the shard set there is "
+                            f"missing or still being written "
                             f"(the writer publishes index.json last); check PairedTiles.root or write the set "
                             f"with python tools/make_shards.py ... --out {root}.")
         return _index_shards(location.read_bytes(url, storage_options), url, fix)

@@ -97,14 +97,40 @@ def _fs(url: str, storage_options: dict | None):
             client["endpoint_url"] = endpoint
         if client:
             options["client_kwargs"] = client
-        options.setdefault("retries", 2)  # s3fs's own retries of a refused call (its default, 5, waits ~2 s)
+        # botocore's default retries (with backoff) make an unreachable endpoint take ~10 s to report;
+        # a dropped read is retried by ReadAhead instead
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("retries", {"max_attempts": 2, "mode": "standard"})
+        config.setdefault("connect_timeout", 10)
+        options["config_kwargs"] = config
     try:
-        return fsspec.core.url_to_fs(url, **options)
+        fs, path = fsspec.core.url_to_fs(url, **options)
     except ImportError as e:
         extra = REMOTE.get(s)
         pkg = {"s3": "s3fs", "gcs": "gcsfs"}.get(extra or "", "aiohttp")
         hint = f"pip install 'crossscale-kit[{extra}]' (or pip install {pkg})" if extra else f"pip install {pkg}"
         raise DataError(f"reading {url} needs the fsspec backend {pkg} ({e}); {hint}.") from None
+    if not any(fs is k for k in _KEEP):
+        # held for the life of the process: a forked DataLoader worker drops fsspec's instance cache, and a
+        # dropped s3fs/aiohttp instance of the parent would try to close its session on the parent's loop
+        _KEEP.append(fs)
+    return fs, path
+
+
+_KEEP: list = []
+
+
+def missing(url: str, storage_options: dict | None = None) -> str:
+    """Why the object ``url`` is absent, in words: its bucket does not exist, or no such object."""
+    if scheme(url) in ("s3", "gs", "gcs"):
+        fs, path = _fs(url, storage_options)
+        bucket = path.split("/", 1)[0]
+        try:
+            if not fs.exists(bucket):
+                return f"bucket {bucket!r} does not exist"
+        except Exception:  # noqa: BLE001 - the object's absence is the message then
+            pass
+    return "no such object"
 
 
 def explain(url: str, exc: BaseException) -> str:
