@@ -130,6 +130,15 @@ class BandStatistics:
 
 def add_to_index(root: str | os.PathLike, **fields: Any) -> dict:
     """Add ``fields`` to the ``index.json`` of a shard folder (atomically) and return the new index."""
+    from kit.data import location  # kit.data imports this module
+
+    if not location.is_local(root):  # an object store: one PUT replaces the published index whole
+        url = location.join(root, "index.json")
+        index = json.loads(location.read_bytes(url))
+        index.update(fields)
+        fs, path = location._fs(url, None)
+        fs.pipe_file(path, json.dumps(index, indent=2).encode())
+        return index
     path = Path(root) / "index.json"
     index = json.loads(path.read_text())
     index.update(fields)

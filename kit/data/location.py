@@ -176,6 +176,20 @@ def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
         raise DataError(explain(url, e)) from None
 
 
+def write_json(root: str | os.PathLike, name: str, obj: Any, storage_options: dict | None = None) -> None:
+    """Write ``obj`` as indented JSON to ``root/name``: atomically in a folder, one PUT in an object store."""
+    import json
+
+    url = join(root, name)
+    if is_local(root):
+        from kit.io import write_json_atomic
+
+        write_json_atomic(url, obj)
+        return
+    fs, path = _fs(url, storage_options)
+    fs.pipe_file(path, json.dumps(obj, indent=2, default=str).encode())
+
+
 def exists(url: str, storage_options: dict | None = None) -> bool:
     """Whether the object ``url`` exists (a ``pipe:`` command is taken to exist)."""
     s = scheme(url)
