@@ -62,11 +62,11 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float, log: Path | No
     raise RuntimeError(f"server did not listen on port {port} within {timeout} s")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, grace: float = 10) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -109,7 +109,7 @@ def start_seaweedfs(workdir: Path):
         _wait_port(s3, proc, 60, log)
         yield endpoint
     finally:
-        _stop(proc)
+        _stop(proc, grace=1)  # a throw-away server: its data folder goes with the test's tmp folder
 
 
 def s3_options(endpoint: str, key: str = KEY, secret: str = SECRET) -> dict:

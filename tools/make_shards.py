@@ -91,7 +91,10 @@ def check_output(args: argparse.Namespace) -> None:
     """Refuse, before any work, a non-empty ``--out`` without ``--replace`` and a tile side the reader rejects."""
     if getattr(args, "tile", None) is not None:
         check_tile_size(args.tile)
-    if not location.is_local(args.out):  # a URL: the writer refuses an existing set (its index.json) up front
+    if not location.is_local(args.out):  # a URL: an existing set is one with a published index.json
+        if not args.replace and location.exists(location.join(args.out, "index.json")):
+            raise ValueError(f"--out {args.out} already holds a shard set (index.json); pass --replace to replace it "
+                             f"once the new one is complete, or choose another --out.")
         return
     out = Path(location.local_path(args.out))
     if out.exists() and not out.is_dir():
