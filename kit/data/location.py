@@ -36,7 +36,7 @@ from kit.data.errors import DataError
 log = logging.getLogger(__name__)
 
 #: URL schemes read through fsspec, and the pip extra each needs
-REMOTE = {"http": None, "https": None, "s3": "s3", "gs": "gcs", "gcs": "gcs"}
+REMOTE = {"http": "http", "https": "http", "s3": "s3", "gs": "gcs", "gcs": "gcs"}
 READ_BUFFER = 256 * 1024  # bytes of the local read-ahead buffer (see kit.data.reader.tar_samples)
 CHUNK = 4 * 1024 * 1024  # bytes of one remote read (one ranged GET on S3/GCS)
 DEPTH = 4  # remote chunks read ahead per open shard
@@ -108,7 +108,7 @@ def _fs(url: str, storage_options: dict | None):
     except ImportError as e:
         extra = REMOTE.get(s)
         pkg = {"s3": "s3fs", "gcs": "gcsfs"}.get(extra or "", "aiohttp")
-        hint = f"pip install 'crossscale-kit[{extra}]' (or pip install {pkg})" if extra else f"pip install {pkg}"
+        hint = f"pip install 'crossscale-kit[{extra}]' (or pip install {pkg})"
         raise DataError(f"reading {url} needs the fsspec backend {pkg} ({e}); {hint}.") from None
     if not any(fs is k for k in _KEEP):
         # held for the life of the process: a forked DataLoader worker drops fsspec's instance cache, and a
