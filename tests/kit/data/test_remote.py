@@ -117,7 +117,7 @@ def test_gs_goes_through_fsspec_and_names_the_missing_backend():
         PairedTiles("ftpx://host/set")
 
 
-def test_make_shards_writes_s3_atomically_and_reads_back(local_set, s3):
+def test_make_shards_writes_s3_atomically_and_reads_back(local_set, s3, monkeypatch, capsys):
     endpoint, options = s3
     env = s3_env(endpoint)
     cmd = [sys.executable, "tools/make_shards.py", "synthetic", "--out", "s3://kit/written", "--num-pairs", "24",
@@ -131,9 +131,15 @@ def test_make_shards_writes_s3_atomically_and_reads_back(local_set, s3):
     assert names == ["index.json"] + [f"pairs-{i:06d}.tar" for i in range(6)], "no temporary prefix is left"
     ref, _ = _batches(str(local_set), n=3)
     _same(ref, _batches("s3://kit/written", n=3, storage_options=options)[0])
-    again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 2 and "--out s3://kit/written already holds a shard set" in again.stderr
-    assert "Traceback" not in again.stderr
+    from tools.make_shards import main  # the same CLI in this process: refused before any work
+
+    for k, v in env.items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    s3fs.S3FileSystem.clear_instance_cache()
+    assert main(cmd[2:]) == 2
+    err = capsys.readouterr().err
+    assert "--out s3://kit/written already holds a shard set" in err and "Traceback" not in err
 
     # a half-written set is never read: until close, the destination has no index.json
     from kit.data.writer import PairShardWriter
