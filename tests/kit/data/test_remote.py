@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from kit.data import location
 from kit.data.errors import DataError
 from kit.data.loader import PairedTiles
 from kit.data.reader import shard_samples
@@ -174,7 +173,7 @@ def test_remote_errors_are_one_line_naming_the_url_exit_2(s3, http_url, tmp_path
     _break(fs, "kit/set", "kit/cut", truncate="pairs-000003.tar")
     closed = f"http://127.0.0.1:{_closed_port()}"
     cases = [  # (root, environment, words of the message)
-        ("s3://kit/set", s3_env(closed), [f"cannot read s3://kit/set/index.json", "endpoint unreachable"]),
+        ("s3://kit/set", s3_env(closed), ["cannot read s3://kit/set/index.json", "endpoint unreachable"]),
         ("s3://nobucket/set", s3_env(endpoint), ["s3://nobucket/set/index.json", "bucket 'nobucket' does not exist"]),
         ("s3://kit/noset", s3_env(endpoint), ["cannot read s3://kit/noset/index.json: no such object"]),
         ("s3://kit/nomember", s3_env(endpoint), ["cannot read s3://kit/nomember/pairs-000002.tar: no such object"]),
