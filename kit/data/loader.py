@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import gin
 import numpy as np
 import torch
 
+from kit.data import location
 from kit.data.errors import DataError
 from kit.data.reader import MIN_MR_SIDE, BadSample, CountingHandler, decode_npy, first_sample, shard_samples
 from kit.data.stream import PairStream, _PairIterable
@@ -38,26 +40,32 @@ STATE_FORMAT = "crossscale-stream/1"
 _MAKE = "python tools/make_shards.py synthetic --out {root}"
 
 
-def list_shards(root: str | Path) -> list[dict[str, Any]]:
+def list_shards(root: str | Path, storage_options: dict | None = None) -> list[dict[str, Any]]:
     """Shards of a root as ``[{"name", "num_samples" (int or None)}]``, in a fixed order.
 
     With ``index.json`` the shards it lists, which must be exactly the folder's ``*.tar`` files (a set
-    never mixes runs); without one, every ``*.tar`` sorted by name.
+    never mixes runs); without one, every ``*.tar`` sorted by name. A remote root (URL or ``pipe:``, see
+    :mod:`kit.data.location`) must have an ``index.json`` (the writer publishes it last, so a set without
+    one is incomplete); its shards are those it lists.
 
     Raises:
         DataError: an unreadable index, a listed shard missing, or a shard the index does not list.
     """
-    root = Path(root)
+    fix = "re-write the set: python tools/make_shards.py ... --out DIR --replace"
+    if not location.is_local(root):
+        url = location.join(root, "index.json")
+        if not location.exists(url, storage_options):
+            raise DataError(f"cannot read {url}: {location.missing(url, storage_options)}; the shard set there is "
+                            f"missing or still being written "
+                            f"(the writer publishes index.json last); check PairedTiles.root or write the set "
+                            f"with python tools/make_shards.py ... --out {root}.")
+        return _index_shards(location.read_bytes(url, storage_options), url, fix)
+    root = Path(location.local_path(root))
     index = root / "index.json"
     tars = sorted(p.name for p in root.glob("*.tar"))
     if not index.is_file():
         return [{"name": n, "num_samples": None} for n in tars]
-    fix = "re-write the set: python tools/make_shards.py ... --out DIR --replace"
-    try:
-        shards = [{"name": s["name"], "num_samples": s.get("num_samples"), "size": s.get("size")}
-                  for s in json.loads(index.read_text())["shards"]]
-    except (ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{index} is unreadable ({type(e).__name__}: {e}); {fix}.") from None
+    shards = _index_shards(index.read_bytes(), index, fix)
     listed = {s["name"] for s in shards}
     missing = sorted(listed - set(tars))
     extra = sorted(set(tars) - listed)
@@ -71,36 +79,55 @@ def list_shards(root: str | Path) -> list[dict[str, Any]]:
     return shards
 
 
-def shard_set_identity(root: str | Path, shards: list[dict]) -> dict:
+def _index_shards(data: bytes, where, fix: str) -> list[dict[str, Any]]:
+    try:
+        return [{"name": s["name"], "num_samples": s.get("num_samples"), "size": s.get("size")}
+                for s in json.loads(data)["shards"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{where} is unreadable ({type(e).__name__}: {e}); {fix}.") from None
+
+
+def shard_set_identity(root: str | Path, shards: list[dict], storage_options: dict | None = None) -> dict:
     """What identifies a shard set, whatever its path: ``{"index_sha256", "num_shards"}``.
 
     The hash is of ``index.json``'s bytes (sets written by this kit list each shard's size and content
     sha256 there, so it names the content); a folder without an index hashes its shard names and sizes.
     """
-    root = Path(root)
-    index = root / "index.json"
-    if index.is_file():
-        digest = hashlib.sha256(index.read_bytes()).hexdigest()
+    index = location.join(root, "index.json")
+    if not location.is_local(root) or os.path.isfile(index):
+        digest = hashlib.sha256(location.read_bytes(index, storage_options)).hexdigest()
     else:
-        listing = "\n".join(f"{s['name']} {(root / s['name']).stat().st_size}" for s in shards)
+        listing = "\n".join(f"{s['name']} {os.stat(location.join(root, s['name'])).st_size}" for s in shards)
         digest = hashlib.sha256(listing.encode()).hexdigest()
     return {"index_sha256": digest, "num_shards": len(shards)}
 
 
-def check_shard_files(root: str | Path, shards: list[dict]) -> list[str]:
+def check_shard_files(root: str | Path, shards: list[dict], storage_options: dict | None = None) -> list[str]:
     """Problems of the shard files against the index, before any read: missing, empty, unreadable, or a
-    size other than the one the index records (a truncated or replaced shard). One line per shard."""
+    size other than the one the index records (a truncated or replaced shard). One line per shard.
+
+    A remote root is checked by the objects' sizes (one metadata request each; none for ``pipe:``)."""
     fix = "re-write the set (python tools/make_shards.py ... --out DIR --replace)"
     problems = []
+    remote = not location.is_local(root)
     for s in shards:
-        path = Path(root) / s["name"]
-        try:
-            size = path.stat().st_size
-            with open(path, "rb") as f:
-                f.read(1)
-        except OSError as e:
-            problems.append(f"shard {path} cannot be read ({e.strerror or e}); check its permissions or {fix}.")
-            continue
+        path = location.join(root, s["name"])
+        if remote:
+            try:
+                size = location.size(path, storage_options)
+            except DataError as e:
+                problems.append(str(e))
+                continue
+            if size is None:
+                continue
+        else:
+            try:
+                size = os.stat(path).st_size
+                with open(path, "rb") as f:
+                    f.read(1)
+            except OSError as e:
+                problems.append(f"shard {path} cannot be read ({e.strerror or e}); check its permissions or {fix}.")
+                continue
         want = s.get("size")
         if size == 0:
             problems.append(f"shard {path} is empty (0 bytes) but the index lists {s.get('num_samples', '?')} "
@@ -120,8 +147,9 @@ class PairedTiles:
     """Paired MR/HR tiles from WebDataset shards (or the embedded synthetic set).
 
     Args:
-        root: shard folder (``pairs-*.tar`` + ``index.json``, see :mod:`kit.data.writer`); None uses the
-            synthetic set ``synthetic``, written to the cache on first use.
+        root: shard folder (``pairs-*.tar`` + ``index.json``, see :mod:`kit.data.writer`): a local path,
+            ``http(s)://``, ``s3://``, ``gs://`` URL or ``pipe:`` command (:mod:`kit.data.location`); None uses
+            the synthetic set ``synthetic``, written to the cache on first use.
         batch_size: pairs per batch (per rank).
         num_workers: DataLoader worker processes (0 = in the calling process).
         shuffle_buffer: size of the per-worker shuffle buffer of raw samples (<= 1 disables it).
@@ -133,6 +161,8 @@ class PairedTiles:
         false_hr: None, or ``"bilinear"`` / ``"bicubic"``: replace HR by MR upsampled by ``s`` (control).
         synthetic: the synthetic set used when ``root`` is None (default ``SyntheticScenes()``).
         max_bad_fraction: fraction of bad samples (after 100) above which the stream stops.
+        storage_options: fsspec options of a remote root (e.g. ``{"key": ..., "secret": ...,
+            "client_kwargs": {"endpoint_url": ...}}`` for s3://); None: the AWS / GCS environment variables.
     """
 
     def __init__(
@@ -150,6 +180,7 @@ class PairedTiles:
         false_hr: str | None = None,
         synthetic: SyntheticScenes | None = None,
         max_bad_fraction: float = 0.01,
+        storage_options: dict | None = None,
     ) -> None:
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"PairedTiles.batch_size must be a positive integer, got {batch_size!r}.")
@@ -164,6 +195,9 @@ class PairedTiles:
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise ValueError(f"PairedTiles.max_bad_fraction must be in [0, 1], got {max_bad_fraction}.")
         self.root = None if root is None else str(root)
+        if self.root is not None:
+            location.check_root(self.root)
+        self.storage_options = dict(storage_options) if storage_options else None
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.shuffle_buffer, self.resampled = int(shuffle_buffer), bool(resampled)
         self.crop = crop if crop is not None else PairedRandomResizedCrop()
@@ -179,10 +213,13 @@ class PairedTiles:
         self._nodata: tuple[float | None, float] = (None, 0.0)
 
     # -- checks -----------------------------------------------------------------------------------
-    def _root(self) -> Path:
+    def _root(self) -> Path | str:
+        """The local folder (a Path) or the URL (a str) of the shard set."""
         if self.root is None:
             return ensure_synthetic_cache(self.synthetic)
-        return Path(self.root).expanduser()
+        if location.is_local(self.root):
+            return Path(location.local_path(self.root))
+        return self.root.rstrip("/")
 
     def check(self) -> dict:
         """Validate the data before training; return what was found.
@@ -199,25 +236,29 @@ class PairedTiles:
             return self._info
         root = self._root()
         make = _MAKE.format(root=root)
-        if not root.exists():
+        so = self.storage_options
+        remote = isinstance(root, str)
+        if remote:
+            pass  # list_shards reads index.json, the one entry point of a remote set
+        elif not root.exists():
             raise DataError(f"shard root {root} does not exist: run {make} (or make_shards.py sen2venus/geotiff) "
                             f"or set PairedTiles.root to a folder of pairs-*.tar shards.")
-        if not root.is_dir():
+        elif not root.is_dir():
             raise DataError(f"shard root {root} is not a folder; set PairedTiles.root to the folder holding the shards.")
-        shards = list_shards(root)
+        shards = list_shards(root, so)
         if not shards:
             raise DataError(f"no shards (*.tar) under {root}: run {make} or set PairedTiles.root.")
         if self.normalize is not None and self.normalize.bands != self.bands:
             raise DataError(f"SensorNormalize has statistics for {self.normalize.bands} bands but PairedTiles.bands "
                             f"= {self.bands}; give per-band statistics for {self.bands} bands.")
         index: dict = {}
-        index_path = root / "index.json"
-        if index_path.is_file():
+        index_path = location.join(root, "index.json")
+        if remote or os.path.isfile(index_path):
             try:
-                index = json.loads(index_path.read_text())
+                index = json.loads(location.read_bytes(index_path, so))
             except ValueError:
                 pass
-        problems = check_shard_files(root, shards)
+        problems = check_shard_files(root, shards, so)
         if problems:
             raise DataError(problems[0] if len(problems) == 1 else
                             f"{len(problems)} shard(s) of {root} do not match index.json:\n" + "\n".join(
@@ -239,12 +280,13 @@ class PairedTiles:
         declared = [v for v in index.get("nodata", []) if v != -10000]
         self._nodata = (declared[0] if declared else None, float(index.get("max_nodata_fraction", 0.0)))
         first = shards[0]["name"]
-        members = first_sample(root / first)
+        first_url = location.join(root, first)
+        members = first_sample(first_url, so)
         if members is None:
-            raise DataError(f"shard {root / first} holds no samples; re-write it with {make}.")
+            raise DataError(f"shard {first_url} holds no samples; re-write it with {make}.")
         if isinstance(members, BadSample):
             raise DataError(f"{members.detail}; re-write the shard (python tools/make_shards.py ...).")
-        where = f"first pair {members['__key__']!r} of {root / first}"
+        where = f"first pair {members['__key__']!r} of {first_url}"
         try:
             mr = decode_npy(members["mr.npy"])
             hr = decode_npy(members["hr.npy"])
@@ -288,23 +330,24 @@ class PairedTiles:
         self._shards = shards
         self._info = {
             "root": str(root),
-            "num_samples": num if num is not None else self._count(root, shards),
+            "num_samples": num if num is not None else self._count(root, shards, so),
             "scale": int(s),
             "bands": int(self.bands),
             "mr_shape": tuple(int(x) for x in mr.shape),
             "hr_shape": tuple(int(x) for x in hr.shape),
             "band_names": list(index.get("bands", BANDS[: self.bands])),
-            "identity": {**shard_set_identity(root, shards), "bands": list(index.get("bands", BANDS[: self.bands]))},
+            "identity": {**shard_set_identity(root, shards, so), "bands": list(index.get("bands", BANDS[: self.bands]))},
             "mr_gsd": index.get("mr_gsd"),
             "hr_gsd": index.get("hr_gsd"),
         }
         return self._info
 
     @staticmethod
-    def _count(root: Path, shards: list[dict]) -> int:
+    def _count(root: Path | str, shards: list[dict], storage_options: dict | None = None) -> int:
         """Count samples by reading the shards when there is no index."""
         handler = CountingHandler()
-        total = sum(1 for s in shards for _ in shard_samples(root / s["name"], handler))
+        total = sum(1 for s in shards for _ in shard_samples(location.join(root, s["name"]), handler,
+                                                               storage_options))
         for bad in handler.errors:
             log.warning("shard %s: %s", bad.shard, bad.detail)
         return total
@@ -356,7 +399,7 @@ class PairedTiles:
                     )
             fresh.update({k: state[k] for k in ("batches", "rotation", "positions", "stats")})
         dataset = _PairIterable(
-            root=Path(info["root"]), shards=shards, seed=int(seed), rank=rank, world_size=world_size,
+            root=info["root"], shards=shards, storage_options=self.storage_options, seed=int(seed), rank=rank, world_size=world_size,
             num_workers=self.num_workers, rotation=int(fresh["rotation"]),
             positions={int(k): tuple(v) for k, v in fresh["positions"].items()}, batch_size=self.batch_size,
             shuffle_buffer=self.shuffle_buffer, resampled=self.resampled, crop=self.crop, normalize=self.normalize,

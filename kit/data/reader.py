@@ -26,6 +26,8 @@ from typing import Any, Iterator
 import numpy as np
 import webdataset as wds
 
+from kit.data.errors import DataError
+from kit.data.location import READ_BUFFER, join, open_shard
 from kit.data.writer import MIN_MR_SIDE, NODATA, nodata_fraction  # noqa: F401 - the format's constants
 
 
@@ -107,13 +109,13 @@ def _track(handler: CountingHandler, counts: dict[str, int]):
 
 
 def _check_lengths(opened: list[str], counts: dict[str, int], expected: dict[str, int | None],
-                   handler: CountingHandler):
+                   handler: CountingHandler, names: dict[str, str] | None = None):
     """After the last sample: every opened shard that ended early without an error is ``truncated``."""
     def stage(src):
         before = dict(handler.failures)
         yield from src
         for url in dict.fromkeys(opened):
-            want = expected.get(Path(url).name)
+            want = expected.get((names or {}).get(url, Path(url).name))
             got = counts.get(url, 0)
             failed = handler.failures.get(url, 0) > before.get(url, 0)
             if want is not None and not failed and got < want * opened.count(url):
@@ -122,24 +124,24 @@ def _check_lengths(opened: list[str], counts: dict[str, int], expected: dict[str
     return stage
 
 
-READ_BUFFER = 256 * 1024  # bytes read ahead per open shard
-
-
-def tar_samples(handler):
+def tar_samples(handler, storage_options: dict | None = None):
     """Pipeline stage: shard URLs (``{"url": path}``) -> raw samples, as ``wds.tarfile_to_samples``.
 
     webdataset's own tar expansion and grouping by key (``tar_file_expander``, ``group_by_keys``) over shards
     opened here with a ``READ_BUFFER`` read-ahead buffer. webdataset opens local files with Python's default
     8 KiB buffer (``GOPEN_BUFFER`` in the environment changes it), under which every 10 KiB record tarfile
     reads is a system call of its own: 60 or so per 128/256 px pair, a third of read + decode on this
-    project's CPU machine (``benchmarks/data_pipeline.py``). A shard is closed as soon as the next is asked
-    for. Errors reach ``handler`` with the URL appended, as webdataset's opener does.
+    project's CPU machine (``benchmarks/data_pipeline.py``). A remote shard (``http(s)://``, ``s3://``,
+    ``gs://``, ``pipe:``) is opened by :func:`kit.data.location.open_shard`: fsspec (``storage_options``) under
+    a background read-ahead that retries a dropped connection, or webdataset's ``pipe:`` opener. A shard is
+    closed as soon as the next is asked for. Errors reach ``handler`` with the URL appended, as webdataset's
+    opener does.
     """
     def opened(src):
         for item in src:
             url = item["url"]
             try:
-                stream = open(url, "rb", buffering=READ_BUFFER)
+                stream = open_shard(url, storage_options, buffer=READ_BUFFER)
             except Exception as exn:  # noqa: BLE001 - the handler decides, as in wds.tariterators.url_opener
                 exn.args = exn.args + (url,)
                 if handler(exn):
@@ -156,36 +158,43 @@ def tar_samples(handler):
     return stage
 
 
-def worker_epoch(root: Path, names: list[str], *, expected: dict[str, int | None], seed: int, epoch: int,
+def worker_epoch(root: str | Path, names: list[str], *, expected: dict[str, int | None], seed: int, epoch: int,
                  rank: int, world_size: int, worker: int, num_workers: int, resampled: bool,
-                 shuffle_buffer: int, handler: CountingHandler) -> wds.DataPipeline:
-    """The raw samples (``{"__key__", "__url__", "mr.npy", ...}`` of bytes) of one worker in one epoch."""
+                 shuffle_buffer: int, handler: CountingHandler,
+                 storage_options: dict | None = None) -> wds.DataPipeline:
+    """The raw samples (``{"__key__", "__url__", "mr.npy", ...}`` of bytes) of one worker in one epoch.
+
+    ``root``: a local folder or a URL (see :mod:`kit.data.location`); ``storage_options`` go to fsspec."""
+    by_url = {join(root, n): n for n in names}
     if resampled:
-        stages = [wds.SimpleShardList([str(root / n) for n in resampled_shards(
+        stages = [wds.SimpleShardList([join(root, n) for n in resampled_shards(
             names, seed=seed, epoch=epoch, rank=rank, world_size=world_size, worker=worker,
             num_workers=num_workers)])]
     else:
-        stages = [wds.SimpleShardList([str(root / n) for n in epoch_shards(names, seed=seed, epoch=epoch)]),
+        stages = [wds.SimpleShardList([join(root, n) for n in epoch_shards(names, seed=seed, epoch=epoch)]),
                   wds.slice(rank, None, world_size), wds.slice(worker, None, num_workers)]
     opened: list[str] = []
     counts: dict[str, int] = {}
-    stages += [_note_opened(opened, handler), tar_samples(handler), _track(handler, counts),
-               _check_lengths(opened, counts, expected, handler)]
+    stages += [_note_opened(opened, handler), tar_samples(handler, storage_options), _track(handler, counts),
+               _check_lengths(opened, counts, expected, handler, by_url)]
     if shuffle_buffer > 1:
         rng = random.Random(f"{seed}/{epoch}/{rank}/{worker}")
         stages.append(wds.shuffle(shuffle_buffer, initial=shuffle_buffer, rng=rng))
     return wds.DataPipeline(*stages)
 
 
-def shard_samples(path: str | Path, handler=wds.reraise_exception) -> Iterator[dict]:
-    """Raw samples of one shard in file order (``{"__key__", "mr.npy": bytes, ...}``)."""
-    return iter(wds.DataPipeline(wds.SimpleShardList([str(path)]), tar_samples(handler)))
+def shard_samples(path: str | Path, handler=wds.reraise_exception, storage_options: dict | None = None
+                  ) -> Iterator[dict]:
+    """Raw samples of one shard (a path or URL) in file order (``{"__key__", "mr.npy": bytes, ...}``)."""
+    return iter(wds.DataPipeline(wds.SimpleShardList([str(path)]), tar_samples(handler, storage_options)))
 
 
-def first_sample(path: str | Path) -> dict | BadSample | None:
+def first_sample(path: str | Path, storage_options: dict | None = None) -> dict | BadSample | None:
     """The first sample of a shard, a :class:`BadSample` when the shard cannot be read, or None if empty."""
     try:
-        return next(shard_samples(path), None)
+        return next(shard_samples(path, storage_options=storage_options), None)
+    except DataError:
+        raise
     except Exception as e:  # noqa: BLE001 - tarfile.ReadError, OSError, EOFError ... from the expansion
         return BadSample("truncated", f"shard {path} unreadable: {e}")
 

@@ -33,12 +33,14 @@ PREFETCH = 2  # batches each worker works ahead (DataLoader prefetch_factor)
 class _PairIterable(torch.utils.data.IterableDataset):
     """Infinite batches of one rank; each DataLoader worker plays one logical worker."""
 
-    def __init__(self, *, root: Path, shards: list[dict], seed: int, rank: int, world_size: int, num_workers: int,
+    def __init__(self, *, root: str | Path, shards: list[dict], seed: int, rank: int, world_size: int, num_workers: int,
                  rotation: int, positions: dict[int, tuple[int, int]], batch_size: int, shuffle_buffer: int,
                  resampled: bool, crop: PairedRandomResizedCrop, normalize: SensorNormalize | None, bands: int,
                  scale: int, false_hr: str | None, max_bad_fraction: float, nodata: float | None = None,
-                 max_nodata_fraction: float = 0.0, planner=None, consumed: int = 0) -> None:
+                 max_nodata_fraction: float = 0.0, planner=None, consumed: int = 0,
+                 storage_options: dict | None = None) -> None:
         super().__init__()
+        self.storage_options = storage_options
         self.planner, self.consumed = planner, consumed
         self.busy: torch.Tensor | None = None  # (W, slots) flags of the workers' slabs, set by PairStream
         self.root, self.shards = root, shards
@@ -57,7 +59,7 @@ class _PairIterable(torch.utils.data.IterableDataset):
         return worker_epoch(self.root, self.names, expected=self.expected, seed=self.seed, epoch=epoch,
                             rank=self.rank, world_size=self.world_size, worker=worker, num_workers=self.W,
                             resampled=self.resampled, shuffle_buffer=self.shuffle_buffer,
-                            handler=handler or CountingHandler())
+                            handler=handler or CountingHandler(), storage_options=self.storage_options)
 
     def _decode(self, sample: dict, epoch: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Decode and validate one pair; draw its crop/jitter parameters from ``(seed, epoch, key)``."""

@@ -17,7 +17,13 @@ Keys contain no dots (WebDataset splits member names at the first dot). Band ord
 A shard set is written whole: into a temporary sibling folder ``.ROOT.tmp-PID``, ``index.json`` last,
 then renamed into place. An interrupted or failed run leaves an existing set untouched (its temporary
 folder is removed, or, after a kill, by the next writer); a set never mixes shards of two runs, and the
-reader refuses a folder whose shards are not all in its index. Tiles whose nodata fraction exceeds
+reader refuses a folder whose shards are not all in its index.
+
+``root`` may also be an object-store URL (``s3://``, ``gs://``, any fsspec URL but ``http(s)://`` and
+``pipe:``, which cannot be written): shards are streamed to the temporary prefix ``ROOT/.tmp-PID-TOKEN/``,
+and ``close`` moves them under ``ROOT/`` and publishes ``index.json`` last (an old set's index is removed
+first, so a reader sees the old set, no set, or the new one, never a mix). No lock guards two writers of one
+URL (object stores have none): give each writer its own ``--out``. Tiles whose nodata fraction exceeds
 ``max_nodata_fraction`` are skipped and counted; the index records the nodata rule so the reader applies
 the same one.
 """
@@ -38,6 +44,7 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
+from kit.data import location
 from kit.io import BANDS, pid_alive, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -107,8 +114,8 @@ def nodata_fraction(a: np.ndarray, nodata: float | None = None) -> float:
 class _HashingFile:
     """A write-only file that hashes (sha256) and counts what passes through it to the real file."""
 
-    def __init__(self, path: Path) -> None:
-        self._f = open(path, "xb")  # a fresh file in the writer's own staging folder
+    def __init__(self, f) -> None:
+        self._f = f  # a fresh file in the writer's own staging folder (or prefix)
         self.sha256 = hashlib.sha256()
         self.size = 0
 
@@ -157,6 +164,7 @@ class PairShardWriter:
         replace: bool = True,
         nodata: float | None = None,
         max_nodata_fraction: float | None = None,
+        storage_options: dict | None = None,
     ) -> None:
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
@@ -168,12 +176,12 @@ class PairShardWriter:
         if not isinstance(prefix, str) or not _KEY_RE.match(prefix):
             raise ValueError(f"--prefix {prefix!r}: a shard name prefix may hold only letters, digits, '_' and '-' "
                              "(no '/', '.' or '..': shards are written inside --out only); e.g. --prefix pairs.")
-        self.root = Path(root)
-        if self.root.exists() and not self.root.is_dir():
-            raise ValueError(f"{self.root} exists and is not a folder; choose another output folder.")
-        if not replace and self.root.is_dir() and any(self.root.iterdir()):
-            raise ValueError(f"{self.root} is not empty; pass --replace (replace=True) to replace its shard set once "
-                             f"the new one is complete, or choose an empty output folder.")
+        self.remote = not location.is_local(root)
+        self.storage_options = storage_options
+        if self.remote:
+            self._init_remote(os.fspath(root), replace)
+        else:
+            self._init_local(root, replace)
         self.shard_size = shard_size
         self.bands = tuple(bands)
         self.mr_gsd, self.hr_gsd = float(mr_gsd), float(hr_gsd)
@@ -182,11 +190,6 @@ class PairShardWriter:
         self.nodata = None if nodata is None else float(nodata)
         self.max_nodata_fraction = None if max_nodata_fraction is None else float(max_nodata_fraction)
         self.nodata_pairs = 0
-        self._lock_fd = self._lock_output()
-        self._remove_stale_temporaries()
-        self.staging = self.root.parent / f".{self.root.name}.tmp-{os.getpid()}"
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.staging.mkdir(parents=True)
         self._shard_no = 0
         self._tar: wds.TarWriter | None = None
         self._count = 0
@@ -194,6 +197,34 @@ class PairShardWriter:
         self.num_samples = 0
         self.skipped: Counter = Counter()
         self._keys: set[str] = set()
+
+    def _init_remote(self, url: str, replace: bool) -> None:
+        s = location.scheme(url)
+        if s in ("pipe", "http", "https"):
+            raise ValueError(f"--out {url}: a {s}: destination cannot be written; write to a local folder, s3:// or "
+                             f"gs:// (and serve that).")
+        location.check_root(url)
+        self.root = url.rstrip("/")
+        index = location.join(self.root, "index.json")
+        if not replace and location.exists(index, self.storage_options):
+            raise ValueError(f"{self.root} already holds a shard set (index.json); pass --replace (replace=True) to "
+                             f"replace it once the new one is complete, or choose another --out.")
+        self._fs, _ = location._fs(self.root, self.storage_options)
+        self.staging = f"{self.root}/.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        self._lock_fd = None
+
+    def _init_local(self, root, replace: bool) -> None:
+        self.root = Path(location.local_path(root))
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"{self.root} exists and is not a folder; choose another output folder.")
+        if not replace and self.root.is_dir() and any(self.root.iterdir()):
+            raise ValueError(f"{self.root} is not empty; pass --replace (replace=True) to replace its shard set once "
+                             f"the new one is complete, or choose an empty output folder.")
+        self._lock_fd = self._lock_output()
+        self._remove_stale_temporaries()
+        self.staging = self.root.parent / f".{self.root.name}.tmp-{os.getpid()}"
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
 
     def _lock_output(self) -> int:
         """An exclusive lock on ``.ROOT.lock`` beside the set, held until close/abort (then removed): two
@@ -236,7 +267,10 @@ class PairShardWriter:
         name = f"{self.prefix}-{self._shard_no:06d}.tar"
         # payloads are encoded here, as bytes; a whole-second mtime keeps the members plain ustar headers
         # (a float mtime costs every member an extra pax header, which the reader then has to parse)
-        self._file = _HashingFile(self.staging / name)
+        if self.remote:
+            self._file = _HashingFile(self._fs.open(location.join(self.staging, name), "wb"))
+        else:
+            self._file = _HashingFile(open(self.staging / name, "xb"))
         self._tar = wds.TarWriter(self._file, encoder=False, mtime=int(time.time()))
         self._count = 0
 
@@ -313,6 +347,9 @@ class PairShardWriter:
             log.warning("%d of %d pairs written to %s hold nodata pixels (%s or NaN); the reader will skip them. "
                         "Pass max_nodata_fraction (make_shards --max-nodata) to drop or keep them at write time.",
                         self.nodata_pairs, self.num_samples, self.root, index["nodata"])
+        if self.remote:
+            self._publish_remote(index)
+            return index
         write_json_atomic(self.staging / "index.json", index)
         old = None
         if self.root.exists():  # move the old set aside, put the new one in, then drop the old one
@@ -330,13 +367,41 @@ class PairShardWriter:
         self._unlock_output()
         return index
 
+    def _publish_remote(self, index: dict) -> None:
+        """Move the staged shards under ``root`` and publish ``index.json`` last (see the module docstring)."""
+        fs, so = self._fs, self.storage_options
+        index_url = location.join(self.root, "index.json")
+        old: set[str] = set()
+        if location.exists(index_url, so):
+            try:
+                old = {s["name"] for s in json.loads(location.read_bytes(index_url, so))["shards"]}
+            except (ValueError, KeyError, TypeError):
+                pass
+            fs.rm(index_url)  # from here on no reader takes the old set for whole
+        for s in self.shards:
+            fs.mv(location.join(self.staging, s["name"]), location.join(self.root, s["name"]))
+        for name in sorted(old - {s["name"] for s in self.shards}):
+            fs.rm(location.join(self.root, name))
+        fs.pipe_file(index_url, json.dumps(index, indent=2).encode())
+        self._remove_staging()
+
+    def _remove_staging(self) -> None:
+        if self.remote:
+            try:
+                if self._fs.exists(self.staging):
+                    self._fs.rm(self.staging, recursive=True)
+            except FileNotFoundError:
+                pass
+        else:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
     def abort(self) -> None:
         """Drop the new set (its temporary folder); an existing set at ``root`` stays as it was."""
         if self._tar is not None:
             self._tar.close()
             self._file.close()
             self._tar = None
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self._remove_staging()
         self._unlock_output()
 
     def __enter__(self) -> "PairShardWriter":

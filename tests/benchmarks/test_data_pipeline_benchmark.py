@@ -25,3 +25,19 @@ def test_new_reader_against_decode_with_one_worker(tmp_path):
     assert new["workers"] == 1 and new["pairs_per_s"] > 0 and new["vs_decode"] > 0
     # int16 MR 32 px and HR 64 px of 4 bands, plus the crop parameters
     assert 4 * (32 * 32 + 64 * 64) * 2 <= new["bytes_per_pair"] < 4 * (32 * 32 + 64 * 64) * 2 + 64
+
+
+def test_root_urls_are_measured_side_by_side(tmp_path):
+    """``--root`` (repeatable): the reader on the same set from a folder and over HTTP (a real http.server)."""
+    from kit.data.synthetic import SyntheticScenes, write_synthetic_shards
+    from tests.servers import start_http
+
+    root = tmp_path / "set"
+    write_synthetic_shards(SyntheticScenes(num_pairs=16, mr_size=32, shard_size=4), root, shard_size=4, progress=False)
+    with start_http(tmp_path) as url:
+        rows = data_pipeline.main(["--root", str(root), "--root", f"{url}/set", "--workers", "1", "--pipelines",
+                                   "ijepa", "--batch-size", "4", "--batches", "2", "--warmup", "1", "--rounds", "1",
+                                   "--no-csv"])
+    new = {r["source"]: r for r in rows if r["reader"] == "new"}
+    assert set(new) == {"local", "http"} and all(r["pairs_per_s_per_worker"] > 0 for r in new.values())
+    assert new["local"]["vs_local"] == 1 and new["http"]["vs_local"] > 0 and new["http"]["vs_decode"] > 0

@@ -39,8 +39,9 @@ import numpy as np
 
 from kit.data.parts import part_range
 from kit.data.sources.pairs import check_pair, to_int16
+from kit.data import location
 from kit.data.writer import PairShardWriter
-from kit.io import BANDS, BandStatistics, add_to_index, units_warning, write_json_atomic
+from kit.io import BANDS, BandStatistics, add_to_index, units_warning
 
 log = logging.getLogger(__name__)
 # the authors' Sentinel-2 statistics (reflectance x 10000, B2 B3 B4 B8): what the recipes normalise with
@@ -351,7 +352,7 @@ def run(args: GeoTiffOptions) -> dict:
         mine = part_range(ny * nx, args.part, "tiles")  # --part i/N: a block of tiles, row-major
         skipped: Counter = Counter()
         stats = BandStatistics(bands)
-        out = Path(args.out)
+        out = args.out if not location.is_local(args.out) else Path(args.out)  # a folder or s3:// / gs:// URL
         try:
             with PairShardWriter(out, args.shard_size, bands=bands, mr_gsd=mr_gsd, hr_gsd=mr_gsd / s,
                                  prefix=args.prefix, max_nodata_fraction=args.max_nodata) as wr:
@@ -410,7 +411,7 @@ def run(args: GeoTiffOptions) -> dict:
         "units_warning": units,
         "shards": len(index["shards"]),
     }
-    write_json_atomic(out / "summary-geotiff.json", summary)
+    location.write_json(out, "summary-geotiff.json", summary)
     if written == 0:
         warnings.warn(f"no tile pair of {args.mr} / {args.hr} passed the checks ({dict(skipped)}); nothing was written.")
     return summary

@@ -35,8 +35,9 @@ import numpy as np
 
 from kit.data.parts import part_range
 from kit.data.sources.pairs import check_pair, to_int16
+from kit.data import location
 from kit.data.writer import PairShardWriter
-from kit.io import BANDS, BandStatistics, add_to_index, write_json_atomic
+from kit.io import BANDS, BandStatistics, add_to_index
 
 V1_BAND_ORDER = ("blue", "green", "red", "nir")  # B2 B3 B4 B8
 BAND_ALIASES = {"b2": "blue", "b02": "blue", "b3": "green", "b03": "green", "b4": "red", "b04": "red",
@@ -110,7 +111,7 @@ def run(opts: Sen2VenusOptions) -> dict:
     skipped: Counter = Counter()
     per_site: Counter = Counter()
     stats = BandStatistics(bands)
-    out = Path(opts.out)
+    out = opts.out if not location.is_local(opts.out) else Path(opts.out)  # a folder or an s3:// / gs:// URL
     with PairShardWriter(out, opts.shard_size, bands=bands, mr_gsd=10.0, hr_gsd=5.0, prefix=opts.prefix,
                          max_nodata_fraction=opts.max_nodata) as w:
         for ref in refs:
@@ -149,7 +150,7 @@ def run(opts: Sen2VenusOptions) -> dict:
         "shards": len(index["shards"]),
         "errors": reader.errors[:50],
     }
-    write_json_atomic(out / "summary-sen2venus.json", summary)
+    location.write_json(out, "summary-sen2venus.json", summary)
     return summary
 
 
