@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = _write(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"make_shards.py {args.source}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return 2
     print(json.dumps(summary, indent=2, default=str))
     verify(args.out)
     bindings = _bindings(args.out)
