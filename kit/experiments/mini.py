@@ -74,7 +74,7 @@ class Settings:
     steps: int = 1500
     pretrain_pairs: int = 512
     pretrain_mr_size: int = 48
-    task: MiniTask = MiniTask(num_test=512)
+    task: MiniTask = MiniTask(num_test=1024)
     probe_epochs: int = 30
     probe_batch: int = 64
     probe_resize: float = PAPER_RESIZE
@@ -109,7 +109,8 @@ class Settings:
 
 SIZES = {
     "full": Settings(),
-    "fast": Settings(seeds=(0,), steps=750),  # one seed at half the budget: the pipeline in < 15 min, not the table
+    # one seed at half the budget and half the test scenes: the pipeline in < 15 min, not the table
+    "fast": Settings(seeds=(0,), steps=750, task=MiniTask(num_test=512)),
     "tiny": Settings(seeds=(0,), preset="gin/presets/test_tiny.gin", steps=4, pretrain_pairs=24, pretrain_mr_size=32,
                      task=MiniTask(mr_size=16, num_train=12, num_val=6, num_test=6), probe_epochs=2, probe_batch=16,
                      ceiling_epochs=1, vit_ceiling_epochs=1, figure_mr_size=32, bootstrap=50),
