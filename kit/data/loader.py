@@ -133,6 +133,12 @@ class PairedTiles:
         false_hr: None, or ``"bilinear"`` / ``"bicubic"``: replace HR by MR upsampled by ``s`` (control).
         synthetic: the synthetic set used when ``root`` is None (default ``SyntheticScenes()``).
         max_bad_fraction: fraction of bad samples (after 100) above which the stream stops.
+        band_order: the explicit remap binding. None (default): the shards must store the recipe's band order
+            (``blue, green, red, nir``, the order of the encoder's inputs and of ``SensorNormalize``'s
+            statistics); a set written in another order (``make_shards.py ... --bands nir red green blue``) is
+            refused before step 1 with both orders named. A list of band names: the order the shards store,
+            declared by the user (it must equal ``index.json``'s ``bands``); the reader then reorders every
+            pair by name into the recipe's order, so each band meets its own statistics.
     """
 
     def __init__(
@@ -150,6 +156,7 @@ class PairedTiles:
         false_hr: str | None = None,
         synthetic: SyntheticScenes | None = None,
         max_bad_fraction: float = 0.01,
+        band_order: list[str] | tuple[str, ...] | None = None,
     ) -> None:
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"PairedTiles.batch_size must be a positive integer, got {batch_size!r}.")
@@ -174,6 +181,17 @@ class PairedTiles:
         self.bands, self.scale, self.false_hr = int(bands), scale, false_hr
         self.synthetic = synthetic if synthetic is not None else SyntheticScenes()
         self.max_bad_fraction = float(max_bad_fraction)
+        if band_order is not None:
+            if isinstance(band_order, str) or not all(isinstance(b, str) for b in band_order):
+                raise ValueError(f"PairedTiles.band_order must be a list of band names (the shards' order), e.g. "
+                                 f"['nir', 'red', 'green', 'blue'], got {band_order!r}.")
+            band_order = [b.lower() for b in band_order]
+            want = list(BANDS[: self.bands])
+            if sorted(band_order) != sorted(want) or len(band_order) != self.bands:
+                raise ValueError(f"PairedTiles.band_order = {band_order} must hold each of the recipe's bands {want} "
+                                 f"once (the shards' order of the same {self.bands} bands).")
+        self.band_order = band_order
+        self._perm: list[int] | None = None  # stored band index of each recipe band, when the reader reorders
         self._info: dict | None = None
         self._shards: list[dict] | None = None
         self._nodata: tuple[float | None, float] = (None, 0.0)
@@ -222,19 +240,24 @@ class PairedTiles:
             raise DataError(problems[0] if len(problems) == 1 else
                             f"{len(problems)} shard(s) of {root} do not match index.json:\n" + "\n".join(
                                 f"  - {p}" for p in problems[:10]))
-        stored = [str(b).lower() for b in index.get("bands", BANDS[: self.bands])]
+        stored = [str(b).lower() for b in index.get("bands", self.band_order or BANDS[: self.bands])]
         expected = list(BANDS[: self.bands])
-        if self.normalize is not None and len(stored) == len(expected) and stored != expected:
-            default = isinstance(self.normalize, SensorNormalize) and torch.allclose(
-                self.normalize.mr_mean.flatten(), torch.tensor(S2_MEAN[: self.bands], dtype=torch.float32))
-            msg = (f"{index_path} stores the bands in the order {stored} but the recipe's normalisation "
-                   f"(SensorNormalize) is for {expected}")
-            if default:
-                raise DataError(
-                    f"{msg}: training would normalise each band with another band's statistics. Re-write the shards "
-                    f"in the recipe's order (make_shards.py ... --bands {' '.join(expected)} --replace), or set "
-                    f"SensorNormalize.mr_mean / mr_std / hr_mean / hr_std to statistics in the shards' order.")
-            log.warning("%s unless its statistics (set in the recipe) are in the shards' order; check them.", msg)
+        self._perm = None
+        if self.band_order is not None and stored != self.band_order:
+            raise DataError(f"{index_path} stores the bands in the order {stored} but PairedTiles.band_order = "
+                            f"{self.band_order}; set PairedTiles.band_order = {stored} (the shards' order) or remove "
+                            f"the binding.")
+        if self.band_order is not None and stored != expected:
+            self._perm = [stored.index(b) for b in expected]
+            log.info("data: %s stores the bands as %s; the reader reorders them to the recipe's %s "
+                     "(PairedTiles.band_order)", root, stored, expected)
+        elif len(stored) == len(expected) and stored != expected:
+            raise DataError(
+                f"{index_path} stores the bands in the order {stored} but the recipe (the encoder's inputs and "
+                f"SensorNormalize's statistics) is in the order {expected}: training would feed each band as "
+                f"another. Re-write the shards in the recipe's order (make_shards.py ... --bands "
+                f"{' '.join(expected)} --replace), or bind the remap: --gin_param \"PairedTiles.band_order = "
+                f"{stored}\" (the reader then reorders every pair to {expected}).")
         index_scale = index.get("scale")
         declared = [v for v in index.get("nodata", []) if v != -10000]
         self._nodata = (declared[0] if declared else None, float(index.get("max_nodata_fraction", 0.0)))
@@ -293,8 +316,10 @@ class PairedTiles:
             "bands": int(self.bands),
             "mr_shape": tuple(int(x) for x in mr.shape),
             "hr_shape": tuple(int(x) for x in hr.shape),
-            "band_names": list(index.get("bands", BANDS[: self.bands])),
-            "identity": {**shard_set_identity(root, shards), "bands": list(index.get("bands", BANDS[: self.bands]))},
+            # what the model is fed (the recipe's order after a remap); the identity keeps the stored order
+            "band_names": expected if self._perm is not None else stored,
+            "identity": {**shard_set_identity(root, shards), "bands": stored,
+                         **({"band_order_fed": expected} if self._perm is not None else {})},
             "mr_gsd": index.get("mr_gsd"),
             "hr_gsd": index.get("hr_gsd"),
         }
@@ -362,7 +387,7 @@ class PairedTiles:
             shuffle_buffer=self.shuffle_buffer, resampled=self.resampled, crop=self.crop, normalize=self.normalize,
             bands=self.bands, scale=info["scale"], false_hr=self.false_hr, max_bad_fraction=self.max_bad_fraction,
             nodata=self._nodata[0], max_nodata_fraction=self._nodata[1], planner=planner,
-            consumed=int(fresh["batches"]),
+            consumed=int(fresh["batches"]), band_perm=self._perm,
         )
         return PairStream(dataset, num_workers=self.num_workers, state=fresh)
 

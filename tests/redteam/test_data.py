@@ -117,6 +117,35 @@ def test_shards_in_another_band_order_do_not_train_under_the_recipes_normalisati
     assert not (tmp_path / "run" / "checkpoints").exists(), line
 
 
+def test_an_explicit_band_order_binding_trains_with_bands_reordered_to_the_recipe(nir_first, tmp_path):
+    w = tmp_path / "run"
+    p = train(w, "--max_steps", "1", "--gin_param", "PairedTiles.band_order = ['nir', 'red', 'green', 'blue']",
+              root=nir_first)
+    assert p.returncode == 0, p.stderr[-2000:]
+    meta = json.loads((w / "export" / "meta.json").read_text())
+    assert meta["bands"] == meta["normalization"]["bands"] == ["blue", "green", "red", "nir"]
+    assert meta["data"]["bands"] == ["nir", "red", "green", "blue"]  # the stored order, in the identity
+    wrong = train(tmp_path / "run2", "--max_steps", "1", "--gin_param",
+                  "PairedTiles.band_order = ['red', 'nir', 'green', 'blue']", root=nir_first)
+    assert_user_error(wrong, "['nir', 'red', 'green', 'blue']", "['red', 'nir', 'green', 'blue']", "band_order")
+
+
+def test_the_remapped_reader_feeds_the_same_tiles_as_shards_in_the_recipes_order(nir_first, tmp_path):
+    from kit.data.loader import PairedTiles
+
+    mr, hr = truth(3)
+    ref = geotiff(tmp_path, mr, hr, tmp_path / "bgrn", "--mr-bands", "blue=1,green=2,red=3,nir=4",
+                  "--hr-bands", "blue=1,green=2,red=3,nir=4")
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    kw = dict(batch_size=4, num_workers=0, shuffle_buffer=1, normalize=False)
+    a = next(iter(PairedTiles(str(tmp_path / "bgrn"), **kw).stream(seed=0)))
+    b = next(iter(PairedTiles(str(nir_first), band_order=["nir", "red", "green", "blue"], **kw).stream(seed=0)))
+    assert a["key"] == b["key"]
+    assert (a["mr"] == b["mr"]).all() and (a["hr"] == b["hr"]).all()
+    stored = next(iter(PairedTiles(str(nir_first), band_order=["nir", "red", "green", "blue"], **kw).stream(seed=0)))
+    assert stored["mr"][:, 0].float().mean() != stored["mr"][:, 3].float().mean()
+
+
 def test_replacing_the_shard_set_at_the_same_path_refuses_the_resume(tmp_path):
     root = tmp_path / "shards"
     assert cli("make_shards", "synthetic", "--out", root, "--num-pairs", "24", "--mr-size", "32", "--shard-size", "8",
