@@ -87,9 +87,35 @@ def shard_set_identity(root: str | Path, shards: list[dict]) -> dict:
     return {"index_sha256": digest, "num_shards": len(shards)}
 
 
+def count_members(path: str | Path) -> int:
+    """Samples in one shard from a scan of its tar headers only (no payload is read): the distinct keys,
+    grouped as webdataset groups them (``dir/key.ext`` -> ``dir/key``).
+
+    Raises:
+        tarfile.TarError, OSError, EOFError: the shard is not a whole tar file.
+    """
+    import tarfile
+
+    keys, last = 0, None
+    with tarfile.open(path, "r:") as tar:
+        for m in tar:
+            if not m.isfile():
+                continue
+            name = m.name
+            base = name.rsplit("/", 1)
+            key = (base[0] + "/" if len(base) == 2 else "") + base[-1].split(".", 1)[0]
+            if key != last:
+                keys, last = keys + 1, key
+    return keys
+
+
 def check_shard_files(root: str | Path, shards: list[dict]) -> list[str]:
     """Problems of the shard files against the index, before any read: missing, empty, unreadable, or a
-    size other than the one the index records (a truncated or replaced shard). One line per shard."""
+    size other than the one the index records (a truncated or replaced shard). One line per shard.
+
+    A set whose index lists each shard's sample count but not its size (written by an older kit, or by
+    hand) has its shards' tar headers scanned (:func:`count_members`, no payload read) and the counts
+    compared: a shard that holds more or fewer samples than the index says is named here, not mid-run."""
     fix = "re-write the set (python tools/make_shards.py ... --out DIR --replace)"
     problems = []
     for s in shards:
@@ -110,6 +136,16 @@ def check_shard_files(root: str | Path, shards: list[dict]) -> list[str]:
                             f"after the set was written); {fix}.")
         elif size % 512:
             problems.append(f"shard {path} is {size} bytes, not a whole tar file (a multiple of 512): truncated; {fix}.")
+        elif want is None and s.get("num_samples") is not None:
+            try:
+                got = count_members(path)
+            except Exception as e:  # noqa: BLE001 - tarfile.ReadError, EOFError ...: not a whole tar
+                problems.append(f"shard {path} is not a readable tar file ({type(e).__name__}: {e}); {fix}.")
+                continue
+            if got != s["num_samples"]:
+                word = "overstates" if s["num_samples"] > got else "understates"
+                problems.append(f"shard {path} holds {got} samples but index.json lists {s['num_samples']} (the "
+                                f"index {word} it; truncated, appended to or mislisted); {fix}.")
     return problems
 
 
@@ -308,10 +344,16 @@ class PairedTiles:
         if min(h, w) * 4 < self.crop.size:
             log.warning("MR tiles are %dx%d px but the crop outputs %d px: more than 4x upsampling", h, w, self.crop.size)
         num = sum(x["num_samples"] for x in shards) if all(x["num_samples"] is not None for x in shards) else None
+        if num is None:
+            num = self._count(root, shards)
+        if isinstance(index.get("num_samples"), int) and index["num_samples"] != num:
+            raise DataError(f"{index_path} says num_samples = {index['num_samples']} but its shards hold {num} "
+                            f"(the index {'overstates' if index['num_samples'] > num else 'understates'} the set); "
+                            f"re-write the set (python tools/make_shards.py ... --out DIR --replace).")
         self._shards = shards
         self._info = {
             "root": str(root),
-            "num_samples": num if num is not None else self._count(root, shards),
+            "num_samples": num,
             "scale": int(s),
             "bands": int(self.bands),
             "mr_shape": tuple(int(x) for x in mr.shape),

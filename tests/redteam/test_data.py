@@ -233,3 +233,60 @@ def test_a_folder_where_a_raster_is_expected_is_named(tmp_path):
     m = write_tif(tmp_path / "mr.tif", mr, 10)
     p = cli("make_shards", "geotiff", "--mr", m, "--hr", tmp_path, "--out", tmp_path / "o", "--tile", "8")
     assert_user_error(p, str(tmp_path), "is a folder")
+
+
+def _older_set(tmp_path):
+    """A shard set as an older kit wrote it: index.json lists per-shard counts but no sizes or hashes."""
+    root = tmp_path / "old"
+    assert cli("make_shards", "synthetic", "--out", root, "--num-pairs", "24", "--mr-size", "32", "--shard-size", "8",
+               "--no-progress").returncode == 0
+    index = json.loads((root / "index.json").read_text())
+    for s in index["shards"]:
+        s.pop("size"), s.pop("sha256")
+    return root, index
+
+
+@pytest.mark.parametrize("listed", [9, 7])
+def test_an_index_that_over_or_understates_a_shards_count_is_named_before_step_1(tmp_path, listed):
+    root, index = _older_set(tmp_path)
+    index["shards"][1]["num_samples"] = listed
+    index["num_samples"] = 16 + listed
+    (root / "index.json").write_text(json.dumps(index))
+    p = train(tmp_path / "run", "--max_steps", "1", root=root)
+    assert_user_error(p, str(root / "pairs-000001.tar"), "holds 8 samples", f"lists {listed}", "--replace")
+    assert not (tmp_path / "run" / "logs").exists()
+
+
+def test_a_short_or_cut_shard_of_an_older_set_is_named_before_step_1(tmp_path):
+    root, index = _older_set(tmp_path)
+    (root / "index.json").write_text(json.dumps(index))
+    shard = root / "pairs-000002.tar"
+    import io
+    import tarfile
+    with tarfile.open(shard) as t:  # a whole tar file of the first 5 samples (what an interrupted copy can leave)
+        members = [(m, t.extractfile(m).read()) for m in t.getmembers()[:15]]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for m, data in members:
+            t.addfile(m, io.BytesIO(data))
+    shard.write_bytes(buf.getvalue())
+    p = train(tmp_path / "run", "--max_steps", "1", root=root)
+    assert_user_error(p, str(shard), "holds 5 samples", "lists 8")
+    shard.write_bytes(buf.getvalue()[:3000] + b"\0" * 72)  # cut inside a member, padded to whole records
+    p = train(tmp_path / "run1", "--max_steps", "1", root=root)
+    assert_user_error(p, str(shard), "not a readable tar file")
+    index["num_samples"] = 30
+    for s in index["shards"]:
+        s.pop("num_samples")
+    (root / "index.json").write_text(json.dumps(index))
+    shard.write_bytes(b"")
+    p = train(tmp_path / "run2", "--max_steps", "1", root=root)
+    assert_user_error(p, str(shard), "empty")
+
+
+def test_an_index_total_that_disagrees_with_its_shards_is_refused(tmp_path):
+    root, index = _older_set(tmp_path)
+    index["num_samples"] = 30
+    (root / "index.json").write_text(json.dumps(index))
+    p = train(tmp_path / "run", "--max_steps", "1", root=root)
+    assert_user_error(p, str(root / "index.json"), "num_samples = 30", "hold 24")
