@@ -125,6 +125,20 @@ def test_an_explicit_band_order_binding_trains_with_bands_reordered_to_the_recip
     meta = json.loads((w / "export" / "meta.json").read_text())
     assert meta["bands"] == meta["normalization"]["bands"] == ["blue", "green", "red", "nir"]
     assert meta["data"]["bands"] == ["nir", "red", "green", "blue"]  # the stored order, in the identity
+    assert meta["data"]["band_order_fed"] == meta["bands"]
+    from kit.encoders.export import load_exported_encoder
+
+    assert load_exported_encoder(w / "export")[1]["bands"] == ["blue", "green", "red", "nir"]  # consistent
+    # cluster_map reads a tile of that set by the names its index records: the same map as the recipe-order set
+    mr, hr = truth(3)
+    assert geotiff(tmp_path, mr, hr, tmp_path / "bgrn").returncode == 0
+    maps = []
+    for name, root in (("a", nir_first), ("b", tmp_path / "bgrn")):
+        p = cli("cluster_map", "--image", root / "pairs-000000.tar", "--encoder", w / "export", "--img-size", "32",
+                "--out", tmp_path / f"{name}.png")
+        assert p.returncode == 0, p.stderr[-2000:]
+        maps.append(np.load(tmp_path / f"{name}.npz")["clusters_0"])
+    np.testing.assert_array_equal(*maps)
     wrong = train(tmp_path / "run2", "--max_steps", "1", "--gin_param",
                   "PairedTiles.band_order = ['red', 'nir', 'green', 'blue']", root=nir_first)
     assert_user_error(wrong, "['nir', 'red', 'green', 'blue']", "['red', 'nir', 'green', 'blue']", "band_order")
@@ -144,6 +158,27 @@ def test_the_remapped_reader_feeds_the_same_tiles_as_shards_in_the_recipes_order
     assert (a["mr"] == b["mr"]).all() and (a["hr"] == b["hr"]).all()
     stored = next(iter(PairedTiles(str(nir_first), band_order=["nir", "red", "green", "blue"], **kw).stream(seed=0)))
     assert stored["mr"][:, 0].float().mean() != stored["mr"][:, 3].float().mean()
+
+
+def test_an_export_whose_encoder_bands_disagree_with_its_shard_set_is_refused_by_the_probe(tmp_path):
+    # the meta.json of the issue: trained on nir-first shards, normalisation and bands labelled blue-first
+    w = tmp_path / "run"
+    assert train(w, "--max_steps", "1").returncode == 0
+    meta_path = w / "export" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["data"]["bands"] = ["nir", "red", "green", "blue"]
+    meta_path.write_text(json.dumps(meta))
+    p = cli("probe", "--encoder", w / "export", "--dataset", "mados", "--root", tmp_path, "--out", tmp_path / "res")
+    assert_user_error(p, str(meta_path), "['blue', 'green', 'red', 'nir']", "['nir', 'red', 'green', 'blue']",
+                      "re-export")
+    meta["data"]["bands"] = meta["bands"]
+    meta["normalization"]["mean"] = meta["normalization"]["mean"][:3]
+    meta_path.write_text(json.dumps(meta))
+    p = cli("cluster_map", "--image", tmp_path / "none.npy", "--encoder", w / "export")
+    assert_user_error(p, "none.npy")  # the image is checked first
+    np.save(tmp_path / "img.npy", np.full((4, 32, 32), 1000, np.float32))
+    p = cli("cluster_map", "--image", tmp_path / "img.npy", "--encoder", w / "export", "--out", tmp_path / "m.png")
+    assert_user_error(p, str(meta_path), "normalization.mean holds 3 values")
 
 
 def test_replacing_the_shard_set_at_the_same_path_refuses_the_resume(tmp_path):
