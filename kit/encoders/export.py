@@ -230,6 +230,9 @@ def load_exported_encoder(export_dir: str | os.PathLike, device: str | torch.dev
         FileNotFoundError naming the missing file and how it is made.
     """
     d = Path(export_dir)
+    if d.is_file():
+        raise NotADirectoryError(f"{d} is a file, not an export folder; pass the folder that holds "
+                                 "encoder.safetensors and meta.json (e.g. runs/NAME/export).")
     for name in ("encoder.safetensors", "meta.json"):
         if not (d / name).is_file():
             raise FileNotFoundError(

@@ -30,6 +30,9 @@ def load_image(path: str | os.PathLike, *, key: str | None = None, index: int = 
         band_spec: GeoTIFF band mapping like ``blue=2,green=3,red=4,nir=8``.
     """
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"image {p} is a folder; pass one image file: a GeoTIFF, a .npy (C, H, W) or a pair "
+                                "shard .tar.")
     if not p.is_file():
         raise FileNotFoundError(f"image {p} does not exist; pass a GeoTIFF, a .npy (C, H, W) or a pair shard .tar.")
     suffix = p.suffix.lower()
@@ -39,7 +42,10 @@ def load_image(path: str | os.PathLike, *, key: str | None = None, index: int = 
         with open_raster(p) as ds:
             img = ds.read(band_indexes(ds, tuple(bands), band_spec, "--image-bands")).astype(np.float32)
     elif suffix == ".npy":
-        img = np.load(p).astype(np.float32)
+        try:
+            img = np.load(p, allow_pickle=False).astype(np.float32)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{p} is not a readable .npy array ({e}); save it with numpy.save.") from None
     elif suffix == ".tar":
         try:
             with tarfile.open(p) as tf:
