@@ -212,9 +212,8 @@ def check_args(args: argparse.Namespace) -> None:
         v = getattr(args, name)
         if v and Path(v).exists() and not Path(v).is_dir():
             raise ValueError(f"--{name} {v} is a file; pass a folder (the runs are written under it).")
-    if args.data is not None and not Path(args.data).is_dir():
-        what = "is a file" if Path(args.data).exists() else "does not exist"
-        raise ValueError(f"--data {args.data} {what}; pass the folder of a shard set (tools/make_shards.py --out).")
+    if args.data is not None and Path(args.data).is_file():  # a URL or a folder made later is each run's to check
+        raise ValueError(f"--data {args.data} is a file; pass the folder of a shard set (tools/make_shards.py --out).")
     for r in args.recipes:
         if Path(r).is_file() and Path(r).suffix != ".gin":
             raise ValueError(f"recipe {r} is not a .gin file; name a recipe (e.g. ijepa_sa) or a gin/*.gin path.")
