@@ -83,6 +83,11 @@ def test_gin_imports_are_refused_on_request(tmp_path):
     risky.write_text("import os.path\ntrain.seed = 1\n")
     p = train(tmp_path / "w", "--gin", risky, "--no-gin-imports")
     assert_user_error(p, str(risky), "import", "--no-gin-imports")
+    outer = tmp_path / "outer.gin"  # an import one include away is refused too
+    outer.write_text(f"include '{risky}'\n")
+    p = train(tmp_path / "w", "--gin", outer, "--no-gin-imports")
+    assert_user_error(p, str(risky), "import", "--no-gin-imports")
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.parametrize("args, words", [(["--max_steps", "-1"], ["max_steps = -1", ">= 0"]),
