@@ -47,6 +47,11 @@ def run(argv=None) -> dict:
     from kit.eval.rows import write_json
     from kit.eval.tables import row_key
 
+    if args.img_size is not None and args.img_size < 1:
+        raise ValueError(f"--img-size {args.img_size}: must be a positive side in px (or leave it out for the "
+                         "native size).")
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; pass a .png file name (the .json and .npz go beside it).")
     if args.names and len(args.names) != len(args.encoder):
         raise ValueError(f"--names has {len(args.names)} entries for {len(args.encoder)} encoders.")
     img = cluster.load_image(args.image, key=args.key, index=args.index, bands=BANDS, band_spec=args.image_bands)

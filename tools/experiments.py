@@ -37,6 +37,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(REPO_ROOT))
 
 from kit.cli import main_guard, parser  # noqa: E402
+from kit.io import write_json_atomic  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,23 @@ def list_tables() -> str:
     return "\n".join(lines)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Numbers and folders of the command line, checked before any run starts (ValueError: exit 2)."""
+    for name, low in (("max_steps", 0), ("seed", 0), ("jobs", 1)):
+        v = getattr(args, name)
+        if v is not None and v < low:
+            raise ValueError(f"--{name} {v}: must be an integer >= {low}.")
+    for name in ("out", "runs"):
+        v = getattr(args, name)
+        if v and Path(v).exists() and not Path(v).is_dir():
+            raise ValueError(f"--{name} {v} is a file; pass a folder (the runs are written under it).")
+    if args.data is not None and Path(args.data).is_file():  # a URL or a folder made later is each run's to check
+        raise ValueError(f"--data {args.data} is a file; pass the folder of a shard set (tools/make_shards.py --out).")
+    for r in args.recipes:
+        if Path(r).is_file() and Path(r).suffix != ".gin":
+            raise ValueError(f"recipe {r} is not a .gin file; name a recipe (e.g. ijepa_sa) or a gin/*.gin path.")
+
+
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__)
@@ -224,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default=None, choices=["full", "fast", "tiny"], help=argparse.SUPPRESS)
     ap.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    check_args(args)
 
     if "mini" in args.table:
         if len(args.table) > 1 or args.recipes:
@@ -233,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return mini.main(args)
-        except (ValueError, RuntimeError) as exc:
+        except ValueError as exc:  # a user error (hosts, folders): one line, exit 2
+            raise ValueError(str(exc)) from None
+        except RuntimeError as exc:  # a run of the experiment failed
             print(f"error: {exc}", file=sys.stderr)
             return 1
 
@@ -261,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "experiments.json").write_text(json.dumps(results, indent=2, default=str))
+    write_json_atomic(out / "experiments.json", json.loads(json.dumps(results, default=str)))  # never through a link
     failed = [r["name"] for r in results if r["status"] != "ok"]
     if failed:
         print(f"\n{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)

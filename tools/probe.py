@@ -72,7 +72,33 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "each sample is read once, not once per tile per epoch (0: read from disk every time)")
     p.add_argument("--skip-corrupt", action="store_true", help="count and drop unreadable samples instead of stopping")
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Numbers, files and folders of the command line, checked before any encoder or dataset is read."""
+    lows = {"seeds": 1, "seed_offset": 0, "epochs": 1, "warmup_epochs": 0, "batch_size": 1, "img_size": 0,
+            "workers": 0, "tiles": 1}
+    for name, low in lows.items():
+        v = getattr(args, name)
+        if v is not None and v < low:
+            raise ValueError(f"--{name.replace('_', '-')} {v}: must be an integer >= {low}.")
+    for name in ("lr", "preload_gb", "weight_decay"):
+        v = getattr(args, name)
+        if not v >= 0 or (name == "lr" and v == 0):
+            raise ValueError(f"--{name.replace('_', '-')} {v}: must be a number {'>' if name == 'lr' else '>='} 0.")
+    for e in args.encoder:
+        if Path(e).is_file():
+            raise ValueError(f"--encoder {e} is a file; pass the export folder that holds encoder.safetensors and "
+                             "meta.json (e.g. runs/NAME/export).")
+    if Path(args.root).exists() and not Path(args.root).is_dir():
+        raise ValueError(f"--root {args.root} is a file; pass the dataset's folder.")
+    for name in ("out", "cache_dir"):
+        v = getattr(args, name)
+        if v and Path(v).exists() and not Path(v).is_dir():
+            raise ValueError(f"--{name.replace('_', '-')} {v} is a file; pass a folder for the results.")
 
 
 def _name(export: str, label: str | None, recipe: str | None) -> str:

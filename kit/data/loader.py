@@ -102,9 +102,35 @@ def shard_set_identity(root: str | Path, shards: list[dict], storage_options: di
     return {"index_sha256": digest, "num_shards": len(shards)}
 
 
+def count_members(path: str | Path) -> int:
+    """Samples in one shard from a scan of its tar headers only (no payload is read): the distinct keys,
+    grouped as webdataset groups them (``dir/key.ext`` -> ``dir/key``).
+
+    Raises:
+        tarfile.TarError, OSError, EOFError: the shard is not a whole tar file.
+    """
+    import tarfile
+
+    keys, last = 0, None
+    with tarfile.open(path, "r:") as tar:
+        for m in tar:
+            if not m.isfile():
+                continue
+            name = m.name
+            base = name.rsplit("/", 1)
+            key = (base[0] + "/" if len(base) == 2 else "") + base[-1].split(".", 1)[0]
+            if key != last:
+                keys, last = keys + 1, key
+    return keys
+
+
 def check_shard_files(root: str | Path, shards: list[dict], storage_options: dict | None = None) -> list[str]:
     """Problems of the shard files against the index, before any read: missing, empty, unreadable, or a
     size other than the one the index records (a truncated or replaced shard). One line per shard.
+
+    A set whose index lists each shard's sample count but not its size (written by an older kit, or by
+    hand) has its shards' tar headers scanned (:func:`count_members`, no payload read) and the counts
+    compared: a shard that holds more or fewer samples than the index says is named here, not mid-run.
 
     A remote root is checked by the objects' sizes (one metadata request each; none for ``pipe:``)."""
     fix = "re-write the set (python tools/make_shards.py ... --out DIR --replace)"
@@ -137,6 +163,16 @@ def check_shard_files(root: str | Path, shards: list[dict], storage_options: dic
                             f"after the set was written); {fix}.")
         elif size % 512:
             problems.append(f"shard {path} is {size} bytes, not a whole tar file (a multiple of 512): truncated; {fix}.")
+        elif want is None and s.get("num_samples") is not None and not remote:
+            try:
+                got = count_members(path)
+            except Exception as e:  # noqa: BLE001 - tarfile.ReadError, EOFError ...: not a whole tar
+                problems.append(f"shard {path} is not a readable tar file ({type(e).__name__}: {e}); {fix}.")
+                continue
+            if got != s["num_samples"]:
+                word = "overstates" if s["num_samples"] > got else "understates"
+                problems.append(f"shard {path} holds {got} samples but index.json lists {s['num_samples']} (the "
+                                f"index {word} it; truncated, appended to or mislisted); {fix}.")
     return problems
 
 
@@ -163,6 +199,12 @@ class PairedTiles:
         max_bad_fraction: fraction of bad samples (after 100) above which the stream stops.
         storage_options: fsspec options of a remote root (e.g. ``{"key": ..., "secret": ...,
             "client_kwargs": {"endpoint_url": ...}}`` for s3://); None: the AWS / GCS environment variables.
+        band_order: the explicit remap binding. None (default): the shards must store the recipe's band order
+            (``blue, green, red, nir``, the order of the encoder's inputs and of ``SensorNormalize``'s
+            statistics); a set written in another order (``make_shards.py ... --bands nir red green blue``) is
+            refused before step 1 with both orders named. A list of band names: the order the shards store,
+            declared by the user (it must equal ``index.json``'s ``bands``); the reader then reorders every
+            pair by name into the recipe's order, so each band meets its own statistics.
     """
 
     def __init__(
@@ -181,6 +223,7 @@ class PairedTiles:
         synthetic: SyntheticScenes | None = None,
         max_bad_fraction: float = 0.01,
         storage_options: dict | None = None,
+        band_order: list[str] | tuple[str, ...] | None = None,
     ) -> None:
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"PairedTiles.batch_size must be a positive integer, got {batch_size!r}.")
@@ -208,6 +251,17 @@ class PairedTiles:
         self.bands, self.scale, self.false_hr = int(bands), scale, false_hr
         self.synthetic = synthetic if synthetic is not None else SyntheticScenes()
         self.max_bad_fraction = float(max_bad_fraction)
+        if band_order is not None:
+            if isinstance(band_order, str) or not all(isinstance(b, str) for b in band_order):
+                raise ValueError(f"PairedTiles.band_order must be a list of band names (the shards' order), e.g. "
+                                 f"['nir', 'red', 'green', 'blue'], got {band_order!r}.")
+            band_order = [b.lower() for b in band_order]
+            want = list(BANDS[: self.bands])
+            if sorted(band_order) != sorted(want) or len(band_order) != self.bands:
+                raise ValueError(f"PairedTiles.band_order = {band_order} must hold each of the recipe's bands {want} "
+                                 f"once (the shards' order of the same {self.bands} bands).")
+        self.band_order = band_order
+        self._perm: list[int] | None = None  # stored band index of each recipe band, when the reader reorders
         self._info: dict | None = None
         self._shards: list[dict] | None = None
         self._nodata: tuple[float | None, float] = (None, 0.0)
@@ -263,19 +317,24 @@ class PairedTiles:
             raise DataError(problems[0] if len(problems) == 1 else
                             f"{len(problems)} shard(s) of {root} do not match index.json:\n" + "\n".join(
                                 f"  - {p}" for p in problems[:10]))
-        stored = [str(b).lower() for b in index.get("bands", BANDS[: self.bands])]
+        stored = [str(b).lower() for b in index.get("bands", self.band_order or BANDS[: self.bands])]
         expected = list(BANDS[: self.bands])
-        if self.normalize is not None and len(stored) == len(expected) and stored != expected:
-            default = isinstance(self.normalize, SensorNormalize) and torch.allclose(
-                self.normalize.mr_mean.flatten(), torch.tensor(S2_MEAN[: self.bands], dtype=torch.float32))
-            msg = (f"{index_path} stores the bands in the order {stored} but the recipe's normalisation "
-                   f"(SensorNormalize) is for {expected}")
-            if default:
-                raise DataError(
-                    f"{msg}: training would normalise each band with another band's statistics. Re-write the shards "
-                    f"in the recipe's order (make_shards.py ... --bands {' '.join(expected)} --replace), or set "
-                    f"SensorNormalize.mr_mean / mr_std / hr_mean / hr_std to statistics in the shards' order.")
-            log.warning("%s unless its statistics (set in the recipe) are in the shards' order; check them.", msg)
+        self._perm = None
+        if self.band_order is not None and stored != self.band_order:
+            raise DataError(f"{index_path} stores the bands in the order {stored} but PairedTiles.band_order = "
+                            f"{self.band_order}; set PairedTiles.band_order = {stored} (the shards' order) or remove "
+                            f"the binding.")
+        if self.band_order is not None and stored != expected:
+            self._perm = [stored.index(b) for b in expected]
+            log.info("data: %s stores the bands as %s; the reader reorders them to the recipe's %s "
+                     "(PairedTiles.band_order)", root, stored, expected)
+        elif len(stored) == len(expected) and stored != expected:
+            raise DataError(
+                f"{index_path} stores the bands in the order {stored} but the recipe (the encoder's inputs and "
+                f"SensorNormalize's statistics) is in the order {expected}: training would feed each band as "
+                f"another. Re-write the shards in the recipe's order (make_shards.py ... --bands "
+                f"{' '.join(expected)} --replace), or bind the remap: --gin_param \"PairedTiles.band_order = "
+                f"{stored}\" (the reader then reorders every pair to {expected}).")
         index_scale = index.get("scale")
         declared = [v for v in index.get("nodata", []) if v != -10000]
         self._nodata = (declared[0] if declared else None, float(index.get("max_nodata_fraction", 0.0)))
@@ -327,16 +386,24 @@ class PairedTiles:
         if min(h, w) * 4 < self.crop.size:
             log.warning("MR tiles are %dx%d px but the crop outputs %d px: more than 4x upsampling", h, w, self.crop.size)
         num = sum(x["num_samples"] for x in shards) if all(x["num_samples"] is not None for x in shards) else None
+        if num is None:
+            num = self._count(root, shards, so)
+        if isinstance(index.get("num_samples"), int) and index["num_samples"] != num:
+            raise DataError(f"{index_path} says num_samples = {index['num_samples']} but its shards hold {num} "
+                            f"(the index {'overstates' if index['num_samples'] > num else 'understates'} the set); "
+                            f"re-write the set (python tools/make_shards.py ... --out DIR --replace).")
         self._shards = shards
         self._info = {
             "root": str(root),
-            "num_samples": num if num is not None else self._count(root, shards, so),
+            "num_samples": num,
             "scale": int(s),
             "bands": int(self.bands),
             "mr_shape": tuple(int(x) for x in mr.shape),
             "hr_shape": tuple(int(x) for x in hr.shape),
-            "band_names": list(index.get("bands", BANDS[: self.bands])),
-            "identity": {**shard_set_identity(root, shards, so), "bands": list(index.get("bands", BANDS[: self.bands]))},
+            # what the model is fed (the recipe's order after a remap); the identity keeps the stored order
+            "band_names": expected if self._perm is not None else stored,
+            "identity": {**shard_set_identity(root, shards, so), "bands": stored,
+                         **({"band_order_fed": expected} if self._perm is not None else {})},
             "mr_gsd": index.get("mr_gsd"),
             "hr_gsd": index.get("hr_gsd"),
         }
@@ -405,7 +472,7 @@ class PairedTiles:
             shuffle_buffer=self.shuffle_buffer, resampled=self.resampled, crop=self.crop, normalize=self.normalize,
             bands=self.bands, scale=info["scale"], false_hr=self.false_hr, max_bad_fraction=self.max_bad_fraction,
             nodata=self._nodata[0], max_nodata_fraction=self._nodata[1], planner=planner,
-            consumed=int(fresh["batches"]),
+            consumed=int(fresh["batches"]), band_perm=self._perm,
         )
         return PairStream(dataset, num_workers=self.num_workers, state=fresh)
 

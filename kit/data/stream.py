@@ -38,9 +38,10 @@ class _PairIterable(torch.utils.data.IterableDataset):
                  resampled: bool, crop: PairedRandomResizedCrop, normalize: SensorNormalize | None, bands: int,
                  scale: int, false_hr: str | None, max_bad_fraction: float, nodata: float | None = None,
                  max_nodata_fraction: float = 0.0, planner=None, consumed: int = 0,
-                 storage_options: dict | None = None) -> None:
+                 storage_options: dict | None = None, band_perm: list[int] | None = None) -> None:
         super().__init__()
         self.storage_options = storage_options
+        self.band_perm = band_perm  # stored band of each fed band (PairedTiles.band_order), or None
         self.planner, self.consumed = planner, consumed
         self.busy: torch.Tensor | None = None  # (W, slots) flags of the workers' slabs, set by PairStream
         self.root, self.shards = root, shards
@@ -65,6 +66,8 @@ class _PairIterable(torch.utils.data.IterableDataset):
         """Decode and validate one pair; draw its crop/jitter parameters from ``(seed, epoch, key)``."""
         mr, hr, s = decode_pair(sample, bands=self.bands, scale=self.scale, nodata=self.nodata,
                                 max_nodata_fraction=self.max_nodata_fraction)
+        if self.band_perm is not None:  # the explicit remap: the shards' band order -> the recipe's, by name
+            mr, hr = mr[self.band_perm], hr[self.band_perm]
         params = self.crop.draw(mr.shape[1], mr.shape[2], s, sample_rng(self.seed, epoch, sample["__key__"]))
         return mr, hr, params
 

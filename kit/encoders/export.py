@@ -182,6 +182,37 @@ def export_from_checkpoint(checkpoint: dict, out_dir: str | os.PathLike) -> Path
                         step=int(checkpoint["step"]))
 
 
+def meta_contradiction(meta: dict) -> str | None:
+    """What makes an export's ``meta.json`` disagree with itself, or None.
+
+    The encoder's input bands (``bands``) must be as many as its ``in_chans``, the order its
+    ``normalization`` statistics are in, and the order the shard set it trained on fed them
+    (``data["band_order_fed"]`` when the reader remapped the stored order, else ``data["bands"]``, the
+    stored order); ``normalization``'s mean and std hold one value per band.
+    """
+    bands = meta.get("bands")
+    if not bands:
+        return None
+    bands = list(bands)
+    in_chans = (meta.get("timm_kwargs") or {}).get("in_chans", meta.get("in_chans"))
+    if isinstance(in_chans, int) and in_chans != len(bands):
+        return f"the encoder takes {in_chans} input bands (timm_kwargs.in_chans) but bands lists {len(bands)}: {bands}"
+    norm = meta.get("normalization") or {}
+    if isinstance(norm, dict):
+        if norm.get("bands") and list(norm["bands"]) != bands:
+            return f"the encoder takes bands {bands} but its normalisation is for {list(norm['bands'])}"
+        for k in ("mean", "std"):
+            if isinstance(norm.get(k), list) and len(norm[k]) != len(bands):
+                return f"normalization.{k} holds {len(norm[k])} values for the {len(bands)} bands {bands}"
+    data = meta.get("data") or {}
+    if isinstance(data, dict) and data.get("bands"):
+        fed = list(data.get("band_order_fed") or data["bands"])
+        if fed != bands:
+            return (f"the encoder takes bands {bands} but the shard set it trained on (index_sha256 "
+                    f"{str(data.get('index_sha256'))[:12]}...) fed them as {fed}")
+    return None
+
+
 def load_exported_encoder(export_dir: str | os.PathLike, device: str | torch.device = "cpu", *,
                           training_positions: bool = True):
     """Rebuild an exported encoder as a plain timm model.
@@ -199,6 +230,9 @@ def load_exported_encoder(export_dir: str | os.PathLike, device: str | torch.dev
         FileNotFoundError naming the missing file and how it is made.
     """
     d = Path(export_dir)
+    if d.is_file():
+        raise NotADirectoryError(f"{d} is a file, not an export folder; pass the folder that holds "
+                                 "encoder.safetensors and meta.json (e.g. runs/NAME/export).")
     for name in ("encoder.safetensors", "meta.json"):
         if not (d / name).is_file():
             raise FileNotFoundError(
@@ -213,10 +247,9 @@ def load_exported_encoder(export_dir: str | os.PathLike, device: str | torch.dev
         model = build_timm_vit(meta["timm_kwargs"])
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{d / 'meta.json'} is not an export description ({exc}); {fix}.") from None
-    norm = meta.get("normalization") or {}
-    if isinstance(norm, dict) and norm.get("bands") and meta.get("bands") and list(norm["bands"]) != list(meta["bands"]):
-        raise ValueError(f"{d / 'meta.json'} contradicts itself: the encoder takes bands {meta['bands']} but its "
-                         f"normalisation is for {norm['bands']}; {fix}.")
+    problem = meta_contradiction(meta)
+    if problem:
+        raise ValueError(f"{d / 'meta.json'} contradicts itself: {problem}; {fix}.")
     try:
         state = load_file(str(d / "encoder.safetensors"))
         model.load_state_dict(state, strict=True)

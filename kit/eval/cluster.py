@@ -30,6 +30,9 @@ def load_image(path: str | os.PathLike, *, key: str | None = None, index: int = 
         band_spec: GeoTIFF band mapping like ``blue=2,green=3,red=4,nir=8``.
     """
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"image {p} is a folder; pass one image file: a GeoTIFF, a .npy (C, H, W) or a pair "
+                                "shard .tar.")
     if not p.is_file():
         raise FileNotFoundError(f"image {p} does not exist; pass a GeoTIFF, a .npy (C, H, W) or a pair shard .tar.")
     suffix = p.suffix.lower()
@@ -39,7 +42,10 @@ def load_image(path: str | os.PathLike, *, key: str | None = None, index: int = 
         with open_raster(p) as ds:
             img = ds.read(band_indexes(ds, tuple(bands), band_spec, "--image-bands")).astype(np.float32)
     elif suffix == ".npy":
-        img = np.load(p).astype(np.float32)
+        try:
+            img = np.load(p, allow_pickle=False).astype(np.float32)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{p} is not a readable .npy array ({e}); save it with numpy.save.") from None
     elif suffix == ".tar":
         try:
             with tarfile.open(p) as tf:
@@ -59,11 +65,36 @@ def load_image(path: str | os.PathLike, *, key: str | None = None, index: int = 
                 img = np.load(io.BytesIO(tf.extractfile(name).read())).astype(np.float32)
         except tarfile.TarError as e:
             raise ValueError(f"{p} is not a readable tar shard ({e}).") from e
+        img = _in_band_order(img, p, list(bands))
     else:
         raise ValueError(f"unsupported image type {suffix!r} of {p}; use .tif, .npy or a pair shard .tar.")
     if img.ndim != 3 or img.shape[0] != len(bands):
         raise ValueError(f"{p}: expected ({len(bands)}, H, W) for bands {list(bands)}, got {img.shape}.")
     return img
+
+
+def _in_band_order(img: np.ndarray, shard: Path, bands: list[str]) -> np.ndarray:
+    """A shard's tile reordered by name from the order its set's ``index.json`` records into ``bands``.
+
+    Raises:
+        ValueError naming both orders when the set does not hold every band of ``bands``, or the index is
+        unreadable.
+    """
+    import json
+
+    index = shard.parent / "index.json"
+    if not index.is_file():
+        return img  # a loose shard: the kit's order, as written by make_shards without --bands
+    try:
+        stored = [str(b).lower() for b in json.loads(index.read_text()).get("bands") or bands]
+    except (ValueError, AttributeError, TypeError) as e:
+        raise ValueError(f"{index} is unreadable ({e}); re-write the shard set with tools/make_shards.py.") from None
+    if stored == bands:
+        return img
+    if sorted(stored) != sorted(bands) or len(stored) != img.shape[0]:
+        raise ValueError(f"{shard}: its set stores the bands {stored} ({index}) but the encoder takes {bands}; "
+                         "pass an image with those bands.")
+    return img[[stored.index(b) for b in bands]]
 
 
 def normalise(img: np.ndarray, meta: dict) -> np.ndarray:

@@ -33,6 +33,9 @@ def provenance(meta: dict, export_dir: str | os.PathLike) -> dict:
         "steps": meta.get("step"),
         "total_steps": meta.get("total_steps"),
         "pretrain_data": meta.get("data_root"),
+        # the shard set's identity (index content hash, stored band order) and the band order fed to the encoder
+        "pretrain_data_identity": meta.get("data"),
+        "bands": list(meta.get("bands") or []),
         "architecture": meta.get("architecture"),
     }
 

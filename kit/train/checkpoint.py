@@ -18,6 +18,7 @@ import os
 import random
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -162,10 +163,14 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
             strings and plain containers (refused, never unpickled).
     """
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
+        raise CheckpointError(f"{path} is not a checkpoint of this kit (not the zip archive torch.save writes: another "
+                              "file, or one cut short); pass a ckpt-*.pt from a run's checkpoints/ folder.")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} not found.") from None
+        raise CheckpointError(f"checkpoint {path} not found; pass a ckpt-*.pt from a run's checkpoints/ folder (or "
+                              "the run folder itself with --workdir).") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or refused files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):

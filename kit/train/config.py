@@ -91,8 +91,13 @@ def _explain(exc: Exception, source: str) -> GinConfigError:
     msg = str(exc)
     if isinstance(exc, tokenize.TokenError) or isinstance(exc, SyntaxError):
         where = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], tuple) else None
-        line = f" (line {where[0]})" if where else ""
-        return GinConfigError(f"{source}: gin syntax error{line}: {exc.args[0] if exc.args else msg}. Fix the "
+        if isinstance(exc, SyntaxError) and exc.lineno:  # gin's: (message, (file, line, column, text))
+            line = f" (line {exc.lineno}: {exc.text.strip()!r})" if exc.text and exc.text.strip() else f" (line {exc.lineno})"
+        elif where and isinstance(where[0], int):  # tokenize's: (message, (line, column))
+            line = f" (line {where[0]})"
+        else:
+            line = ""
+        return GinConfigError(f"{source}: gin syntax error{line}: {str(exc.args[0] if exc.args else msg).rstrip('.')}. Fix the "
                               "binding there (e.g. an unclosed bracket or quote).")
     m = re.search(r"No configurable matching '([^']+)'", msg)
     if m:
@@ -108,6 +113,10 @@ def _explain(exc: Exception, source: str) -> GinConfigError:
             f"{source}: {m.group(1)!r} has no parameter {m.group(2)!r}.{_suggest(m.group(2), params)} "
             f"Valid parameters: {', '.join(params) if params else 'see its docstring'}."
         )
+    m = re.search(r"Unable to open file: (\S+?)\.? Searched config paths", msg)
+    if m:
+        return GinConfigError(f"{source}: it includes {m.group(1)!r}, which is not found (looked in the working "
+                              f"directory and {REPO_ROOT}); fix the include path (e.g. include 'gin/base/...gin').")
     return GinConfigError(f"{source}: {msg}")
 
 
@@ -143,6 +152,9 @@ def parse(gin_files: list[str], bindings: list[str] | None = None, *, allow_impo
     gin.add_config_file_search_path(str(REPO_ROOT))
     for f in gin_files:
         p = Path(f)
+        if p.is_dir() or (not p.exists() and (REPO_ROOT / f).is_dir()):
+            raise IsADirectoryError(f"gin file {f!r} is a folder; pass a recipe file, e.g. --gin {f.rstrip('/')}"
+                                    f"/<name>.gin (the recipes are in gin/).")
         if not p.is_file() and not (REPO_ROOT / f).is_file():
             raise FileNotFoundError(f"gin file {f!r} not found (looked in the working directory and {REPO_ROOT}).")
         path = str(p if p.is_file() else REPO_ROOT / f)

@@ -177,6 +177,10 @@ def claim(workdir: str | os.PathLike, *, resume: bool | str, overwrite: bool = F
         raise RunFolderError(f"resume must be True, False or 'auto', got {resume!r}.")
     if overwrite and resume:
         raise RunFolderError("--overwrite starts a fresh run and --resume continues one; pass only one of them.")
+    if resume is True and not workdir.is_dir():  # refused before the lock would create the folder
+        raise RunFolderError(
+            f"--resume: the run folder {workdir} does not exist, so there is nothing to resume. Check --workdir (the "
+            "folder of the run to continue), or start the run without --resume.")
     lock = RunLock(workdir).acquire()
     try:
         removed = ckpt.remove_temp_files(workdir)

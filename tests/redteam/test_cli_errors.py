@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -82,6 +83,11 @@ def test_gin_imports_are_refused_on_request(tmp_path):
     risky.write_text("import os.path\ntrain.seed = 1\n")
     p = train(tmp_path / "w", "--gin", risky, "--no-gin-imports")
     assert_user_error(p, str(risky), "import", "--no-gin-imports")
+    outer = tmp_path / "outer.gin"  # an import one include away is refused too
+    outer.write_text(f"include '{risky}'\n")
+    p = train(tmp_path / "w", "--gin", outer, "--no-gin-imports")
+    assert_user_error(p, str(risky), "import", "--no-gin-imports")
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.parametrize("args, words", [(["--max_steps", "-1"], ["max_steps = -1", ">= 0"]),
@@ -99,3 +105,78 @@ def test_a_user_error_is_exactly_one_line_on_stderr(tmp_path):
     p = cli("export", "--checkpoint", tmp_path / "missing.pt")
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert str(tmp_path / "missing.pt") in p.stderr and "--debug" in p.stderr
+
+
+# -- every tool, as an adversarial user drives it: each case is one line with the path and the fix, exit 2 --------
+# (D: a folder, F: a plain file, M: a path that does not exist, all under tmp_path)
+CASES = {
+    "missing file": [
+        (["train", "--gin", "M/x.gin"], ["M/x.gin", "not found"]),
+        (["export", "--checkpoint", "M/ckpt.pt"], ["M/ckpt.pt", "ckpt-*.pt"]),
+        (["cluster_map", "--image", "M/i.npy", "--encoder", "D"], ["M/i.npy", "GeoTIFF"]),
+        (["make_shards", "geotiff", "--mr", "M/a.tif", "--hr", "M/b.tif", "--out", "D/o"], ["M/a.tif", "check the path"]),
+        (["probe", "--encoder", "M", "--dataset", "mados", "--root", "D", "--out", "D/r"], ["M/encoder.safetensors",
+                                                                                            "tools/export.py"]),
+        (["train", "--gin", "gin/latentmim_sa.gin", "--gin", "gin/presets/test_tiny.gin", "--resume", "--workdir", "M"],
+         ["M", "does not exist", "without --resume"]),
+    ],
+    "folder where a file is expected": [
+        (["train", "--gin", "D"], ["D", "is a folder", ".gin"]),
+        (["cluster_map", "--image", "D", "--encoder", "D"], ["D", "is a folder"]),
+        (["cluster_map", "--image", "F.npy", "--encoder", "D", "--out", "D"], ["--out", "is a folder", ".png"]),
+        (["make_shards", "geotiff", "--mr", "D", "--hr", "D", "--out", "D/o"], ["D", "is a folder"]),
+    ],
+    "file where a folder is expected": [
+        (["probe", "--encoder", "F", "--dataset", "mados", "--root", "D", "--out", "D/r"], ["--encoder", "F", "is a file"]),
+        (["probe", "--encoder", "D", "--dataset", "mados", "--root", "F", "--out", "D/r"], ["--root", "F", "is a file"]),
+        (["probe", "--encoder", "D", "--dataset", "mados", "--root", "D", "--out", "F"], ["--out", "F", "is a file"]),
+        (["experiments", "ijepa_sa", "--dry_run", "--out", "F"], ["--out", "F", "is a file"]),
+        (["experiments", "ijepa_sa", "--dry_run", "--data", "F"], ["--data", "F", "is a file"]),
+        (["make_shards", "synthetic", "--out", "F", "--num-pairs", "8", "--mr-size", "32"], ["--out", "F", "is a file"]),
+    ],
+    "negative or zero numbers": [
+        (["probe", "--encoder", "D", "--dataset", "mados", "--root", "D", "--out", "D/r", "--epochs", "0"], ["epochs", ">= 1"]),
+        (["probe", "--encoder", "D", "--dataset", "mados", "--root", "D", "--out", "D/r", "--img-size", "-5"],
+         ["--img-size -5", ">= 0"]),
+        (["probe", "--encoder", "D", "--dataset", "mados", "--root", "D", "--out", "D/r", "--workers", "-1"],
+         ["--workers -1", ">= 0"]),
+        (["cluster_map", "--image", "F.npy", "--encoder", "D", "--img-size", "0"], ["--img-size 0", "positive"]),
+        (["experiments", "--table", "mini", "--jobs", "0", "--dry_run"], ["--jobs 0", ">= 1"]),
+        (["experiments", "ijepa_sa", "--max_steps", "-1", "--dry_run"], ["--max_steps -1", ">= 0"]),
+        (["make_shards", "synthetic", "--out", "D/o", "--num-pairs", "0", "--mr-size", "32"], ["num_pairs", ">= 1"]),
+    ],
+    "a file that is not what it claims": [
+        (["export", "--checkpoint", "F"], ["F", "not a checkpoint", "ckpt-*.pt"]),
+        (["cluster_map", "--image", "B.npy", "--encoder", "D"], ["B.npy", "not a readable .npy", "numpy.save"]),
+        (["train", "--gin", "I.gin"], ["I.gin", "nonexistent/base.gin", "include path"]),
+        (["train", "--gin", "F"], ["F", "gin syntax error (line 1", "Fix the binding"]),
+    ],
+}
+
+
+@pytest.mark.parametrize("args, words", [c for cs in CASES.values() for c in cs],
+                         ids=[f"{k}:{' '.join(a[:2])}" for k, cs in CASES.items() for a, _ in cs])
+def test_every_tool_refuses_bad_paths_and_numbers_in_one_line(tmp_path, args, words):
+    import numpy as np
+
+    (tmp_path / "D").mkdir()
+    (tmp_path / "F").write_text("not what it should be\n")
+    np.save(tmp_path / "F.npy", np.full((4, 32, 32), 1000, np.float32))
+    (tmp_path / "B.npy").write_bytes(b"\x93NUMPY broken")
+    (tmp_path / "I.gin").write_text("include 'nonexistent/base.gin'\n")
+
+    def real(a):
+        head = a.split("/")[0]
+        return str(tmp_path / a) if head in ("D", "F", "M", "F.npy", "B.npy", "I.gin") else a
+    p = cli(args[0], *map(real, args[1:]))
+    assert_user_error(p, *[real(w) if w[:1] in "DFMBI" and not w[1:2].isalpha() else w for w in words])
+    assert not (tmp_path / "M").exists()  # a refused command leaves nothing behind where it was pointed
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_an_unreadable_recipe_is_one_line_naming_it(tmp_path):
+    g = tmp_path / "secret.gin"
+    g.write_text("train.seed = 1\n")
+    g.chmod(0)
+    p = cli("train", "--gin", g)
+    assert_user_error(p, str(g))

@@ -117,6 +117,70 @@ def test_shards_in_another_band_order_do_not_train_under_the_recipes_normalisati
     assert not (tmp_path / "run" / "checkpoints").exists(), line
 
 
+def test_an_explicit_band_order_binding_trains_with_bands_reordered_to_the_recipe(nir_first, tmp_path):
+    w = tmp_path / "run"
+    p = train(w, "--max_steps", "1", "--gin_param", "PairedTiles.band_order = ['nir', 'red', 'green', 'blue']",
+              root=nir_first)
+    assert p.returncode == 0, p.stderr[-2000:]
+    meta = json.loads((w / "export" / "meta.json").read_text())
+    assert meta["bands"] == meta["normalization"]["bands"] == ["blue", "green", "red", "nir"]
+    assert meta["data"]["bands"] == ["nir", "red", "green", "blue"]  # the stored order, in the identity
+    assert meta["data"]["band_order_fed"] == meta["bands"]
+    from kit.encoders.export import load_exported_encoder
+
+    assert load_exported_encoder(w / "export")[1]["bands"] == ["blue", "green", "red", "nir"]  # consistent
+    # cluster_map reads a tile of that set by the names its index records: the same map as the recipe-order set
+    mr, hr = truth(3)
+    assert geotiff(tmp_path, mr, hr, tmp_path / "bgrn").returncode == 0
+    maps = []
+    for name, root in (("a", nir_first), ("b", tmp_path / "bgrn")):
+        p = cli("cluster_map", "--image", root / "pairs-000000.tar", "--encoder", w / "export", "--img-size", "32",
+                "--out", tmp_path / f"{name}.png")
+        assert p.returncode == 0, p.stderr[-2000:]
+        maps.append(np.load(tmp_path / f"{name}.npz")["clusters_0"])
+    np.testing.assert_array_equal(*maps)
+    wrong = train(tmp_path / "run2", "--max_steps", "1", "--gin_param",
+                  "PairedTiles.band_order = ['red', 'nir', 'green', 'blue']", root=nir_first)
+    assert_user_error(wrong, "['nir', 'red', 'green', 'blue']", "['red', 'nir', 'green', 'blue']", "band_order")
+
+
+def test_the_remapped_reader_feeds_the_same_tiles_as_shards_in_the_recipes_order(nir_first, tmp_path):
+    from kit.data.loader import PairedTiles
+
+    mr, hr = truth(3)
+    ref = geotiff(tmp_path, mr, hr, tmp_path / "bgrn", "--mr-bands", "blue=1,green=2,red=3,nir=4",
+                  "--hr-bands", "blue=1,green=2,red=3,nir=4")
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    kw = dict(batch_size=4, num_workers=0, shuffle_buffer=1, normalize=False)
+    a = next(iter(PairedTiles(str(tmp_path / "bgrn"), **kw).stream(seed=0)))
+    b = next(iter(PairedTiles(str(nir_first), band_order=["nir", "red", "green", "blue"], **kw).stream(seed=0)))
+    assert a["key"] == b["key"]
+    assert (a["mr"] == b["mr"]).all() and (a["hr"] == b["hr"]).all()
+    stored = next(iter(PairedTiles(str(nir_first), band_order=["nir", "red", "green", "blue"], **kw).stream(seed=0)))
+    assert stored["mr"][:, 0].float().mean() != stored["mr"][:, 3].float().mean()
+
+
+def test_an_export_whose_encoder_bands_disagree_with_its_shard_set_is_refused_by_the_probe(tmp_path):
+    # the meta.json of the issue: trained on nir-first shards, normalisation and bands labelled blue-first
+    w = tmp_path / "run"
+    assert train(w, "--max_steps", "1").returncode == 0
+    meta_path = w / "export" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["data"]["bands"] = ["nir", "red", "green", "blue"]
+    meta_path.write_text(json.dumps(meta))
+    p = cli("probe", "--encoder", w / "export", "--dataset", "mados", "--root", tmp_path, "--out", tmp_path / "res")
+    assert_user_error(p, str(meta_path), "['blue', 'green', 'red', 'nir']", "['nir', 'red', 'green', 'blue']",
+                      "re-export")
+    meta["data"]["bands"] = meta["bands"]
+    meta["normalization"]["mean"] = meta["normalization"]["mean"][:3]
+    meta_path.write_text(json.dumps(meta))
+    p = cli("cluster_map", "--image", tmp_path / "none.npy", "--encoder", w / "export")
+    assert_user_error(p, "none.npy")  # the image is checked first
+    np.save(tmp_path / "img.npy", np.full((4, 32, 32), 1000, np.float32))
+    p = cli("cluster_map", "--image", tmp_path / "img.npy", "--encoder", w / "export", "--out", tmp_path / "m.png")
+    assert_user_error(p, str(meta_path), "normalization.mean holds 3 values")
+
+
 def test_replacing_the_shard_set_at_the_same_path_refuses_the_resume(tmp_path):
     root = tmp_path / "shards"
     assert cli("make_shards", "synthetic", "--out", root, "--num-pairs", "24", "--mr-size", "32", "--shard-size", "8",
@@ -204,3 +268,60 @@ def test_a_folder_where_a_raster_is_expected_is_named(tmp_path):
     m = write_tif(tmp_path / "mr.tif", mr, 10)
     p = cli("make_shards", "geotiff", "--mr", m, "--hr", tmp_path, "--out", tmp_path / "o", "--tile", "8")
     assert_user_error(p, str(tmp_path), "is a folder")
+
+
+def _older_set(tmp_path):
+    """A shard set as an older kit wrote it: index.json lists per-shard counts but no sizes or hashes."""
+    root = tmp_path / "old"
+    assert cli("make_shards", "synthetic", "--out", root, "--num-pairs", "24", "--mr-size", "32", "--shard-size", "8",
+               "--no-progress").returncode == 0
+    index = json.loads((root / "index.json").read_text())
+    for s in index["shards"]:
+        s.pop("size"), s.pop("sha256")
+    return root, index
+
+
+@pytest.mark.parametrize("listed", [9, 7])
+def test_an_index_that_over_or_understates_a_shards_count_is_named_before_step_1(tmp_path, listed):
+    root, index = _older_set(tmp_path)
+    index["shards"][1]["num_samples"] = listed
+    index["num_samples"] = 16 + listed
+    (root / "index.json").write_text(json.dumps(index))
+    p = train(tmp_path / "run", "--max_steps", "1", root=root)
+    assert_user_error(p, str(root / "pairs-000001.tar"), "holds 8 samples", f"lists {listed}", "--replace")
+    assert not (tmp_path / "run" / "logs").exists()
+
+
+def test_a_short_or_cut_shard_of_an_older_set_is_named_before_step_1(tmp_path):
+    root, index = _older_set(tmp_path)
+    (root / "index.json").write_text(json.dumps(index))
+    shard = root / "pairs-000002.tar"
+    import io
+    import tarfile
+    with tarfile.open(shard) as t:  # a whole tar file of the first 5 samples (what an interrupted copy can leave)
+        members = [(m, t.extractfile(m).read()) for m in t.getmembers()[:15]]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for m, data in members:
+            t.addfile(m, io.BytesIO(data))
+    shard.write_bytes(buf.getvalue())
+    p = train(tmp_path / "run", "--max_steps", "1", root=root)
+    assert_user_error(p, str(shard), "holds 5 samples", "lists 8")
+    shard.write_bytes(buf.getvalue()[:3000] + b"\0" * 72)  # cut inside a member, padded to whole records
+    p = train(tmp_path / "run1", "--max_steps", "1", root=root)
+    assert_user_error(p, str(shard), "not a readable tar file")
+    index["num_samples"] = 30
+    for s in index["shards"]:
+        s.pop("num_samples")
+    (root / "index.json").write_text(json.dumps(index))
+    shard.write_bytes(b"")
+    p = train(tmp_path / "run2", "--max_steps", "1", root=root)
+    assert_user_error(p, str(shard), "empty")
+
+
+def test_an_index_total_that_disagrees_with_its_shards_is_refused(tmp_path):
+    root, index = _older_set(tmp_path)
+    index["num_samples"] = 30
+    (root / "index.json").write_text(json.dumps(index))
+    p = train(tmp_path / "run", "--max_steps", "1", root=root)
+    assert_user_error(p, str(root / "index.json"), "num_samples = 30", "hold 24")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from tests.redteam.helpers import assert_user_error, train
 
@@ -82,6 +83,25 @@ def test_exported_encoder_is_readable_as_the_umask_says(tmp_path):
     assert train(w, "--max_steps", "1").returncode == 0
     mode = (w / "export" / "encoder.safetensors").stat().st_mode & 0o777
     assert mode & 0o044 == 0o044 or mode == 0o666 & ~_umask(), oct(mode)
+
+
+def test_every_file_a_user_shares_follows_the_umask(tmp_path):
+    """Under umask 002 (a group-shared project folder) exports, checkpoints, logs and shards are 664."""
+    from tests.redteam.helpers import cli
+
+    old = os.umask(0o002)
+    try:
+        assert cli("make_shards", "synthetic", "--out", tmp_path / "s", "--num-pairs", "24", "--mr-size", "32",
+                   "--shard-size", "8", "--no-progress").returncode == 0
+        p = train(tmp_path / "run", "--max_steps", "3", root=tmp_path / "s")
+        assert p.returncode == 0, p.stderr[-2000:]
+    finally:
+        os.umask(old)
+    files = [f for f in (tmp_path / "run").rglob("*") if f.is_file() and f.name != ".lock"]
+    files += [f for f in (tmp_path / "s").iterdir() if f.is_file()]
+    names = {f.name for f in files}
+    assert {"encoder.safetensors", "meta.json", "ckpt-00000003.pt", "index.json", "pairs-000000.tar"} <= names
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files if f.stat().st_mode & 0o777 != 0o664} == {}
 
 
 def _umask() -> int:

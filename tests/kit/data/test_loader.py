@@ -359,21 +359,32 @@ def test_gin_wiring():
 
 
 def test_shard_shorter_than_its_index_is_counted_once_per_epoch(tmp_path):
-    """A shard cut at a member boundary reads cleanly; the index's sample count exposes it."""
+    """A shard cut at a member boundary reads cleanly; the index's sample count exposes it: up front (sizes,
+    or a header scan of an older set's shards), and mid-run for a shard cut after the check."""
     rng = np.random.default_rng(0)
     with PairShardWriter(tmp_path, shard_size=4) as w:
         for i in range(8):
             w.write(f"p{i}", *good_pair(rng, h=8))
+    full = (tmp_path / "pairs-000001.tar").read_bytes()
     kept = list(shard_samples(tmp_path / "pairs-000001.tar"))[:2]
-    write_raw_shard(tmp_path / "pairs-000001.tar",
-                    [(m["__key__"], {k: v for k, v in m.items() if not k.startswith("__")}) for m in kept])
+
+    def cut():
+        write_raw_shard(tmp_path / "pairs-000001.tar",
+                        [(m["__key__"], {k: v for k, v in m.items() if not k.startswith("__")}) for m in kept])
+
+    cut()
     with pytest.raises(DataError, match=r"pairs-000001.tar is \d+ bytes but index.json records"):
         PairedTiles(str(tmp_path), crop=PairedRandomResizedCrop(size=8)).check()  # up front, with sizes indexed
     index = json.loads((tmp_path / "index.json").read_text())  # a set of an older writer: no sizes to compare
     index["shards"] = [{"name": x["name"], "num_samples": x["num_samples"]} for x in index["shards"]]
     (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(DataError, match=r"pairs-000001.tar holds 2 samples but index.json lists 4"):
+        PairedTiles(str(tmp_path), crop=PairedRandomResizedCrop(size=8)).check()  # up front, from the tar headers
+    (tmp_path / "pairs-000001.tar").write_bytes(full)
     tiles = PairedTiles(str(tmp_path), batch_size=1, num_workers=0, shuffle_buffer=1, max_bad_fraction=0.9,
                         crop=PairedRandomResizedCrop(size=8))
+    tiles.check()
+    cut()  # after the check: the reader counts it
     stream = tiles.stream(seed=0)
     take(stream, 6 * 2 + 1)  # two epochs of 6 readable pairs
     assert stream.stats == {"truncated": 2}

@@ -173,7 +173,7 @@ def test_dry_run_lists_the_runs_and_runs_nothing(tmp_path, capsys):
 
 def test_mini_table_rejects_bad_arguments(capsys):
     assert experiments.main(["--table", "mini", "--table", "I"]) == 2
-    assert experiments.main(["--table", "mini", "--size", "tiny", "--hosts", "nohost", "--out", "/tmp/never"]) == 1
+    assert experiments.main(["--table", "mini", "--size", "tiny", "--hosts", "nohost", "--out", "/tmp/never"]) == 2  # a user error (issue 23: exit 2)
     assert "nohost" in capsys.readouterr().err
 
 
