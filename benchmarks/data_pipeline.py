@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 import importlib  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -74,7 +75,9 @@ def load_baseline(commit: str):
         if r.returncode != 0:
             print(f"baseline {commit} unavailable ({r.stderr.strip()}); measuring the new reader only")
             return None
-        src = r.stdout.replace("from kit.data.transforms", "from old_reader.transforms").replace("@gin.register\n", "")
+        # the old reader names the kit by whichever import name it had then  # rename_imports: keep
+        src = re.sub(r"\bfrom (crossscale_)?kit\.data\.transforms ", "from old_reader.transforms ", r.stdout)  # rename_imports: keep
+        src = re.sub(r"\b(from|import) kit\.", r"\1 crossscale_kit.", src).replace("@gin.register\n", "")  # rename_imports: keep
         (pkg / f"{name}.py").write_text(src)
     (pkg / "__init__.py").write_text("")
     sys.path.insert(0, str(pkg.parent))

@@ -1,5 +1,6 @@
-"""Console entry points (crossscale-*) work from an install into a fresh venv, beside ``python tools/x.py``, and import
-the installed kit (this checkout), not another copy."""
+"""Console entry points (crossscale-*) work from an editable install into a fresh venv, beside ``python tools/x.py``,
+and import the installed kit (this checkout, its folders kit/, kernels/, tools/ mapped to the ``crossscale_*`` import
+names, subpackages included), not another copy."""
 import subprocess
 import sys
 
@@ -25,11 +26,11 @@ def venv(tmp_path_factory):
 
 def test_console_scripts_run_and_import_this_checkout(venv):
     py = str(venv / "bin" / "python")
-    where = subprocess.run([py, "-c", "import kit, crossscale_tools; print(kit.__file__); print(crossscale_tools.__file__)"],
+    names = ("crossscale_kit", "crossscale_kernels", "crossscale_tools", "crossscale_kit.data.sources")
+    where = subprocess.run([py, "-c", f"import importlib; [print(importlib.import_module(n).__file__) for n in {names}]"],
                            capture_output=True, text=True, timeout=120, cwd="/")
     assert where.returncode == 0, where.stderr
-    kit_file, tools_file = where.stdout.split()
-    assert kit_file == str(REPO / "kit" / "__init__.py") and tools_file == str(REPO / "tools" / "__init__.py")
+    assert where.stdout.split() == [str(REPO / d / "__init__.py") for d in ("kit", "kernels", "tools", "kit/data/sources")]
     for name in SCRIPTS:
         r = subprocess.run([str(venv / "bin" / name), "--help"], capture_output=True, text=True, timeout=120, cwd="/")
         assert r.returncode == 0 and "usage:" in r.stdout, (name, r.stderr[-2000:])

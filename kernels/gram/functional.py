@@ -9,10 +9,17 @@ import warnings
 
 import torch
 
-from kernels.gram import op as _op  # noqa: F401  (registers torch.ops.kernels.gram_fused)
-from kernels.gram.launch import check_triton_device, common_dtype
 from kernels.gram.torch_forms import DxdTorch, dxd_torch_core
 from kernels.reference import _check, _reduce, gram_loss_reference
+
+try:  # Triton is the GPU path (the [gpu] extra; CUDA torch on Linux brings it): without it, the torch forms
+    import triton  # noqa: F401
+except ImportError:
+    HAS_TRITON = False
+else:
+    HAS_TRITON = True
+    from kernels.gram import op as _op  # noqa: F401  (registers torch.ops.kernels.gram_fused)
+    from kernels.gram.launch import check_triton_device, common_dtype
 
 NXN_MAX_RATIO = 2.7
 """Triton backend: ``form="auto"`` takes N x N while ``N <= NXN_MAX_RATIO * D`` (docs/KERNELS.md; re-measure
@@ -66,7 +73,8 @@ def gram_loss(
             (N x N form only).
         reduction: ``"mean"`` (scalar, mean over images), ``"sum"`` or ``"none"`` (``(B,)``; ``(1,)``
             when ``img_level=False``).
-        backend: ``"auto"`` (Triton on CUDA, torch on CPU), ``"triton"`` or ``"torch"``.
+        backend: ``"auto"`` (Triton on CUDA, torch on CPU or where triton is not installed), ``"triton"``
+            or ``"torch"``.
         form: ``"auto"`` (:func:`choose_form`), ``"nxn"`` or ``"dxd"``.
         precision: ``"auto"``, ``"ieee"``, ``"tf32x3"`` or ``"tf32"`` for the Triton dots that take
             fp32 operands (errors in docs/KERNELS.md); ignored by the torch backend.
@@ -78,6 +86,7 @@ def gram_loss(
         ValueError: wrong rank, mismatched ``(B, N)``, unknown option, ``remove_neg`` or unequal
             feature sizes with ``form="dxd"``, tensors on different devices.
         TypeError: non-floating tokens, float64 on the Triton backend.
+        ImportError: ``backend="triton"`` where triton is not installed.
     """
     _check(student, teacher)
     for name, val, allowed in (("reduction", reduction, _REDUCTIONS), ("backend", backend, _BACKENDS),
@@ -108,7 +117,11 @@ def gram_loss(
             raise ValueError(f"gram_loss: form='dxd' needs equal feature sizes, got student {ds} and teacher "
                              f"{dt}; use form='nxn' or form='auto'.")
     if backend == "auto":
-        backend = "triton" if student.device.type == "cuda" and student.dtype != torch.float64 else "torch"
+        backend = "triton" if (HAS_TRITON and student.device.type == "cuda" and student.dtype != torch.float64) \
+            else "torch"
+    elif backend == "triton" and not HAS_TRITON:
+        raise ImportError("gram_loss: backend='triton' needs triton, which is not installed; "
+                          "pip install 'crossscale-kit[gpu]' (or triton), or use backend='torch' / 'auto'.")
     chosen = choose_form(n, ds, dt, remove_neg=remove_neg, backend=backend) if form == "auto" else form
     if backend == "torch":
         if chosen == "nxn":

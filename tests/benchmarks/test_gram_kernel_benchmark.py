@@ -7,13 +7,17 @@ provider, column or CSV row shows up here rather than in a GPU session.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the [test] extra)")
 def test_benchmark_runs_the_triton_providers_and_writes_rows(tmp_path):
     out = tmp_path / "gram.csv"
     proc = subprocess.run(

@@ -15,7 +15,12 @@ import torch
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
-from kernels.gram.configs import INTERPRET  # noqa: E402  (after the environment is set)
+from kernels import HAS_TRITON  # noqa: E402  (after the environment is set)
+
+if HAS_TRITON:
+    from kernels.gram.configs import INTERPRET
+else:  # a CPU install without the [gpu]/[test] extra: the torch forms only
+    INTERPRET = False
 
 ON_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if ON_CUDA else "cpu"
@@ -23,12 +28,19 @@ DEVICE = "cuda" if ON_CUDA else "cpu"
 
 def triton_runs() -> bool:
     """Triton kernels can run here: a GPU, or the interpreter was active when the kernels were made."""
-    return ON_CUDA or INTERPRET
+    return HAS_TRITON and (ON_CUDA or INTERPRET)
 
 
 needs_triton = pytest.mark.skipif(
-    not triton_runs(), reason="kernels was imported before TRITON_INTERPRET=1 was set; run tests/kernels alone"
+    not triton_runs(),
+    reason="triton is not installed (pip install -e '.[test]' or '.[gpu]')" if not HAS_TRITON else
+    "kernels was imported before TRITON_INTERPRET=1 was set; run tests/kernels alone",
 )
+
+needs_triton_installed = pytest.mark.skipif(
+    not HAS_TRITON, reason="triton is not installed (pip install -e '.[test]' or '.[gpu]')"
+)
+"""For tests of the Triton layers' plain-Python parts (memory plan, op registration): they import triton."""
 
 # Triton dtypes by where we run: the interpreter cannot run bf16 tl.dot.
 TRITON_DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if ON_CUDA else [])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import kernels
-from tests.kernels.conftest import needs_triton
+from tests.kernels.conftest import needs_triton, needs_triton_installed
 
 
 class _Toy(torch.nn.Module):
@@ -38,6 +38,7 @@ def test_compile_fullgraph_matches_eager(backend, form):
     assert torch.allclose(model.proj.weight.grad, g_eager, rtol=1e-5, atol=1e-9)
 
 
+@needs_triton_installed
 def test_custom_op_fake_impl_shapes():
     from torch._subclasses.fake_tensor import FakeTensorMode
 

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import triton
+
+triton = pytest.importorskip("triton", reason="triton is not installed (the [gpu] or [test] extra)")
 
 ROOT = Path(__file__).resolve().parents[2]
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"

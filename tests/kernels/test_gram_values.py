@@ -6,7 +6,7 @@ import torch
 
 import kernels
 from kernels.reference import gram_loss_reference
-from tests.kernels.conftest import DEVICE, TOL, TORCH_DTYPES, TRITON_DTYPES, needs_triton
+from tests.kernels.conftest import DEVICE, TOL, TORCH_DTYPES, TRITON_DTYPES, needs_triton, needs_triton_installed
 
 SHAPES = [(1, 1, 3), (2, 7, 5), (3, 13, 17), (2, 31, 37), (1, 40, 24), (3, 5, 40), (1, 17, 1)]
 
@@ -215,6 +215,7 @@ def test_forcing_the_register_kernel_where_it_cannot_run_is_refused():
         launch_nxn(s, t, False, "ieee", True, grad_in_registers=True)
 
 
+@needs_triton_installed
 def test_scratch_plan_meets_the_memory_goal_of_the_large_n_case():
     """B = 64, N = 4096, D = 384 in bf16 (the d x d form): temporaries <= 0.2x the gradient, so with the
     gradient itself the peak extra memory stays <= 1.2x; eager would hold B x N x N grams (~13 GB)."""
@@ -228,6 +229,7 @@ def test_scratch_plan_meets_the_memory_goal_of_the_large_n_case():
     assert reg["per_image"] == 2 * 1024 * 4 and reg["images"] == 256
 
 
+@needs_triton_installed
 def test_scratch_plan_keeps_every_sm_busy():
     from kernels.gram.plan import scratch_plan
 
