@@ -6,6 +6,8 @@ The venv reuses this environment's torch & co. (``--system-site-packages``); ``k
 registry (the test skips, saying so, only when pip cannot reach it), the kit from a copy of this checkout, built
 and installed as a plain (non-editable) wheel. A kit installed editable in the base environment adds a meta-path
 finder through its ``.pth``; the checks drop it, and assert that every module comes from the venv.
+
+Written with the new import names already (rename_imports: skip-file, for the codemod of this rename).
 """
 from __future__ import annotations
 

@@ -38,8 +38,8 @@ def test_every_install_requirement_is_imported_and_torch_has_no_ceiling():
 
 
 def test_every_folder_installs_under_a_unique_import_name():
-    """kit/, kernels/, tools/ (and every subpackage) install as crossscale_*: no top-level ``kit``, ``kernels``
-    (Hugging Face's kernel hub) or ``tools`` in an environment the kit is installed into."""
+    """kit/, kernels/, tools/ (and every subpackage) install as crossscale_*: no top-level kit, kernels (Hugging
+    Face's kernel hub has that name) or tools in an environment the kit is installed into."""
     kw = _setup_kwargs()
     folders = {"kit": "crossscale_kit", "kernels": "crossscale_kernels", "tools": "crossscale_tools"}
     assert kw["package_dir"] == {new: old for old, new in folders.items()}
