@@ -4,7 +4,8 @@ name ``kernels``) and the kit go into one fresh venv, and both import and work. 
 
 The venv reuses this environment's torch & co. (``--system-site-packages``); ``kernels`` comes from the package
 registry (the test skips, saying so, only when pip cannot reach it), the kit from a copy of this checkout, built
-and installed as a plain (non-editable) wheel. A kit installed editable in the base environment adds a meta-path
+and installed as a plain (non-editable) wheel *after* ``kernels``: a build with HF's ``kernels`` present loads its
+``egg_info.writers`` entry point, which must not find the checkout's ``kernels/`` folder (pyproject.toml). A kit installed editable in the base environment adds a meta-path
 finder through its ``.pth``; the checks drop it, and assert that every module comes from the venv.
 
 Written with the new import names already (rename_imports: skip-file, for the codemod of this rename).
@@ -90,7 +91,7 @@ def venv(tmp_path_factory):
     d = tmp_path_factory.mktemp("beside")
     env_dir, src = d / "venv", d / "src"
     # a copy of the checkout: the wheel build writes build/ and *.egg-info next to setup.py
-    for name in ("setup.py", "README.md", "LICENSE", "kit", "kernels", "tools"):
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE", "kit", "kernels", "tools"):
         p = REPO / name
         if p.is_dir():
             shutil.copytree(p, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

@@ -57,3 +57,10 @@ def test_triton_is_the_gpu_extra_and_the_kit_never_imports_it():
     assert "triton" in kw["extras_require"]["gpu"] and "triton" in kw["extras_require"]["test"]
     for path in [*(REPO / "kit").rglob("*.py"), *(REPO / "tools").rglob("*.py")]:
         assert not re.search(r"^\s*(import|from) triton\b", path.read_text(), re.M), f"{path} imports triton"
+
+
+def test_the_build_keeps_the_checkout_off_sys_path():
+    """pyproject.toml names setuptools' standard backend: the legacy one puts the checkout on sys.path during the
+    build, and its kernels/ folder then shadows Hugging Face's kernels, whose egg_info writer every build loads."""
+    backend = re.findall(r'^build-backend\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
+    assert backend == ["setuptools.build_meta"], backend
