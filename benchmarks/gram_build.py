@@ -1,6 +1,6 @@
 """Build report of the Triton gram kernels for a GPU target, on any machine (no GPU needed).
 
-Compiles every GPU launch configuration of :data:`kernels.gram.configs.GPU_CONFIGS` (and the inverse-norm
+Compiles every GPU launch configuration of :data:`crossscale_kernels.gram.configs.GPU_CONFIGS` (and the inverse-norm
 kernel) for ``sm_90a`` (H100/H200) with Triton's own ``ptxas``, for each input dtype and each
 specialisation the launchers use (gradient or not, ``remove_neg``), and reads off the machine code:
 registers per thread, spilled bytes (local-memory stack), shared memory, and whether the dots became
@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 if os.environ.pop("TRITON_INTERPRET", None) not in (None, "0"):
     print("gram_build: TRITON_INTERPRET cleared (this script compiles real GPU code)", file=sys.stderr)
@@ -36,11 +35,9 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kernels.gram import jit_dxd, jit_nxn, jit_rows  # noqa: E402
-from kernels.gram.configs import GPU_CONFIGS, REG_CHUNKS  # noqa: E402
-from kernels.reference import EPS  # noqa: E402
+from crossscale_kernels.gram import jit_dxd, jit_nxn, jit_rows  # noqa: E402
+from crossscale_kernels.gram.configs import GPU_CONFIGS, REG_CHUNKS  # noqa: E402
+from crossscale_kernels.reference import EPS  # noqa: E402
 
 SMEM_LIMIT = {90: 227 * 1024}  # usable shared memory per block, bytes
 
@@ -164,11 +161,17 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(rows))
     else:
-        from benchmarks._common import print_table
+        try:  # python -m benchmarks.x, or imported by the tests
+            from ._common import print_table
+        except ImportError:  # python benchmarks/x.py: this folder is sys.path[0]
+            from _common import print_table
 
         print_table(rows, list(rows[0]))
     if not args.no_csv:
-        from benchmarks._common import RESULTS, append_csv, env_info
+        try:  # python -m benchmarks.x, or imported by the tests
+            from ._common import RESULTS, append_csv, env_info
+        except ImportError:  # python benchmarks/x.py: this folder is sys.path[0]
+            from _common import RESULTS, append_csv, env_info
 
         info = {**env_info("cpu"), "device": f"sm_{args.arch}a (compiled here, not run)"}
         append_csv(RESULTS / "gram_build.csv", [{**info, **r} for r in rows])

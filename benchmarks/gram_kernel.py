@@ -13,10 +13,10 @@ CPU (no CUDA): ``--quick`` is switched on automatically -- the torch providers o
 compile: off by default there). ``--full`` forces the full grid on CPU (hours).
 
 Providers:
-    eager        ``kernels.gram_loss_reference`` (N x N, autograd), TF32 off   ("eager_tf32" with it on; GPU)
+    eager        ``crossscale_kernels.gram_loss_reference`` (N x N, autograd), TF32 off   ("eager_tf32" with it on; GPU)
     compile      ``torch.compile`` of the reference (TF32 off)
-    torch_dxd    ``kernels.gram_loss_dxd`` -- the textbook d x d identity through autograd
-    ours         ``kernels.gram_loss`` (backend auto: Triton on CUDA, the torch forms on CPU; form auto)
+    torch_dxd    ``crossscale_kernels.gram_loss_dxd`` -- the textbook d x d identity through autograd
+    ours         ``crossscale_kernels.gram_loss`` (backend auto: Triton on CUDA, the torch forms on CPU; form auto)
     ours_nxn / ours_dxd   the two forms forced (GPU; both Triton; on CPU with ``--interpret``)
 
 Modes: ``forward`` (under ``torch.no_grad``; ours then skips the gradient), ``backward`` (the backward
@@ -35,7 +35,7 @@ fp32 against the TF32 peak 495, HBM 3.35 / 4.8 TB/s), ``n/a`` elsewhere; peak ex
 inputs over one call, measured apart from the timing (``torch.cuda.max_memory_allocated``; ``n/a`` on CPU, where torch's allocator is not traced);
 relative error of the loss and of the gradient against float64 on the same inputs; ``grad_mb``, the
 gradient's own size, for the memory goal (peak extra <= 1.2x of it: the gradient plus <= 0.2x of
-temporaries, :data:`kernels.gram.plan.SCRATCH_FRACTION`).
+temporaries, :data:`crossscale_kernels.gram.plan.SCRATCH_FRACTION`).
 Rows are printed and appended to ``benchmarks/results/gram_kernel.csv`` with device, versions and commit.
 """
 from __future__ import annotations
@@ -43,17 +43,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if "--interpret" in sys.argv and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # before kernels is imported: the Triton kernels on the CPU
 
-import kernels  # noqa: E402
-from benchmarks._common import RESULTS, append_csv, env_info, measure, print_table  # noqa: E402
-from kernels import gram_loss_dxd, gram_loss_reference  # noqa: E402
+import crossscale_kernels  # noqa: E402
+try:  # python -m benchmarks.x, or imported by the tests
+    from ._common import RESULTS, append_csv, env_info, measure, print_table
+except ImportError:  # python benchmarks/x.py: this folder is sys.path[0]
+    from _common import RESULTS, append_csv, env_info, measure, print_table
+from crossscale_kernels import gram_loss_dxd, gram_loss_reference  # noqa: E402
 
 FULL_SHAPES = [(b, n, d) for b in (64, 256) for n in (196, 576, 1024, 4096) for d in (384, 768, 1024)]
 QUICK_SHAPES = [(2, 196, 384), (2, 576, 384), (2, 1024, 384), (2, 4096, 384), (2, 576, 768)]
@@ -86,10 +87,10 @@ def _providers(device: str, with_compile: bool, interpret: bool = False):
     if with_compile:
         provs["compile"] = (torch.compile(ref, dynamic=False), False, "nxn")
     provs["torch_dxd"] = (gram_loss_dxd, False, "dxd")
-    provs["ours"] = (kernels.gram_loss, False, "auto")
+    provs["ours"] = (crossscale_kernels.gram_loss, False, "auto")
     if device == "cuda" or interpret:
-        provs["ours_nxn"] = (lambda s, t: kernels.gram_loss(s, t, form="nxn", backend="triton"), False, "nxn")
-        provs["ours_dxd"] = (lambda s, t: kernels.gram_loss(s, t, form="dxd", backend="triton"), False, "dxd")
+        provs["ours_nxn"] = (lambda s, t: crossscale_kernels.gram_loss(s, t, form="nxn", backend="triton"), False, "nxn")
+        provs["ours_dxd"] = (lambda s, t: crossscale_kernels.gram_loss(s, t, form="dxd", backend="triton"), False, "dxd")
     return provs
 
 
@@ -195,7 +196,7 @@ def _run_case(args, env: dict, device: str, b: int, n: int, d: int, dtype) -> li
         ref_loss, ref_grad = None, None
     rows = []
     for name, (fn, tf32, form) in provs.items():
-        algo = kernels.choose_form(n, d, backend="triton" if device == "cuda" else "torch") if form == "auto" else form
+        algo = crossscale_kernels.choose_form(n, d, backend="triton" if device == "cuda" else "torch") if form == "auto" else form
         errs = ("n/a", "n/a")
         if ref_loss is not None:
             try:
@@ -244,7 +245,7 @@ def run_grid(args) -> list[dict]:
 
 
 def run_crossover(args) -> list[dict]:
-    """Time the two forms over N/D to locate the switch point (``kernels.NXN_MAX_RATIO``)."""
+    """Time the two forms over N/D to locate the switch point (``crossscale_kernels.NXN_MAX_RATIO``)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     env = env_info(device)
     backend = "triton" if device == "cuda" else "torch"
@@ -259,7 +260,7 @@ def run_crossover(args) -> list[dict]:
             t = s + 0.1 * torch.randn_like(s)
             res = {}
             for form in ("nxn", "dxd"):
-                fn = lambda x, y, f=form: kernels.gram_loss(x, y, backend=backend, form=f)  # noqa: E731
+                fn = lambda x, y, f=form: crossscale_kernels.gram_loss(x, y, backend=backend, form=f)  # noqa: E731
                 res[form] = _bench_case(fn, False, s, t, "full", args.warmup_ms, args.rep_ms)["median_ms"]
             rows.append({**env, "provider": f"crossover_{backend}", "dtype": str(dtype).replace("torch.", ""),
                          "B": b, "N": n, "D": d, "N_over_D": ratio, "nxn_ms": res["nxn"], "dxd_ms": res["dxd"],

@@ -21,17 +21,17 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script from a checkout
-    sys.path.insert(0, str(REPO))
-
-from benchmarks._common import RESULTS, append_csv, env_info, print_table  # noqa: E402
+try:  # python -m benchmarks.x, or imported by the tests
+    from ._common import RESULTS, append_csv, env_info, print_table
+except ImportError:  # python benchmarks/x.py: this folder is sys.path[0]
+    from _common import RESULTS, append_csv, env_info, print_table
 
 
 def _one(recipe: str, preset: str, steps: int, bindings: list[str], workdir: Path) -> tuple[float, float]:
     """``(seconds of training steps, seconds of online probing)`` of one in-process run."""
-    from kit.train.config import parse
-    from kit.train.logger import MetricsLogger
-    from kit.train.loop import train
+    from crossscale_kit.train.config import parse
+    from crossscale_kit.train.logger import MetricsLogger
+    from crossscale_kit.train.loop import train
 
     parse([recipe, preset], [f"train.total_steps = {steps}", "train.tensorboard = False", *bindings])
     train(workdir=str(workdir), recipe=[recipe, preset])

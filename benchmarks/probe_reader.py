@@ -3,9 +3,9 @@
     python benchmarks/probe_reader.py                     # 48 samples: m-cashew-plant (256 px, 4 x 4 tiles), MADOS
     python benchmarks/probe_reader.py --samples 96 --rounds 5 --datasets mados
 
-The faithful probe (:mod:`kit.eval.probe`) asks for every training item in a fresh random order each epoch.
+The faithful probe (:mod:`crossscale_kit.eval.probe`) asks for every training item in a fresh random order each epoch.
 Read per item, a GEO-Bench tile costs an HDF5 read of its whole sample (the reader keeps only the last
-sample) and a MADOS crop five GeoTIFF reads; held (``preload``, :func:`kit.eval.datasets.hold_split`), each
+sample) and a MADOS crop five GeoTIFF reads; held (``preload``, :func:`crossscale_kit.eval.datasets.hold_split`), each
 sample is read once and an item is a slice or a copy. Both variants read the same fakes, written in the
 released formats (``tests/data/make_geobench.py``, ``tests/data/make_mados.py``), in the same shuffled order;
 they alternate within each round and the table gives the medians. ``preload_s`` is the one-off cost of
@@ -16,8 +16,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -25,9 +23,12 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import RESULTS, append_csv, env_info, print_table  # noqa: E402
-from kit.eval.geobench import GeoBenchSegmentation  # noqa: E402
-from kit.eval.mados import MADOS  # noqa: E402
+try:  # python -m benchmarks.x, or imported by the tests
+    from ._common import RESULTS, append_csv, env_info, print_table
+except ImportError:  # python benchmarks/x.py: this folder is sys.path[0]
+    from _common import RESULTS, append_csv, env_info, print_table
+from crossscale_kit.eval.geobench import GeoBenchSegmentation  # noqa: E402
+from crossscale_kit.eval.mados import MADOS  # noqa: E402
 from tests.data import make_geobench, make_mados  # noqa: E402
 
 DATASETS = ("m-cashew-plant", "mados")

@@ -6,7 +6,7 @@
     python benchmarks/train_step.py --paper-shapes --batch 2 # ViT-S/16 (LatentMIM), ViT-S/14 (I-JEPA), 224 px
     python benchmarks/train_step.py --paper-shapes --compile --bf16   # on CUDA
 
-One step is :class:`kit.train.step.TrainStep`, exactly what the train loop runs: forward, backward, the
+One step is :class:`crossscale_kit.train.step.TrainStep`, exactly what the train loop runs: forward, backward, the
 on-device finite check, fused AdamW, EMA update (no gradient clipping, one micro-batch). All variants of a
 host start from the same weights and see the same batch; they are timed in alternation, one step at a
 time, so drifting machine load affects them alike. The table reports medians, the SA overhead as the
@@ -35,21 +35,22 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from benchmarks._common import RESULTS, append_csv, env_info, print_table, time_fn  # noqa: E402
-from kit.encoders import ProjectionHead, ViTEncoder  # noqa: E402
-from kit.frameworks import IJEPA, LatentMIM, SpatialAffinity  # noqa: E402
-from kit.frameworks.context import StepContext  # noqa: E402
-from kit.predictors import CrossAttentionDecoder, IJEPAPredictor  # noqa: E402
-from kit.samplers import MultiBlock, RandomSplit  # noqa: E402
-from kit.train.optim import build_adamw  # noqa: E402
-from kit.train.compile import compile_framework  # noqa: E402
-from kit.train.step import TrainStep  # noqa: E402
+try:  # python -m benchmarks.x, or imported by the tests
+    from ._common import RESULTS, append_csv, env_info, print_table, time_fn
+except ImportError:  # python benchmarks/x.py: this folder is sys.path[0]
+    from _common import RESULTS, append_csv, env_info, print_table, time_fn
+from crossscale_kit.encoders import ProjectionHead, ViTEncoder  # noqa: E402
+from crossscale_kit.frameworks import IJEPA, LatentMIM, SpatialAffinity  # noqa: E402
+from crossscale_kit.frameworks.context import StepContext  # noqa: E402
+from crossscale_kit.predictors import CrossAttentionDecoder, IJEPAPredictor  # noqa: E402
+from crossscale_kit.samplers import MultiBlock, RandomSplit  # noqa: E402
+from crossscale_kit.train.optim import build_adamw  # noqa: E402
+from crossscale_kit.train.compile import compile_framework  # noqa: E402
+from crossscale_kit.train.step import TrainStep  # noqa: E402
 
 # "paper": the paper's shapes; "tiny": reduced models and images for CPU runs
 CONFIGS = {
@@ -192,7 +193,7 @@ def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--paper-shapes", action="store_true", help="the paper's ViT-S shapes (default: the tiny config)")
     ap.add_argument("--compile", action="store_true",
-                    help="also time the torch.compile'd step (kit.train.compile.compile_framework)")
+                    help="also time the torch.compile'd step (crossscale_kit.train.compile.compile_framework)")
     ap.add_argument("--compile-backend", default="inductor",
                     help="torch.compile backend of the compiled variants (aot_eager: capture without code generation)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast, as the loop runs on CUDA (CUDA only)")

@@ -1,6 +1,6 @@
 """Pure-torch references of the gram loss.
 
-These are the CPU path of :func:`kernels.gram_loss`, the oracle of the kernel tests and the baseline of
+These are the CPU path of :func:`crossscale_kernels.gram_loss`, the oracle of the kernel tests and the baseline of
 ``benchmarks/gram_kernel.py``. Nothing here is tuned; it is written to be obviously right.
 
 Gram loss (DINOv3 semantics, Simeoni et al. 2025): each token is L2-normalised (``eps`` as in

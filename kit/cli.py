@@ -2,7 +2,7 @@
 
 A tool adopts it in two lines::
 
-    from kit.cli import main_guard, parser
+    from crossscale_kit.cli import main_guard, parser
 
     @main_guard
     def main(argv: list[str] | None = None) -> int:

@@ -130,7 +130,7 @@ class BandStatistics:
 
 def add_to_index(root: str | os.PathLike, **fields: Any) -> dict:
     """Add ``fields`` to the ``index.json`` of a shard folder (atomically) and return the new index."""
-    from kit.data import location  # kit.data imports this module
+    from crossscale_kit.data import location  # crossscale_kit.data imports this module
 
     if not location.is_local(root):  # an object store: one PUT replaces the published index whole
         url = location.join(root, "index.json")
@@ -200,7 +200,7 @@ def normalization_bindings(band_stats: dict, bands=BANDS) -> str | None:
 
 def shard_units_warning(root: str | os.PathLike, mean, std, bands=BANDS) -> str | None:
     """:func:`units_warning` for the ``band_stats`` in a shard folder's ``index.json`` (None without them)."""
-    from kit.data import location  # kit.data imports this module
+    from crossscale_kit.data import location  # crossscale_kit.data imports this module
 
     try:  # a folder or a URL (the AWS / GCS environment gives a remote set's credentials)
         stats = json.loads(location.read_bytes(location.join(root, "index.json"))).get("band_stats")

@@ -1,6 +1,6 @@
 """Suite-wide setup.
 
-- Without CUDA the Triton kernels run under ``TRITON_INTERPRET=1``; it must be set before ``kernels`` is
+- Without CUDA the Triton kernels run under ``TRITON_INTERPRET=1``; it must be set before ``crossscale_kernels`` is
   first imported (by any test folder), so it is set here, in the root conftest that pytest loads first.
 - Synthetic data caches go to a per-session temporary folder; torch uses few threads.
 - The fake-data fixtures of ``tests/data`` (GEO-Bench, MADOS, Sen2Venus, GeoTIFF pairs, tiny encoders).

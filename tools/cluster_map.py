@@ -18,12 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 
-# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
-# (crossscale-*) import the installed package and skip this.
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kit.cli import main_guard, parser  # noqa: E402
+from crossscale_kit.cli import main_guard, parser  # noqa: E402
 
 
 def run(argv=None) -> dict:
@@ -41,11 +36,11 @@ def run(argv=None) -> dict:
     args = p.parse_args(argv)
     import numpy as np
 
-    from kit.io import BANDS
-    from kit.encoders.export import load_exported_encoder
-    from kit.eval import cluster
-    from kit.eval.rows import write_json
-    from kit.eval.tables import row_key
+    from crossscale_kit.io import BANDS
+    from crossscale_kit.encoders.export import load_exported_encoder
+    from crossscale_kit.eval import cluster
+    from crossscale_kit.eval.rows import write_json
+    from crossscale_kit.eval.tables import row_key
 
     if args.img_size is not None and args.img_size < 1:
         raise ValueError(f"--img-size {args.img_size}: must be a positive side in px (or leave it out for the "

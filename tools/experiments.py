@@ -31,13 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
-# (crossscale-*) import the installed package and skip this.
-if __package__ in (None, ""):
-    sys.path.insert(0, str(REPO_ROOT))
-
-from kit.cli import main_guard, parser  # noqa: E402
-from kit.io import write_json_atomic  # noqa: E402
+from crossscale_kit.cli import main_guard, parser  # noqa: E402
+from crossscale_kit.io import write_json_atomic  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -248,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.table) > 1 or args.recipes:
             print("error: --table mini runs on its own; drop the other tables and recipes.", file=sys.stderr)
             return 2
-        from kit.experiments import mini
+        from crossscale_kit.experiments import mini
 
         try:
             return mini.main(args)

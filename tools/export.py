@@ -14,14 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
-# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
-# (crossscale-*) import the installed package and skip this.
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kit.encoders.export import export_from_checkpoint  # noqa: E402
-from kit.train.checkpoint import load_checkpoint, load_newest  # noqa: E402
-from kit.cli import main_guard, parser  # noqa: E402
+from crossscale_kit.encoders.export import export_from_checkpoint  # noqa: E402
+from crossscale_kit.train.checkpoint import load_checkpoint, load_newest  # noqa: E402
+from crossscale_kit.cli import main_guard, parser  # noqa: E402
 
 log = logging.getLogger("export")
 

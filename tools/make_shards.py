@@ -6,7 +6,7 @@
     python tools/make_shards.py synthetic --out data/s --num-pairs 1024 --part 2/3   # one of 3 side-by-side writers
     python tools/make_shards.py merge --out data/s                                   # publish the 3 parts as one set
 
-Each sub-command is a module of ``kit.data.sources`` (imported only when chosen); it prints a summary.
+Each sub-command is a module of ``crossscale_kit.data.sources`` (imported only when chosen); it prints a summary.
 Every sub-command writes a whole shard set: into a temporary folder, ``index.json`` last, renamed into
 place when complete. A non-empty ``--out`` is refused unless ``--replace`` is given; then the old set is
 replaced only once the new one is complete (a failed run leaves it whole).
@@ -14,26 +14,21 @@ replaced only once the new one is complete (a failed run leaves it whole).
 ``--part i/N`` (every source) writes the i-th of N disjoint blocks of the source (pair indices, index rows,
 tiles) into ``OUT/part-<i>-of-<N>/``, so N processes or nodes run the same command side by side; ``merge``
 then checks the parts (all there, one recipe, no sample twice) and publishes one set in ``OUT``, index last
-(see :mod:`kit.data.parts`).
+(see :mod:`crossscale_kit.data.parts`).
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
-# (crossscale-*) import the installed package and skip this.
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 
-from kit.data import location, parts  # noqa: E402
-from kit.data.sources import SOURCES  # noqa: E402
-from kit.data.writer import check_tile_size  # noqa: E402
-from kit.cli import main_guard  # noqa: E402
+from crossscale_kit.data import location, parts  # noqa: E402
+from crossscale_kit.data.sources import SOURCES  # noqa: E402
+from crossscale_kit.data.writer import check_tile_size  # noqa: E402
+from crossscale_kit.cli import main_guard  # noqa: E402
 
 SHARED_FLAGS = ("replace", "debug", "part")  # the tool's own flags, not the source's options
 
@@ -180,17 +175,21 @@ def verify(out: str) -> dict:
     """Read the set just written back from ``out`` (a folder or URL) as training will: its index, every
     shard's size against it and the first pair. Raises DataError (exit 2) when the destination does not
     hold what was written."""
-    from kit.data.loader import PairedTiles
+    from crossscale_kit.data.loader import PairedTiles
 
     index = json.loads(location.read_bytes(location.join(out, "index.json")))
     if not index.get("num_samples"):
         return {}
-    return PairedTiles(out, bands=len(index.get("bands", BANDS)), normalize=False).check()
+    bands = [str(b).lower() for b in index.get("bands", BANDS)]
+    # read the set in the order it stores (a set written with --bands in another order is valid data; the
+    # refusal of a mismatch with a recipe belongs to training, not to the writer's read-back)
+    order = bands if bands != list(BANDS[: len(bands)]) else None
+    return PairedTiles(out, bands=len(bands), normalize=False, band_order=order).check()
 
 
 def _bindings(out: str) -> str | None:
     """The ready-to-paste normalisation bindings of the ``band_stats`` just written to ``out/index.json``."""
-    from kit.io import BANDS, normalization_bindings
+    from crossscale_kit.io import BANDS, normalization_bindings
 
     try:
         index = json.loads(location.read_bytes(location.join(out, "index.json")))

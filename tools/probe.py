@@ -21,20 +21,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
-# (crossscale-*) import the installed package and skip this.
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 
-from kit.cli import main_guard, parser  # noqa: E402
+from crossscale_kit.cli import main_guard, parser  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from kit.eval.datasets import DATASETS
+    from crossscale_kit.eval.datasets import DATASETS
 
     p = parser(__doc__)
     p.add_argument("--encoder", "--encoders", dest="encoder", nargs="+", required=True, help="export folder(s) with encoder.safetensors + meta.json")
@@ -128,9 +123,9 @@ def main(argv: list[str]) -> int:
 def run(argv: list[str] | argparse.Namespace | None = None) -> list[dict]:
     """Probe every encoder; return their summaries. User errors raise (``main`` exits 2 on them)."""
     args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)
-    from kit.eval.probe import ProbeConfig
-    from kit.eval.rows import write_csv_atomic, write_json
-    from kit.eval.runner import run_probe
+    from crossscale_kit.eval.probe import ProbeConfig
+    from crossscale_kit.eval.rows import write_csv_atomic, write_json
+    from crossscale_kit.eval.runner import run_probe
 
     cfg = ProbeConfig(
         epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,

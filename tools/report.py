@@ -14,12 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
-# (crossscale-*) import the installed package and skip this.
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kit.cli import main_guard, parser  # noqa: E402
+from crossscale_kit.cli import main_guard, parser  # noqa: E402
 
 
 def run(argv=None) -> list[dict]:
@@ -31,8 +26,8 @@ def run(argv=None) -> list[dict]:
     p.add_argument("--relabel", nargs="*", default=[], help="KEY=NEWKEY pairs, e.g. my_run=ijepa_sa")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    from kit.eval.rows import write_csv_atomic, write_text_atomic
-    from kit.eval.tables import aggregate, build_tables, load_rows, to_csv_rows, to_markdown
+    from crossscale_kit.eval.rows import write_csv_atomic, write_text_atomic
+    from crossscale_kit.eval.tables import aggregate, build_tables, load_rows, to_csv_rows, to_markdown
 
     relabel = {}
     for item in args.relabel:

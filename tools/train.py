@@ -17,13 +17,8 @@ import sys
 import warnings
 from pathlib import Path
 
-# python tools/x.py: use the kit of this checkout (not another one installed); the console entry points
-# (crossscale-*) import the installed package and skip this.
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kit.train.config import parse, require_bindings  # noqa: E402
-from kit.cli import main_guard, parser  # noqa: E402
+from crossscale_kit.train.config import parse, require_bindings  # noqa: E402
+from crossscale_kit.cli import main_guard, parser  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -66,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(gin.config_str())
         return 0
-    from kit.train.loop import train
+    from crossscale_kit.train.loop import train
 
     workdir = args.workdir or str(Path("runs") / Path(args.gin[0]).stem)
     resume = {None: False, "yes": True, "auto": "auto"}[args.resume]
@@ -78,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def list_configurables() -> str:
     """``Name(param, ...)`` for every configurable the kit registers, one a line, sorted."""
-    from kit.train.config import _parameters_of, register_all
+    from crossscale_kit.train.config import _parameters_of, register_all
 
     return "\n".join(f"{name}({', '.join(_parameters_of(name))})" for name in register_all())
 

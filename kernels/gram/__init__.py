@@ -4,9 +4,9 @@
    normalisation's projection; the N x N form; the d x d form).
 2. ``configs`` (GPU launch configurations, autotuning, interpreter or GPU), ``plan`` (memory plan, TMA
    addressability), ``launch`` (the launchers: one group of images, per-image loss and gradient).
-3. ``op`` -- ``torch.ops.kernels.gram_fused``: custom op, fake implementation, autograd.
-4. ``torch_forms`` -- the pure-torch d x d form (CPU path); the N x N one is :mod:`kernels.reference`.
-5. ``functional`` -- :func:`gram_loss` and :func:`choose_form`, re-exported by :mod:`kernels`.
+3. ``op`` -- ``torch.ops.crossscale_kernels.gram_fused``: custom op, fake implementation, autograd.
+4. ``torch_forms`` -- the pure-torch d x d form (CPU path); the N x N one is :mod:`crossscale_kernels.reference`.
+5. ``functional`` -- :func:`gram_loss` and :func:`choose_form`, re-exported by :mod:`crossscale_kernels`.
 
 What is computed, the two forms, the form switch, the precision tables and the memory plan are written
 up in docs/KERNELS.md.

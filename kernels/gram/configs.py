@@ -1,6 +1,6 @@
 """GPU launch configurations of the gram kernels, their autotuning, and where the kernels run.
 
-Layer 2 of the gram op (with :mod:`kernels.gram.plan` and :mod:`kernels.gram.launch`). Every entry of
+Layer 2 of the gram op (with :mod:`crossscale_kernels.gram.plan` and :mod:`crossscale_kernels.gram.launch`). Every entry of
 :data:`GPU_CONFIGS` is compiled for sm_90a by ``python benchmarks/gram_build.py`` (no GPU needed), and
 tests/kernels/test_gram_sm90.py holds each build to: no register spills, shared memory within the H100's
 227 KiB, wgmma tensor-core instructions. The first entry of each list is the default; on CUDA the
@@ -14,10 +14,10 @@ import torch
 import triton
 from triton.runtime.interpreter import InterpretedFunction
 
-from kernels.gram.jit_rows import inv_norm_kernel
+from crossscale_kernels.gram.jit_rows import inv_norm_kernel
 
 INTERPRET: bool = isinstance(inv_norm_kernel, InterpretedFunction)
-"""The kernels run in Triton's CPU interpreter: ``TRITON_INTERPRET=1`` was set when ``kernels`` was first
+"""The kernels run in Triton's CPU interpreter: ``TRITON_INTERPRET=1`` was set when ``crossscale_kernels`` was first
 imported (``triton.jit`` decides once, when it decorates). Read here only; a plain constant, so
 ``torch.compile`` traces the launchers' branches on it freely."""
 
@@ -59,7 +59,7 @@ GPU_CONFIGS: dict[tuple[str, str], list[dict]] = {
 
 
 REG_CHUNKS = 4
-"""Register accumulators (feature chunks of ``BLOCK_C``) of :func:`kernels.gram.jit_nxn.gram_nxn_reg_kernel`."""
+"""Register accumulators (feature chunks of ``BLOCK_C``) of :func:`crossscale_kernels.gram.jit_nxn.gram_nxn_reg_kernel`."""
 
 _TUNED: dict[tuple, dict] = {}
 

@@ -1,6 +1,6 @@
 """Functional entry of the gram loss: validate, pick a backend and a form, run, reduce.
 
-Layer 5 of the gram op, re-exported as :func:`kernels.gram_loss`. What is computed, the two forms,
+Layer 5 of the gram op, re-exported as :func:`crossscale_kernels.gram_loss`. What is computed, the two forms,
 the form switch, precision and memory: docs/KERNELS.md.
 """
 from __future__ import annotations
@@ -9,8 +9,8 @@ import warnings
 
 import torch
 
-from kernels.gram.torch_forms import DxdTorch, dxd_torch_core
-from kernels.reference import _check, _reduce, gram_loss_reference
+from crossscale_kernels.gram.torch_forms import DxdTorch, dxd_torch_core
+from crossscale_kernels.reference import _check, _reduce, gram_loss_reference
 
 try:  # Triton is the GPU path (the [gpu] extra; CUDA torch on Linux brings it): without it, the torch forms
     import triton  # noqa: F401
@@ -18,8 +18,8 @@ except ImportError:
     HAS_TRITON = False
 else:
     HAS_TRITON = True
-    from kernels.gram import op as _op  # noqa: F401  (registers torch.ops.kernels.gram_fused)
-    from kernels.gram.launch import check_triton_device, common_dtype
+    from crossscale_kernels.gram import op as _op  # noqa: F401  (registers torch.ops.crossscale_kernels.gram_fused)
+    from crossscale_kernels.gram.launch import check_triton_device, common_dtype
 
 NXN_MAX_RATIO = 2.7
 """Triton backend: ``form="auto"`` takes N x N while ``N <= NXN_MAX_RATIO * D`` (docs/KERNELS.md; re-measure
@@ -134,6 +134,6 @@ def gram_loss(
         common_dtype(student, teacher)
         check_triton_device(student)
         compute_grad = bool(student.requires_grad and torch.is_grad_enabled())
-        per_image, _ = torch.ops.kernels.gram_fused(student, teacher, chosen, bool(remove_neg), precision,
+        per_image, _ = torch.ops.crossscale_kernels.gram_fused(student, teacher, chosen, bool(remove_neg), precision,
                                                     compute_grad)
     return _reduce(per_image, reduction)

@@ -6,7 +6,7 @@ Layer 1 of the gram op (``@triton.jit`` only). The algorithm, costs and precisio
 import triton
 import triton.language as tl
 
-from kernels.gram.jit_rows import project_rows
+from crossscale_kernels.gram.jit_rows import project_rows
 
 
 @triton.jit

@@ -1,7 +1,7 @@
 """Launchers of the gram kernels: per-image loss and gradient of one group of images, N x N or d x d.
 
 Layer 2 of the gram op. Each launcher picks the kernel and launch configuration (interpreter block
-sizes on CPU, :data:`kernels.gram.configs.GPU_CONFIGS` on CUDA), allocates what the kernel writes, and
+sizes on CPU, :data:`crossscale_kernels.gram.configs.GPU_CONFIGS` on CUDA), allocates what the kernel writes, and
 returns ``(per_image (B,), grad (B, N, D) or None)``. How the kernels work: docs/KERNELS.md.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import triton
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from kernels.gram.configs import (
+from crossscale_kernels.gram.configs import (
     GPU_CONFIGS,
     INTERPRET,
     REG_CHUNKS,
@@ -21,11 +21,11 @@ from kernels.gram.configs import (
     split_launch,
     split_mode,
 )
-from kernels.gram.jit_dxd import gram_dxd_apply_kernel, gram_dxd_grams_kernel
-from kernels.gram.jit_nxn import gram_nxn_kernel, gram_nxn_reg_kernel
-from kernels.gram.jit_rows import inv_norm_kernel
-from kernels.gram.plan import nxn_register_plan, tma_ready
-from kernels.reference import EPS
+from crossscale_kernels.gram.jit_dxd import gram_dxd_apply_kernel, gram_dxd_grams_kernel
+from crossscale_kernels.gram.jit_nxn import gram_nxn_kernel, gram_nxn_reg_kernel
+from crossscale_kernels.gram.jit_rows import inv_norm_kernel
+from crossscale_kernels.gram.plan import nxn_register_plan, tma_ready
+from crossscale_kernels.reference import EPS
 
 
 def common_dtype(student: torch.Tensor, teacher: torch.Tensor) -> torch.dtype:

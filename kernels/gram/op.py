@@ -1,7 +1,7 @@
-"""Registration of the fused gram op: ``torch.ops.kernels.gram_fused``, its fake and its autograd.
+"""Registration of the fused gram op: ``torch.ops.crossscale_kernels.gram_fused``, its fake and its autograd.
 
 Layer 3 of the gram op. A ``torch.library.custom_op`` with a fake (meta) implementation and a registered
-backward, so ``torch.compile`` of a model that calls :func:`kernels.gram_loss` sees one opaque node and
+backward, so ``torch.compile`` of a model that calls :func:`crossscale_kernels.gram_loss` sees one opaque node and
 does not graph-break. The op computes the per-image loss and its gradient in one pass (the teacher is a
 constant); the backward only scales the saved gradient.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from kernels.gram.launch import check_triton_device, common_dtype, launch_dxd, launch_nxn
-from kernels.gram.plan import scratch_plan, tma_width
+from crossscale_kernels.gram.launch import check_triton_device, common_dtype, launch_dxd, launch_nxn
+from crossscale_kernels.gram.plan import scratch_plan, tma_width
 
 
-@torch.library.custom_op("kernels::gram_fused", mutates_args=())
+@torch.library.custom_op("crossscale_kernels::gram_fused", mutates_args=())
 def _gram_fused(student: torch.Tensor, teacher: torch.Tensor, form: str, remove_neg: bool, precision: str,
                 compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image loss ``(B,)`` fp32 and ``dloss_b/dstudent_b`` ``(B, N, D)`` (empty if not asked)."""

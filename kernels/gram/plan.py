@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import triton
 
-from kernels.gram.configs import GPU_CONFIGS, INTERPRET, REG_CHUNKS, dtype_class, pow2, split_mode
+from crossscale_kernels.gram.configs import GPU_CONFIGS, INTERPRET, REG_CHUNKS, dtype_class, pow2, split_mode
 
 SCRATCH_FRACTION = 0.2
 """Temporary buffers of one launch stay under this fraction of the gradient's size: images are

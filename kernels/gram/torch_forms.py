@@ -1,13 +1,13 @@
 """Pure-torch d x d form of the gram loss (the CPU path of ``form="dxd"``; same algebra as the Triton kernels).
 
 Layer 4 of the gram op: the mismatch-centred scheme of docs/KERNELS.md ("d x d form") in torch ops,
-float64 for float64 inputs, fp32 otherwise. The N x N torch form is :func:`kernels.reference.gram_loss_reference`.
+float64 for float64 inputs, fp32 otherwise. The N x N torch form is :func:`crossscale_kernels.reference.gram_loss_reference`.
 """
 from __future__ import annotations
 
 import torch
 
-from kernels.reference import EPS, _check, _reduce
+from crossscale_kernels.reference import EPS, _check, _reduce
 
 
 def dxd_torch_core(student: torch.Tensor, teacher: torch.Tensor, compute_grad: bool):

@@ -3,10 +3,10 @@
 Per process::
 
     shard list (seeded permutation per epoch) -> wds.slice by rank, then by logical worker w of W
-    -> tar_samples (webdataset's expansion, counting handler) -> wds.shuffle (seeded) -> raw index r [kit.data.reader]
+    -> tar_samples (webdataset's expansion, counting handler) -> wds.shuffle (seeded) -> raw index r [crossscale_kit.data.reader]
     --(skip r < resume offset, undecoded)--> decode + validate + draw crop/jitter parameters
-    --> int16 batch + parameters, tagged (logical worker, epoch, r + 1)                         [kit.data.stream]
-    --> PairedTiles.to_device: crop, resize, flip, jitter, normalise on the device in one op    [kit.data.transforms]
+    --> int16 batch + parameters, tagged (logical worker, epoch, r + 1)                         [crossscale_kit.data.stream]
+    --> PairedTiles.to_device: crop, resize, flip, jitter, normalise on the device in one op    [crossscale_kit.data.transforms]
 
 Bad samples (unreadable npy, truncated member or shard, wrong shape / band count / ratio, non-finite
 values, no-data pixels) are skipped, logged with shard and key, and counted per reason; the stream
@@ -26,13 +26,13 @@ import gin
 import numpy as np
 import torch
 
-from kit.data import location
-from kit.data.errors import DataError
-from kit.data.reader import MIN_MR_SIDE, BadSample, CountingHandler, decode_npy, first_sample, shard_samples
-from kit.data.stream import PairStream, _PairIterable
-from kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache
-from kit.data.transforms import FALSE_HR_MODES, PARAM_KEYS, S2_MEAN, PairedRandomResizedCrop, SensorNormalize
-from kit.io import BANDS
+from crossscale_kit.data import location
+from crossscale_kit.data.errors import DataError
+from crossscale_kit.data.reader import MIN_MR_SIDE, BadSample, CountingHandler, decode_npy, first_sample, shard_samples
+from crossscale_kit.data.stream import PairStream, _PairIterable
+from crossscale_kit.data.synthetic import SyntheticScenes, ensure_synthetic_cache
+from crossscale_kit.data.transforms import FALSE_HR_MODES, PARAM_KEYS, S2_MEAN, PairedRandomResizedCrop, SensorNormalize
+from crossscale_kit.io import BANDS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def list_shards(root: str | Path, storage_options: dict | None = None) -> list[d
 
     With ``index.json`` the shards it lists, which must be exactly the folder's ``*.tar`` files (a set
     never mixes runs); without one, every ``*.tar`` sorted by name. A remote root (URL or ``pipe:``, see
-    :mod:`kit.data.location`) must have an ``index.json`` (the writer publishes it last, so a set without
+    :mod:`crossscale_kit.data.location`) must have an ``index.json`` (the writer publishes it last, so a set without
     one is incomplete); its shards are those it lists.
 
     Raises:
@@ -183,8 +183,8 @@ class PairedTiles:
     """Paired MR/HR tiles from WebDataset shards (or the embedded synthetic set).
 
     Args:
-        root: shard folder (``pairs-*.tar`` + ``index.json``, see :mod:`kit.data.writer`): a local path,
-            ``http(s)://``, ``s3://``, ``gs://`` URL or ``pipe:`` command (:mod:`kit.data.location`); None uses
+        root: shard folder (``pairs-*.tar`` + ``index.json``, see :mod:`crossscale_kit.data.writer`): a local path,
+            ``http(s)://``, ``s3://``, ``gs://`` URL or ``pipe:`` command (:mod:`crossscale_kit.data.location`); None uses
             the synthetic set ``synthetic``, written to the cache on first use.
         batch_size: pairs per batch (per rank).
         num_workers: DataLoader worker processes (0 = in the calling process).
@@ -435,7 +435,7 @@ class PairedTiles:
             state: a ``PairStream.state_dict()`` to continue from.
             planner: called as ``planner(n)`` in the worker that makes the rank's ``n``-th batch (counted
                 across resumes); its result travels with the batch as ``"plan"`` (the train loop's
-                :class:`~kit.train.masks.MaskPlanner` draws the step's patch masks there).
+                :class:`~crossscale_kit.train.masks.MaskPlanner` draws the step's patch masks there).
 
         Raises:
             DataError: fewer shards than readers without ``resampled``, or a state from another setup.

@@ -17,7 +17,7 @@ A remote shard is read by :class:`ReadAhead`: a thread fetches ``chunk``-byte bl
 expansion (``depth`` of them), and a connection dropped mid-object is re-opened at the byte where it broke,
 at most ``retries`` times (each retry logged), before the read fails with a message naming the URL.
 Errors a user can fix (endpoint unreachable, bucket or object missing, access denied, a missing fsspec
-backend) become :class:`~kit.data.errors.DataError` with one line naming the URL and the fix
+backend) become :class:`~crossscale_kit.data.errors.DataError` with one line naming the URL and the fix
 (:func:`explain`).
 """
 from __future__ import annotations
@@ -31,13 +31,13 @@ import time
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from kit.data.errors import DataError
+from crossscale_kit.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
 #: URL schemes read through fsspec, and the pip extra each needs
 REMOTE = {"http": "http", "https": "http", "s3": "s3", "gs": "gcs", "gcs": "gcs"}
-READ_BUFFER = 256 * 1024  # bytes of the local read-ahead buffer (see kit.data.reader.tar_samples)
+READ_BUFFER = 256 * 1024  # bytes of the local read-ahead buffer (see crossscale_kit.data.reader.tar_samples)
 CHUNK = 4 * 1024 * 1024  # bytes of one remote read (one ranged GET on S3/GCS)
 DEPTH = 4  # remote chunks read ahead per open shard
 RETRIES = 3  # re-opens of a dropped remote connection per shard
@@ -182,7 +182,7 @@ def write_json(root: str | os.PathLike, name: str, obj: Any, storage_options: di
 
     url = join(root, name)
     if is_local(root):
-        from kit.io import write_json_atomic
+        from crossscale_kit.io import write_json_atomic
 
         write_json_atomic(url, obj)
         return

@@ -13,7 +13,7 @@ GSDs, nodata rule, normalisation) and hold no sample twice, then publishes one s
 shards, in part order and renumbered, are hard-linked (copied where links are impossible) into a staging
 folder beside ``OUT``, ``index.json`` is written there last (temp file + rename), and the staged set is
 renamed into place (the folder of parts, and a replaced set, moved aside and removed), as
-:class:`kit.data.writer.PairShardWriter` publishes a set. A reader never sees a half-merged set: it sees
+:class:`crossscale_kit.data.writer.PairShardWriter` publishes a set. A reader never sees a half-merged set: it sees
 the folder of parts (no shard set) or the whole merged one. The merged set holds exactly
 the samples, in the same order, of one run of the same command without ``--part``; only the shard
 boundaries differ.
@@ -31,7 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from kit.io import pid_alive, write_json_atomic
+from crossscale_kit.io import pid_alive, write_json_atomic
 
 PART_RE = re.compile(r"^part-(\d{4,})-of-(\d{4,})$")
 #: index fields every part must share (besides the ``part`` record's source, options and normalisation)

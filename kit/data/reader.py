@@ -26,9 +26,9 @@ from typing import Any, Iterator
 import numpy as np
 import webdataset as wds
 
-from kit.data.errors import DataError
-from kit.data.location import READ_BUFFER, join, open_shard
-from kit.data.writer import MIN_MR_SIDE, NODATA, nodata_fraction  # noqa: F401 - the format's constants
+from crossscale_kit.data.errors import DataError
+from crossscale_kit.data.location import READ_BUFFER, join, open_shard
+from crossscale_kit.data.writer import MIN_MR_SIDE, NODATA, nodata_fraction  # noqa: F401 - the format's constants
 
 
 class BadSample(Exception):
@@ -132,7 +132,7 @@ def tar_samples(handler, storage_options: dict | None = None):
     8 KiB buffer (``GOPEN_BUFFER`` in the environment changes it), under which every 10 KiB record tarfile
     reads is a system call of its own: 60 or so per 128/256 px pair, a third of read + decode on this
     project's CPU machine (``benchmarks/data_pipeline.py``). A remote shard (``http(s)://``, ``s3://``,
-    ``gs://``, ``pipe:``) is opened by :func:`kit.data.location.open_shard`: fsspec (``storage_options``) under
+    ``gs://``, ``pipe:``) is opened by :func:`crossscale_kit.data.location.open_shard`: fsspec (``storage_options``) under
     a background read-ahead that retries a dropped connection, or webdataset's ``pipe:`` opener. A shard is
     closed as soon as the next is asked for. Errors reach ``handler`` with the URL appended, as webdataset's
     opener does.
@@ -164,7 +164,7 @@ def worker_epoch(root: str | Path, names: list[str], *, expected: dict[str, int 
                  storage_options: dict | None = None) -> wds.DataPipeline:
     """The raw samples (``{"__key__", "__url__", "mr.npy", ...}`` of bytes) of one worker in one epoch.
 
-    ``root``: a local folder or a URL (see :mod:`kit.data.location`); ``storage_options`` go to fsspec."""
+    ``root``: a local folder or a URL (see :mod:`crossscale_kit.data.location`); ``storage_options`` go to fsspec."""
     by_url = {join(root, n): n for n in names}
     if resampled:
         stages = [wds.SimpleShardList([join(root, n) for n in resampled_shards(

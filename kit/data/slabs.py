@@ -127,7 +127,7 @@ class SlabLeases:
         if flat is None:
             storage = self._mapped.get((worker, slot))
             if storage is None:
-                raise RuntimeError(f"worker {worker} named slab {slot} before sending it; this is a bug in kit.data.")
+                raise RuntimeError(f"worker {worker} named slab {slot} before sending it; this is a bug in crossscale_kit.data.")
             flat = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (nbytes,))
         elif slot >= 0:
             self._mapped[(worker, slot)] = flat.untyped_storage()  # kept mapped: later batches name the slot

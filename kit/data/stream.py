@@ -1,9 +1,9 @@
 """The stream of one rank: DataLoader workers each play a logical reader; exact resume by position.
 
-Each worker runs the webdataset pipeline of :mod:`kit.data.reader` for its logical worker, skips the
+Each worker runs the webdataset pipeline of :mod:`crossscale_kit.data.reader` for its logical worker, skips the
 samples consumed before a resume undecoded, decodes and validates the rest, draws each pair's crop and
 jitter parameters from ``(seed, epoch, key)`` and batches the int16 tiles with them in shared memory
-(reusable slabs, :mod:`kit.data.slabs`).
+(reusable slabs, :mod:`crossscale_kit.data.slabs`).
 Torch's DataLoader hands out batches round-robin from worker 0; :class:`PairStream` records the tag
 ``(logical worker, epoch, offset)`` of every batch the caller has taken, and on resume new worker ``p``
 plays logical worker ``(p + n) % W`` (``n`` batches consumed) so the interleaving goes on exactly where
@@ -19,10 +19,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from kit.data.errors import DataError
-from kit.data.slabs import SlabLeases, SlabPool, busy_flags, unpack
-from kit.data.reader import BadSample, CountingHandler, decode_pair, sample_rng, worker_epoch
-from kit.data.transforms import PairedRandomResizedCrop, SensorNormalize
+from crossscale_kit.data.errors import DataError
+from crossscale_kit.data.slabs import SlabLeases, SlabPool, busy_flags, unpack
+from crossscale_kit.data.reader import BadSample, CountingHandler, decode_pair, sample_rng, worker_epoch
+from crossscale_kit.data.transforms import PairedRandomResizedCrop, SensorNormalize
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class _PairIterable(torch.utils.data.IterableDataset):
         self.nodata, self.max_nodata_fraction = nodata, max_nodata_fraction
 
     def raw_epoch(self, epoch: int, worker: int, handler: CountingHandler | None = None):
-        """The webdataset pipeline of raw samples of logical ``worker`` in ``epoch`` (see :mod:`kit.data.reader`)."""
+        """The webdataset pipeline of raw samples of logical ``worker`` in ``epoch`` (see :mod:`crossscale_kit.data.reader`)."""
         return worker_epoch(self.root, self.names, expected=self.expected, seed=self.seed, epoch=epoch,
                             rank=self.rank, world_size=self.world_size, worker=worker, num_workers=self.W,
                             resampled=self.resampled, shuffle_buffer=self.shuffle_buffer,
@@ -79,7 +79,7 @@ class _PairIterable(torch.utils.data.IterableDataset):
         """The batch's fields ``specs`` (name -> (shape, dtype)) as tensors, and what travels: ``(tensors, meta)``.
 
         In a worker (``pool``) every field is packed into one of the worker's reusable shared slabs
-        (:mod:`kit.data.slabs`): the tensors sent are ``{"_flat": uint8 buffer}`` (only the first time a slab
+        (:mod:`crossscale_kit.data.slabs`): the tensors sent are ``{"_flat": uint8 buffer}`` (only the first time a slab
         is used; afterwards ``{}``) and ``meta`` holds the slot and the packing, which :class:`PairStream`
         unpacks. In the training process: the fields themselves.
         """
@@ -274,7 +274,7 @@ class PairStream:
     A batch is ``{"mr" int16 (B, C, h, w), "hr" int16 (B, C, s*h, s*w), "box" int32 (B, 4), "flip" bool
     (B, 2), ["mr_offsets" int8 (B, 2, G, G), "hr_offsets" int8 (B, 2, Gh, Gh)], "key" list[str], ["plan"]}``
     (tiles of other dtypes travel as int32/float32; ``plan``: the masks a planner drew for the batch, see
-    :mod:`kit.train.masks`); :meth:`PairedTiles.to_device` turns it into model inputs.
+    :mod:`crossscale_kit.train.masks`); :meth:`PairedTiles.to_device` turns it into model inputs.
 
     ``state_dict()`` is the exact position after the batches the caller has taken so far; pass it to
     :meth:`PairedTiles.stream` (same seed, rank, world size, workers) to continue with the next batch.

@@ -11,7 +11,7 @@ integration over ``s x s`` HR pixels, a per-band gain and offset (a different ra
 calibration), and additive noise. So HR holds detail (row texture, building edges, thin roads) that
 MR lacks, and MR is not a plain block mean of HR.
 
-:func:`ensure_synthetic_cache` writes a config's pairs once as shards (see :mod:`kit.data.writer`)
+:func:`ensure_synthetic_cache` writes a config's pairs once as shards (see :mod:`crossscale_kit.data.writer`)
 into a cache folder and returns it; the training loop uses it when no shard root is configured.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import gin
 import numpy as np
 from scipy import ndimage
 
-from kit.data.writer import PairShardWriter
+from crossscale_kit.data.writer import PairShardWriter
 
 GENERATOR_VERSION = 1
 

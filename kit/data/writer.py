@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
-from kit.data import location
-from kit.io import BANDS, pid_alive, write_json_atomic
+from crossscale_kit.data import location
+from crossscale_kit.io import BANDS, pid_alive, write_json_atomic
 
 log = logging.getLogger(__name__)
 

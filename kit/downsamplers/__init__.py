@@ -1,7 +1,7 @@
 """HR token grid -> MR grid downsamplers."""
-from kit.downsamplers.base import Downsampler
-from kit.downsamplers.block import BlockInterpolate, BlockMean
-from kit.downsamplers.grid import GridInterpolate
-from kit.downsamplers.linear import LinearProjection
+from crossscale_kit.downsamplers.base import Downsampler
+from crossscale_kit.downsamplers.block import BlockInterpolate, BlockMean
+from crossscale_kit.downsamplers.grid import GridInterpolate
+from crossscale_kit.downsamplers.linear import LinearProjection
 
 __all__ = ["Downsampler", "BlockMean", "BlockInterpolate", "GridInterpolate", "LinearProjection"]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce
 
-from kit.downsamplers.base import Downsampler, check_blocks
+from crossscale_kit.downsamplers.base import Downsampler, check_blocks
 
 
 @gin.register

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from kit.downsamplers.base import Downsampler
+from crossscale_kit.downsamplers.base import Downsampler
 
 
 @gin.register

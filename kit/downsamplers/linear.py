@@ -6,7 +6,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from kit.downsamplers.base import Downsampler, check_blocks
+from crossscale_kit.downsamplers.base import Downsampler, check_blocks
 
 
 @gin.register
@@ -16,7 +16,7 @@ class LinearProjection(Downsampler):
     The ``s x s`` block is flattened in ``(i, j)`` row-major order (the correspondence order) and
     projected to one token. The module is trained with the student: it lives inside the
     spatial-affinity add-on, so the optimizer sees it, and the gram loss gives the teacher side its
-    gradient (see :class:`kit.losses.gram.GramLoss`).
+    gradient (see :class:`crossscale_kit.losses.gram.GramLoss`).
 
     Args:
         dim: token width ``D`` of the teacher.

@@ -1,5 +1,5 @@
 """EMA updater and schedules (pure functions of the step)."""
-from kit.ema.ema import ema_update, make_ema
-from kit.ema.schedules import Cosine, Linear, WarmupCosine
+from crossscale_kit.ema.ema import ema_update, make_ema
+from crossscale_kit.ema.schedules import Cosine, Linear, WarmupCosine
 
 __all__ = ["ema_update", "make_ema", "Cosine", "Linear", "WarmupCosine"]

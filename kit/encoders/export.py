@@ -35,8 +35,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 
-from kit.encoders.pos_embed import sincos_2d
-from kit.io import _refuse_link, temp_path, write_json_atomic
+from crossscale_kit.encoders.pos_embed import sincos_2d
+from crossscale_kit.io import _refuse_link, temp_path, write_json_atomic
 
 TIMM_CLASS = "timm.models.vision_transformer.VisionTransformer"
 # timm model names the kit's encoders can carry -> (patch, width, depth, heads) they stand for
@@ -112,7 +112,7 @@ def _umask() -> int:
 
 
 def export_encoder(encoder, out_dir: str | os.PathLike, **meta: Any) -> Path:
-    """Write ``encoder.safetensors`` and ``meta.json`` for a :class:`kit.encoders.vit.ViTEncoder`.
+    """Write ``encoder.safetensors`` and ``meta.json`` for a :class:`crossscale_kit.encoders.vit.ViTEncoder`.
 
     Args:
         encoder: the student ``ViTEncoder``.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gin
 import torch
 from torch import nn
-from kit.encoders.init import xavier_init_
+from crossscale_kit.encoders.init import xavier_init_
 
 
 @gin.register

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from kit.encoders.init import xavier_init_
-from kit.encoders.pos_embed import sincos_2d, sincos_2d_on
+from crossscale_kit.encoders.init import xavier_init_
+from crossscale_kit.encoders.pos_embed import sincos_2d, sincos_2d_on
 
 # timm architecture names -> (embed_dim, depth, num_heads)
 ARCHS = {
@@ -46,7 +46,7 @@ class ViTEncoder(nn.Module):
         stretch_positions: evaluate the sin-cos table at ``k * g / (g - 1)`` on every grid (the MR grid and
             the HR teacher's alike), as LatentMIM's released encoder does; False (the kit's default): integer
             ``k``. The export records the spacing (``meta.json`` ``"pos_spacing"``) and
-            :func:`kit.encoders.export.load_exported_encoder` rebuilds the same table per input grid.
+            :func:`crossscale_kit.encoders.export.load_exported_encoder` rebuilds the same table per input grid.
         init: weight initialisation. ``"timm"``: timm's ViT init. ``"ijepa"``: timm's (which equals
             I-JEPA's for every Linear and LayerNorm) plus the patch-embedding conv at trunc_normal(0.02)
             with zero bias, as I-JEPA's release starts it. ``"latentmim"``: every Linear and the

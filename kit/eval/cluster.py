@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.io import BANDS
+from crossscale_kit.io import BANDS
 
 
 def load_image(path: str | os.PathLike, *, key: str | None = None, index: int = 0, bands=BANDS,
@@ -37,7 +37,7 @@ def load_image(path: str | os.PathLike, *, key: str | None = None, index: int = 
         raise FileNotFoundError(f"image {p} does not exist; pass a GeoTIFF, a .npy (C, H, W) or a pair shard .tar.")
     suffix = p.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        from kit.data.sources.geotiff import band_indexes, open_raster
+        from crossscale_kit.data.sources.geotiff import band_indexes, open_raster
 
         with open_raster(p) as ds:
             img = ds.read(band_indexes(ds, tuple(bands), band_spec, "--image-bands")).astype(np.float32)
@@ -116,7 +116,7 @@ def range_note(img: np.ndarray, meta: dict, bands=BANDS) -> str | None:
     after normalisation; its patch features are then dominated by the position table and the cluster maps
     follow position, not content. None when the range fits (or the export records no normalisation).
     """
-    from kit.io import units_warning
+    from crossscale_kit.io import units_warning
 
     norm = meta.get("normalization") or {}
     if not norm.get("mean") or not norm.get("std"):
@@ -137,7 +137,7 @@ def encoder_features(model, meta: dict, img: np.ndarray, img_size: int | None = 
     """``(gh, gw, D)`` patch features of one raw image (normalised for that encoder, cropped to whole patches)."""
     import torch
 
-    from kit.eval.features import patch_features
+    from crossscale_kit.eval.features import patch_features
 
     p = int(meta.get("patch_size", 16))
     x = normalise(img, meta)
@@ -245,7 +245,7 @@ def render(path: str | os.PathLike, rgb: np.ndarray, maps: list[tuple[str, np.nd
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from kit.io import open_nofollow, temp_path
+    from crossscale_kit.io import open_nofollow, temp_path
 
     tmp = temp_path(path)  # never through a link planted at the temp name
     with warnings.catch_warnings(), open_nofollow(tmp, "xb") as f:

@@ -55,11 +55,11 @@ def build_dataset(name: str, root: str | os.PathLike, split: str, *, bands, skip
         ``num_classes``, ``ignore_index`` and ``class_names``.
     """
     if name in ("m-cashew-plant", "m-SA-crop-type"):
-        from kit.eval.geobench import GeoBenchSegmentation
+        from crossscale_kit.eval.geobench import GeoBenchSegmentation
 
         return GeoBenchSegmentation(root, split, task=name, bands=bands, skip_corrupt=skip_corrupt, **kwargs)
     if name == "mados":
-        from kit.eval.mados import MADOS
+        from crossscale_kit.eval.mados import MADOS
 
         return MADOS(root, split, bands=bands, skip_corrupt=skip_corrupt, **kwargs)
     raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}.")

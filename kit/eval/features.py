@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from kit.io import write_json_atomic
+from crossscale_kit.io import write_json_atomic
 
 
 def encoder_hash(export_dir: str | os.PathLike) -> str:

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kit.eval.datasets import PRELOAD_GB, hold_split
-from kit.io import BANDS, CorruptSampleError
+from crossscale_kit.eval.datasets import PRELOAD_GB, hold_split
+from crossscale_kit.io import BANDS, CorruptSampleError
 
 # kit band name -> GEO-Bench Sentinel-2 band dataset name (without its date suffix)
 BAND_NAMES = {
@@ -163,7 +163,7 @@ class GeoBenchSegmentation(Dataset):
         self._held: list[tuple[np.ndarray, np.ndarray]] | None = None  # every sample, after preload()
 
     def preload(self, max_gb: float = PRELOAD_GB) -> bool:
-        """Hold the split in memory (:func:`kit.eval.datasets.hold_split`): tiles asked for in random order
+        """Hold the split in memory (:func:`crossscale_kit.eval.datasets.hold_split`): tiles asked for in random order
         (the faithful probe) then cost a slice instead of an HDF5 read of their whole sample each, 16x fewer
         reads. False (samples read per item, as before) when it would take more than ``max_gb`` GiB."""
         if self._held is None:

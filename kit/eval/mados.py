@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kit.eval.datasets import PRELOAD_GB, hold_split
-from kit.io import BANDS, CorruptSampleError
+from crossscale_kit.eval.datasets import PRELOAD_GB, hold_split
+from crossscale_kit.io import BANDS, CorruptSampleError
 
 WAVELENGTHS = {"blue": 492, "green": 560, "red": 665, "nir": 833, "rededge1": 704, "rededge2": 740, "rededge3": 783,
                "nir_narrow": 865, "coastal": 443, "swir1": 1610, "swir2": 2190}
@@ -216,7 +216,7 @@ class MADOS(Dataset):
         return len(self.crops)
 
     def preload(self, max_gb: float = PRELOAD_GB) -> bool:
-        """Hold the split's items in memory (:func:`kit.eval.datasets.hold_split`), so that the faithful probe's
+        """Hold the split's items in memory (:func:`crossscale_kit.eval.datasets.hold_split`), so that the faithful probe's
         epochs read no GeoTIFF again. False (items read from disk, as before) when it would take more than
         ``max_gb`` GiB."""
         if self._held is None:

@@ -1,6 +1,6 @@
 """A miniature downstream segmentation task where HR detail matters, and its scaled-down linear probe.
 
-The scenes come from the pretraining generator (:func:`kit.data.synthetic.render_scene`): each HR tile is
+The scenes come from the pretraining generator (:func:`crossscale_kit.data.synthetic.render_scene`): each HR tile is
 a landscape drawn exactly as the pretraining tiles are (class 0, ``other``), onto which labelled objects
 are painted with the generator's spectra:
 
@@ -14,8 +14,8 @@ are painted with the generator's spectra:
 * ``track`` (4): zero to two straight unpaved tracks 1.0-1.6 HR px wide (0.5-0.8 MR px), thinner than the
   generator's own roads (which stay ``other``).
 
-The MR image is the pretraining sensor's view of the same ground: :func:`kit.data.synthetic.degrade` with
-the pretraining set's MTF, noise, scale and per-band calibration (:func:`kit.data.synthetic.sensor_calibration`
+The MR image is the pretraining sensor's view of the same ground: :func:`crossscale_kit.data.synthetic.degrade` with
+the pretraining set's MTF, noise, scale and per-band calibration (:func:`crossscale_kit.data.synthetic.sensor_calibration`
 of its seed). Labels are per MR pixel: the class covering most of the pixel's ``s x s`` HR block, a track
 counting double (a track covering a third of the block wins), so tracks stay about one MR pixel wide.
 
@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kit.data.synthetic import (GENERATOR_VERSION, SPECTRA, SyntheticScenes, _smooth_noise, cache_root, degrade,
+from crossscale_kit.data.synthetic import (GENERATOR_VERSION, SPECTRA, SyntheticScenes, _smooth_noise, cache_root, degrade,
                                 render_scene, sensor_calibration)
-from kit.eval.miou import mean_iou
+from crossscale_kit.eval.miou import mean_iou
 
 TASK_VERSION = 1
 TAG = 0x6D696E69  # "mini": first word of every task seed, never a pretraining set's seed in practice (checked)
@@ -305,7 +305,7 @@ class _LinearHead(nn.Module):
 @torch.no_grad()
 def encode(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     """Patch tokens ``(N, g*g, D)`` of a frozen timm ViT for normalised images ``(N, C, h, w)``."""
-    from kit.eval.features import patch_features
+    from crossscale_kit.eval.features import patch_features
 
     model.eval()
     out = [patch_features(model, images[i:i + batch_size], None) for i in range(0, len(images), batch_size)]
@@ -367,7 +367,7 @@ def probe_encoder(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, e
     Returns:
         ``{"seed", "val_miou", "test_miou", "best_epoch", "tile_confusion" (N_test, C, C)}``, mIoU in [0, 1].
     """
-    from kit.encoders.export import load_exported_encoder
+    from crossscale_kit.encoders.export import load_exported_encoder
 
     model, meta = load_exported_encoder(export_dir)
     data = {}
@@ -432,7 +432,7 @@ def supervised_vit(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, 
     """The fair ceiling: the probed ViT (the encoder exported in ``export_dir``, e.g. a host's random-init
     export: the same architecture, positions and initialisation as the floor) trained end to end with the probe's linear head and input resize on the
     labelled training tiles; best validation epoch scored on test (same output as :func:`probe_encoder`)."""
-    from kit.encoders.export import load_exported_encoder
+    from crossscale_kit.encoders.export import load_exported_encoder
 
     model, meta = load_exported_encoder(export_dir)
     model.pos_embed.requires_grad_(False)  # fixed sin-cos positions, as in pretraining

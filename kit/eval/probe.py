@@ -3,14 +3,14 @@
 Frozen encoder -> patch tokens ``(B, N, D)`` -> ``Linear(D, classes)`` (no BN) -> logits on the patch grid
 ``(B, C, gh, gw)`` -> bilinear upsampling to the label size -> cross-entropy with ignore index -1. AdamW,
 lr 1e-3 held constant for all 100 epochs, weight decay 0, batch 64, inputs 224 px; the head with the best
-validation mIoU (torchmetrics ``MulticlassJaccardIndex``, see :mod:`kit.eval.miou`) is evaluated on test;
+validation mIoU (torchmetrics ``MulticlassJaccardIndex``, see :mod:`crossscale_kit.eval.miou`) is evaluated on test;
 repeated per seed, reported as mean and std (ddof 1).
 
 Modes (``ProbeConfig.mode``):
 
 - ``faithful`` (default, the authors' protocol): every epoch each training tile gets a fresh random-resized
   crop (scale 0.3-1, ratio 3/4-4/3; mask nearest) resized to the input size and is encoded again. Val/test
-  use a plain resize; their features are computed once and cached (:mod:`kit.eval.features`).
+  use a plain resize; their features are computed once and cached (:mod:`crossscale_kit.eval.features`).
 - ``cached`` (fast): training features are computed once without augmentation and reused by every epoch
   and seed. Not the paper's protocol; rows say so.
 
@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kit.eval.crops import random_resized_crop
-from kit.eval.datasets import PRELOAD_GB
-from kit.eval.miou import jaccard, per_class_iou
+from crossscale_kit.eval.crops import random_resized_crop
+from crossscale_kit.eval.datasets import PRELOAD_GB
+from crossscale_kit.eval.miou import jaccard, per_class_iou
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from kit.io import write_json_atomic
-from kit.io import write_text_atomic as _write_text
+from crossscale_kit.io import write_json_atomic
+from crossscale_kit.io import write_text_atomic as _write_text
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` atomically (:func:`kit.io.write_text_atomic`), creating the parent folder."""
+    """Write ``text`` atomically (:func:`crossscale_kit.io.write_text_atomic`), creating the parent folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_text(path, text)

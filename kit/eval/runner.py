@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.eval.probe import CachedTrain, CroppedTrain, ProbeConfig, config_dict, train_probe
-from kit.io import write_json_atomic
+from crossscale_kit.eval.probe import CachedTrain, CroppedTrain, ProbeConfig, config_dict, train_probe
+from crossscale_kit.io import write_json_atomic
 
 PAPER_SEEDS = 3
 PAPER_READER = {"tiles": 4, "ignore_class0": False, "partition": "default", "nan_mode": "ignore"}
@@ -65,10 +65,10 @@ def run_probe(
         ``(rows, summary)``: one row per seed (provenance, seed, val/test mIoU in [0, 1], per-class IoU,
         mode, settings, protocol and departures) and ``{"test_miou_mean", "test_miou_std", ...}``.
     """
-    from kit.encoders.export import load_exported_encoder
-    from kit.eval.datasets import build_dataset
-    from kit.eval.features import cached_features, encoder_hash, patch_features
-    from kit.io import BANDS
+    from crossscale_kit.encoders.export import load_exported_encoder
+    from crossscale_kit.eval.datasets import build_dataset
+    from crossscale_kit.eval.features import cached_features, encoder_hash, patch_features
+    from crossscale_kit.io import BANDS
 
     model, meta = load_exported_encoder(export_dir, device=cfg.device)
     for p in model.parameters():

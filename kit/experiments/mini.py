@@ -3,7 +3,7 @@
 For every host (LatentMIM, I-JEPA, and MAE when its recipes exist) and every row of Tables I-II (MR-, HR-,
 SA-model, SA with false HR), and for each seed, one CPU-sized pretraining (``tools/train.py`` with the
 row's recipe and ``gin/presets/cpu_mini.gin``, in its own process), then the linear probe of
-:mod:`kit.eval.minitask` on the synthetic downstream task (inputs resized by the paper's 224/64 first).
+:mod:`crossscale_kit.eval.minitask` on the synthetic downstream task (inputs resized by the paper's 224/64 first).
 Reference rows bound the table: the frozen random-init encoder of each host (its floor: the recipe run
 for 0 steps), a linear probe on the raw MR pixels (the floor every encoder must beat), the probed ViT
 trained end to end with the same linear head (the fair ceiling) and a small supervised CNN on the MR
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.data.synthetic import SyntheticScenes
-from kit.eval.minitask import CLASSES, PAPER_RESIZE, PAPER_TILES, MiniTask
+from crossscale_kit.data.synthetic import SyntheticScenes
+from crossscale_kit.eval.minitask import CLASSES, PAPER_RESIZE, PAPER_TILES, MiniTask
 
 #: the repository the recipes (gin/) and the training CLI (tools/train.py) come from
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -236,7 +236,7 @@ def _last_step(metrics: Path) -> int:
 
 def execute(run: Run, runs_root: Path, settings: Settings, python: str = sys.executable) -> dict:
     """Pretrain (if needed) and probe one run; write ``probe.json`` then ``DONE``; return the result (cached if done)."""
-    from kit.eval.minitask import probe_encoder, raw_pixel_probe, supervised_ceiling, supervised_vit
+    from crossscale_kit.eval.minitask import probe_encoder, raw_pixel_probe, supervised_ceiling, supervised_vit
 
     d = run_dir(runs_root, run)
     done = d / "DONE"
@@ -275,9 +275,9 @@ def execute(run: Run, runs_root: Path, settings: Settings, python: str = sys.exe
 
 def _probe_checkpoints(d: Path, settings: Settings, seed: int, probe: dict) -> list[dict]:
     """Probe the run's checkpoints at :attr:`Settings.curve_steps` (exported to ``d/curve/step<k>``)."""
-    from kit.encoders.export import export_from_checkpoint
-    from kit.eval.minitask import probe_encoder
-    from kit.train.checkpoint import load_checkpoint
+    from crossscale_kit.encoders.export import export_from_checkpoint
+    from crossscale_kit.eval.minitask import probe_encoder
+    from crossscale_kit.train.checkpoint import load_checkpoint
 
     points = []
     for step in settings.curve_steps:
@@ -304,8 +304,8 @@ def _load_result(d: Path) -> dict:
 def run_all(settings: Settings, out: Path, runs_root: Path, hosts: list[str] | None = None,
             python: str = sys.executable, jobs: int = 1) -> list[dict]:
     """Run (or resume) every run of the plan, then write the report, CSVs and figures into ``out``."""
-    from kit.eval.minitask import assert_disjoint, load_split
-    from kit.experiments.mini_report import write_report
+    from crossscale_kit.eval.minitask import assert_disjoint, load_split
+    from crossscale_kit.experiments.mini_report import write_report
 
     import torch
 

@@ -89,9 +89,9 @@ def cluster_maps(results: list[dict], hosts: list[str], settings, path: Path, k:
     """
     import torch
 
-    from kit.encoders.export import load_exported_encoder
-    from kit.eval.cluster import patch_brightness, rgb_image, ward_clusters
-    from kit.eval.minitask import CLASSES, encode, normalise
+    from crossscale_kit.encoders.export import load_exported_encoder
+    from crossscale_kit.eval.cluster import patch_brightness, rgb_image, ward_clusters
+    from crossscale_kit.eval.minitask import CLASSES, encode, normalise
 
     plt = _plt()
     scene = settings.task.scene("figure", 0, mr_size=settings.figure_mr_size)

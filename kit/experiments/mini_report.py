@@ -1,4 +1,4 @@
-"""Report of the miniature experiment (see :mod:`kit.experiments.mini`): tables, bootstrap intervals, figures.
+"""Report of the miniature experiment (see :mod:`crossscale_kit.experiments.mini`): tables, bootstrap intervals, figures.
 
 mIoU of a set of test scenes is computed from the sum of their per-scene confusion matrices (a scene's
 tiles summed), so a bootstrap replicate resamples seeds (with replacement, the same seed indices for both
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.eval.minitask import CLASSES
-from kit.io import write_text_atomic
+from crossscale_kit.eval.minitask import CLASSES
+from crossscale_kit.io import write_text_atomic
 
 ROW_ORDER = ("init", "mr", "hr", "sa", "falsehr")
 ROW_LABEL = {"init": "random init (host floor)", "mr": "MR-model", "hr": "HR-model", "sa": "SA-model",
@@ -181,7 +181,7 @@ def _csv(rows: list[dict]) -> str:
 
 def write_report(results: list[dict], settings, hosts: list[str], out: Path, runs_root: Path) -> dict:
     """Write ``report.md``, ``results.csv``, ``summary.csv``, ``differences.csv``, ``tile_confusions.npz`` and figures."""
-    from kit.experiments.mini_figures import bar_chart, cluster_maps, collapse_curves, learning_curve, loss_curves
+    from crossscale_kit.experiments.mini_figures import bar_chart, cluster_maps, collapse_curves, learning_curve, loss_curves
 
     out.mkdir(parents=True, exist_ok=True)
     groups = _by_key(results)

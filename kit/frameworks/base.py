@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from kit.ema.ema import ema_update, make_ema
-from kit.encoders.vit import ViTEncoder
-from kit.frameworks.context import PlannedMasks, StepContext
-from kit.samplers.base import PatchMasks
+from crossscale_kit.ema.ema import ema_update, make_ema
+from crossscale_kit.encoders.vit import ViTEncoder
+from crossscale_kit.frameworks.context import PlannedMasks, StepContext
+from crossscale_kit.samplers.base import PatchMasks
 
 
 @dataclass
@@ -28,7 +28,7 @@ class HostOutput:
         monitor: detached features to watch for collapse, ``name -> (B, K, D)``: ``"student"`` (what the
             student encoder produces) and ``"target"`` (what the host regresses onto in feature space, where
             it has one); add-ons add theirs (``"teacher"``). A value may be a zero-argument callable (computed
-            only when read). Read at log steps only (:mod:`kit.eval.collapse`).
+            only when read). Read at log steps only (:mod:`crossscale_kit.eval.collapse`).
     """
 
     loss: torch.Tensor
@@ -88,7 +88,7 @@ class Framework(nn.Module, abc.ABC):
         if not callable(ema_momentum):
             raise TypeError(
                 f"{type(self).__name__}.ema_momentum must be a schedule f(step, total_steps) such as "
-                f"kit.ema.Cosine(0.996, 1.0), got {ema_momentum!r}."
+                f"crossscale_kit.ema.Cosine(0.996, 1.0), got {ema_momentum!r}."
             )
         self.encoder = encoder
         self.head = head
@@ -161,11 +161,11 @@ class Framework(nn.Module, abc.ABC):
     def momentum(self, step: int, total_steps: int) -> float:
         """EMA momentum at ``step`` of ``total_steps`` (a pure function of the step)."""
         if self.ema_momentum is None:
-            raise ValueError(f"{type(self).__name__} has no ema_momentum schedule; set one (e.g. kit.ema.Cosine(0.996, 1.0)).")
+            raise ValueError(f"{type(self).__name__} has no ema_momentum schedule; set one (e.g. crossscale_kit.ema.Cosine(0.996, 1.0)).")
         return float(self.ema_momentum(step, total_steps))
 
     def ema_update(self, momentum: float) -> None:
-        """Update every EMA copy towards its online module (see :mod:`kit.ema`)."""
+        """Update every EMA copy towards its online module (see :mod:`crossscale_kit.ema`)."""
         ema_update(self.ema_pairs(), momentum)
 
     def train(self, mode: bool = True):
@@ -184,7 +184,7 @@ class Framework(nn.Module, abc.ABC):
     def draw_planned(samplers: list, local_batch: int, grid: tuple[int, int], ctx: StepContext) -> PlannedMasks | None:
         """Draw now what :meth:`forward` would draw for ``ctx`` from ``samplers`` (its :meth:`mask_samplers`):
         the same generator, the same order. A loader worker calls this for a coming micro-batch
-        (``kit.train.masks.MaskPlanner``, which holds the samplers, not the model); the result goes into the
+        (``crossscale_kit.train.masks.MaskPlanner``, which holds the samplers, not the model); the result goes into the
         micro-batch's ``StepContext.planned`` and the forward takes its masks from there. None without samplers.
         """
         if not samplers:
@@ -202,7 +202,7 @@ class Framework(nn.Module, abc.ABC):
         rank) and each rank keeps its ``ctx.rows``, so N ranks draw exactly the masks one process would.
 
         Returns:
-            the sampler's :class:`~kit.samplers.base.PatchMasks` cut to the local batch ``(B, ...)``.
+            the sampler's :class:`~crossscale_kit.samplers.base.PatchMasks` cut to the local batch ``(B, ...)``.
         """
         ctx = ctx if ctx is not None else StepContext()
         if ctx.planned is not None:  # drawn ahead of time from the same generator (see draw_planned)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kit.samplers.base import PatchMasks
+from crossscale_kit.samplers.base import PatchMasks
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class PlannedMasks:
             raise ValueError(
                 f"planned masks do not match the forward's draw #{i} ({name} on a {tuple(grid)} grid; planned: "
                 f"{have}). The loader planned for another framework or input size: build the planner from the "
-                "trained framework and the data's output size (kit.train.masks.MaskPlanner)."
+                "trained framework and the data's output size (crossscale_kit.train.masks.MaskPlanner)."
             )
         masks = self.masks[i]
         if masks.batch_size != local_batch:

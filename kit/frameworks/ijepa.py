@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kit.ema.schedules import Linear
-from kit.frameworks.base import Framework, HostOutput
-from kit.frameworks.context import StepContext
-from kit.losses.smooth_l1 import SmoothL1Latent
-from kit.predictors.ijepa_predictor import IJEPAPredictor
-from kit.samplers.base import MultiBlockMasks, PatchSampler
-from kit.samplers.multiblock import MultiBlock
+from crossscale_kit.ema.schedules import Linear
+from crossscale_kit.frameworks.base import Framework, HostOutput
+from crossscale_kit.frameworks.context import StepContext
+from crossscale_kit.losses.smooth_l1 import SmoothL1Latent
+from crossscale_kit.predictors.ijepa_predictor import IJEPAPredictor
+from crossscale_kit.samplers.base import MultiBlockMasks, PatchSampler
+from crossscale_kit.samplers.multiblock import MultiBlock
 
 
 @gin.register

@@ -5,14 +5,14 @@ import gin
 import torch
 from torch import nn
 
-from kit.ema.schedules import Cosine
-from kit.encoders.projection_head import ProjectionHead
-from kit.frameworks.base import Framework, HostOutput
-from kit.frameworks.context import StepContext
-from kit.losses.infonce import PatchInfoNCE
-from kit.predictors.latentmim_decoder import CrossAttentionDecoder
-from kit.samplers.base import PatchSampler
-from kit.samplers.random_split import RandomSplit
+from crossscale_kit.ema.schedules import Cosine
+from crossscale_kit.encoders.projection_head import ProjectionHead
+from crossscale_kit.frameworks.base import Framework, HostOutput
+from crossscale_kit.frameworks.context import StepContext
+from crossscale_kit.losses.infonce import PatchInfoNCE
+from crossscale_kit.predictors.latentmim_decoder import CrossAttentionDecoder
+from crossscale_kit.samplers.base import PatchSampler
+from crossscale_kit.samplers.random_split import RandomSplit
 
 
 @gin.register

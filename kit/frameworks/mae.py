@@ -5,13 +5,13 @@ import gin
 import torch
 from torch import nn
 
-from kit.ema.schedules import Cosine
-from kit.frameworks.base import Framework, HostOutput
-from kit.frameworks.context import StepContext
-from kit.losses.pixel_mse import MaskedPixelMSE
-from kit.predictors.mae_decoder import MAEDecoder
-from kit.samplers.base import PatchSampler, SplitMasks
-from kit.samplers.random_split import RandomSplit
+from crossscale_kit.ema.schedules import Cosine
+from crossscale_kit.frameworks.base import Framework, HostOutput
+from crossscale_kit.frameworks.context import StepContext
+from crossscale_kit.losses.pixel_mse import MaskedPixelMSE
+from crossscale_kit.predictors.mae_decoder import MAEDecoder
+from crossscale_kit.samplers.base import PatchSampler, SplitMasks
+from crossscale_kit.samplers.random_split import RandomSplit
 
 
 @gin.register

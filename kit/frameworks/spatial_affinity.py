@@ -6,13 +6,13 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from kit.downsamplers.base import Downsampler
-from kit.downsamplers.block import BlockMean
-from kit.frameworks.base import Framework, HostOutput
-from kit.frameworks.context import StepContext
-from kit.losses.gram import GramLoss
-from kit.samplers.base import PatchSampler
-from kit.samplers.correspondence import mr_to_hr_indices
+from crossscale_kit.downsamplers.base import Downsampler
+from crossscale_kit.downsamplers.block import BlockMean
+from crossscale_kit.frameworks.base import Framework, HostOutput
+from crossscale_kit.frameworks.context import StepContext
+from crossscale_kit.losses.gram import GramLoss
+from crossscale_kit.samplers.base import PatchSampler
+from crossscale_kit.samplers.correspondence import mr_to_hr_indices
 
 
 def pair_scale(mr: torch.Tensor, hr: torch.Tensor) -> int:

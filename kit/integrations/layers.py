@@ -2,9 +2,9 @@
 
 Segmentation decoders (UPerNet, FCN) read several depths of a ViT. :func:`multi_layer_features` runs the
 exported timm model block by block, exactly as its ``forward_features`` does (fixed sin-cos positions of the
-input's own grid, see :func:`kit.encoders.export.load_exported_encoder`), and returns the patch tokens after
+input's own grid, see :func:`crossscale_kit.encoders.export.load_exported_encoder`), and returns the patch tokens after
 the chosen blocks with prefix (CLS) tokens dropped. The last block's output gets the final LayerNorm, so the
-last map equals the kit's own patch features (:func:`kit.eval.features.patch_features`).
+last map equals the kit's own patch features (:func:`crossscale_kit.eval.features.patch_features`).
 """
 from __future__ import annotations
 

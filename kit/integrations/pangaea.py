@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kit.encoders.export import load_exported_encoder
-from kit.integrations.layers import S2_BAND_IDS, default_layers, multi_layer_features
+from crossscale_kit.encoders.export import load_exported_encoder
+from crossscale_kit.integrations.layers import S2_BAND_IDS, default_layers, multi_layer_features
 
 try:  # PANGAEA installed (pip install -e its clone)
     from pangaea.encoders.base import Encoder as _Base

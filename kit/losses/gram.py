@@ -1,4 +1,4 @@
-"""Gram loss module (DINOv3), backed by :func:`kernels.gram_loss`."""
+"""Gram loss module (DINOv3), backed by :func:`crossscale_kernels.gram_loss`."""
 from __future__ import annotations
 
 import gin
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import kernels
+import crossscale_kernels
 
 
 @gin.register
@@ -51,8 +51,8 @@ class GramLoss(nn.Module):
         if self.precision == "autocast":  # the teacher's gradient (if it has one) flows through autograd
             return self._autocast_form(student, teacher if teacher.requires_grad else teacher.detach())
         kw = dict(img_level=self.img_level, remove_neg=self.remove_neg)
-        loss = kernels.gram_loss(student, teacher.detach(), **kw)
+        loss = crossscale_kernels.gram_loss(student, teacher.detach(), **kw)
         if teacher.requires_grad:
-            lt = kernels.gram_loss(teacher, student.detach(), **kw)
+            lt = crossscale_kernels.gram_loss(teacher, student.detach(), **kw)
             loss = loss + (lt - lt.detach())
         return loss

@@ -1,6 +1,6 @@
 """Predictors: LatentMIM cross-attention decoder, the I-JEPA predictor and MAE's pixel decoder."""
-from kit.predictors.ijepa_predictor import IJEPAPredictor
-from kit.predictors.latentmim_decoder import CrossAttentionDecoder
-from kit.predictors.mae_decoder import MAEDecoder
+from crossscale_kit.predictors.ijepa_predictor import IJEPAPredictor
+from crossscale_kit.predictors.latentmim_decoder import CrossAttentionDecoder
+from crossscale_kit.predictors.mae_decoder import MAEDecoder
 
 __all__ = ["CrossAttentionDecoder", "IJEPAPredictor", "MAEDecoder"]

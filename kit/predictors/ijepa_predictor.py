@@ -8,7 +8,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from kit.encoders.pos_embed import sincos_2d_on
+from crossscale_kit.encoders.pos_embed import sincos_2d_on
 
 
 @gin.register

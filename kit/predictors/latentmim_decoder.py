@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
-from kit.encoders.init import xavier_init_
-from kit.encoders.pos_embed import sincos_2d_on
+from crossscale_kit.encoders.init import xavier_init_
+from crossscale_kit.encoders.pos_embed import sincos_2d_on
 
 
 class _CrossBlock(nn.Module):

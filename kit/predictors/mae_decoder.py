@@ -8,8 +8,8 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from kit.encoders.init import xavier_init_
-from kit.encoders.pos_embed import sincos_2d_on
+from crossscale_kit.encoders.init import xavier_init_
+from crossscale_kit.encoders.pos_embed import sincos_2d_on
 
 
 @gin.register
@@ -33,7 +33,7 @@ class MAEDecoder(nn.Module):
     Shapes:
         ``forward(visible (B, K, D), visible_idx (B, K), target_idx (B, M), grid (gh, gw)) -> (B, M, p*p*C)``;
         indices row-major over ``grid``; the prediction of a patch is laid out as
-        :meth:`kit.encoders.vit.ViTEncoder.patchify` lays out its pixels, ``(c, i, j)``.
+        :meth:`crossscale_kit.encoders.vit.ViTEncoder.patchify` lays out its pixels, ``(c, i, j)``.
     """
 
     def __init__(

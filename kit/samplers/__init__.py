@@ -2,11 +2,11 @@
 
 LatentMIM random split, I-JEPA multiblock masks, the spatial-affinity block ablation.
 """
-from kit.samplers.base import BlockMasks, MultiBlockMasks, PatchMasks, PatchSampler, SplitMasks
-from kit.samplers.block import BlockSampler
-from kit.samplers.correspondence import mr_to_hr_indices
-from kit.samplers.multiblock import BlockSizes, MultiBlock
-from kit.samplers.random_split import RandomSplit
+from crossscale_kit.samplers.base import BlockMasks, MultiBlockMasks, PatchMasks, PatchSampler, SplitMasks
+from crossscale_kit.samplers.block import BlockSampler
+from crossscale_kit.samplers.correspondence import mr_to_hr_indices
+from crossscale_kit.samplers.multiblock import BlockSizes, MultiBlock
+from crossscale_kit.samplers.random_split import RandomSplit
 
 __all__ = [
     "PatchSampler",

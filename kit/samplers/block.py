@@ -6,7 +6,7 @@ import math
 import gin
 import torch
 
-from kit.samplers.base import BlockMasks, PatchSampler
+from crossscale_kit.samplers.base import BlockMasks, PatchSampler
 
 DRAWS = ("area", "side")
 

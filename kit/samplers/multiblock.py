@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gin
 import torch
 
-from kit.samplers.base import MultiBlockMasks, PatchSampler
+from crossscale_kit.samplers.base import MultiBlockMasks, PatchSampler
 
 MODES = ("faithful", "corrected")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gin
 import torch
 
-from kit.samplers.base import PatchSampler, SplitMasks
+from crossscale_kit.samplers.base import PatchSampler, SplitMasks
 
 
 @gin.register

@@ -10,19 +10,19 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from kit.frameworks.base import Framework
-from kit.train import checkpoint as ckpt
-from kit.train import distributed as distr
-from kit.train import fingerprint as fp
-from kit.train.distributed import DistInfo
-from kit.train.logger import MetricsLogger
-from kit.train.masks import MaskPlanner
-from kit.train.compile import compile_framework
-from kit.train.optim import build_adamw
-from kit.train.preflight import ConfigError, check_settings, preflight, problem_text
-from kit.train.rundir import Claim, RunFolderError, claim, write_record
-from kit.train.state import Run, TrainConfig
-from kit.train.step import TrainStep
+from crossscale_kit.frameworks.base import Framework
+from crossscale_kit.train import checkpoint as ckpt
+from crossscale_kit.train import distributed as distr
+from crossscale_kit.train import fingerprint as fp
+from crossscale_kit.train.distributed import DistInfo
+from crossscale_kit.train.logger import MetricsLogger
+from crossscale_kit.train.masks import MaskPlanner
+from crossscale_kit.train.compile import compile_framework
+from crossscale_kit.train.optim import build_adamw
+from crossscale_kit.train.preflight import ConfigError, check_settings, preflight, problem_text
+from crossscale_kit.train.rundir import Claim, RunFolderError, claim, write_record
+from crossscale_kit.train.state import Run, TrainConfig
+from crossscale_kit.train.step import TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def check_data_identity(saved: dict | None, data_info: dict, *, source: str) -> 
 
 
 def claim_folder(workdir: Path, info: DistInfo, *, resume: bool | str, overwrite: bool) -> Claim:
-    """Rank 0 takes the run folder (:func:`kit.train.rundir.claim`); every rank learns the outcome."""
+    """Rank 0 takes the run folder (:func:`crossscale_kit.train.rundir.claim`); every rank learns the outcome."""
     mine, error = None, None
     if info.is_main:
         try:
@@ -209,7 +209,7 @@ def clear_fresh_folder(workdir: Path) -> None:
     so everything in it but the lock is this run's; links are removed, never followed."""
     import shutil
 
-    from kit.train.rundir import LOCK_NAME
+    from crossscale_kit.train.rundir import LOCK_NAME
 
     for entry in workdir.iterdir():
         if entry.name == LOCK_NAME:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kit.io import open_nofollow, temp_path
+from crossscale_kit.io import open_nofollow, temp_path
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from kit.frameworks.base import Framework
+from crossscale_kit.frameworks.base import Framework
 
 
 def compile_framework(model: nn.Module, **compile_kwargs) -> list[str]:

@@ -30,12 +30,12 @@ class GinConfigError(ValueError):
 
 
 # packages that hold no gin components (heavy optional imports): not walked
-_NOT_COMPONENTS = ("kit.eval",)
+_NOT_COMPONENTS = ("crossscale_kit.eval",)
 _CONFIGURABLES: list[str] | None = None
 
 
 def register_all() -> list[str]:
-    """Import every module under ``kit`` so each component registers itself where it is defined.
+    """Import every module under ``crossscale_kit`` so each component registers itself where it is defined.
 
     A component needs nothing but ``@gin.register`` (or ``@gin.configurable``) in its own module: no
     ``__init__`` or central list to edit. Returns the names of the registered configurables (gin's
@@ -43,10 +43,10 @@ def register_all() -> list[str]:
     """
     global _CONFIGURABLES
     if _CONFIGURABLES is None:
-        import kit
+        import crossscale_kit
 
         names = set()
-        for mod_info in pkgutil.walk_packages(kit.__path__, "kit.", onerror=lambda name: None):
+        for mod_info in pkgutil.walk_packages(crossscale_kit.__path__, "crossscale_kit.", onerror=lambda name: None):
             if mod_info.name.startswith(_NOT_COMPONENTS):
                 continue
             module = importlib.import_module(mod_info.name)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.io import open_nofollow, temp_path
+from crossscale_kit.io import open_nofollow, temp_path
 
 
 def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:

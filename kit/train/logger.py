@@ -7,8 +7,8 @@ import logging
 import os
 from pathlib import Path
 
-from kit.io import open_nofollow, write_text_atomic
-from kit.train.figure import plot_run
+from crossscale_kit.io import open_nofollow, write_text_atomic
+from crossscale_kit.train.figure import plot_run
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class MetricsLogger:
             self._tb = None
 
     def plot(self, out: str | os.PathLike | None = None, title: str = "") -> Path | None:
-        """The run's figure (see :func:`kit.train.figure.plot_run`): losses, lr, EMA momentum."""
+        """The run's figure (see :func:`crossscale_kit.train.figure.plot_run`): losses, lr, EMA momentum."""
         if not self.enabled:
             return None
         return plot_run(self.read(self.jsonl), Path(out) if out else self.dir / "loss_curves.png", title)

@@ -4,7 +4,7 @@
 the spatial-affinity add-on), the paired-tile data and the schedules. The work is split into small
 functions with one job each::
 
-    build_run (kit.train.build)  ->  run_steps: train_step (kit.train.step), log_step, save  ->  finish
+    build_run (crossscale_kit.train.build)  ->  run_steps: train_step (crossscale_kit.train.step), log_step, save  ->  finish
 
 Every random draw of a step is seeded from ``(seed, step, micro-batch, rank)`` and the schedules are
 pure functions of the optimizer step; together with the data stream's exact position a resumed run
@@ -25,16 +25,16 @@ import gin
 import torch
 from tqdm.auto import tqdm
 
-from kit.encoders.export import export_encoder
-from kit.frameworks.base import Framework
-from kit.io import write_text_atomic, write_text_nofollow
-from kit.train import checkpoint as ckpt
-from kit.train import distributed as distr
-from kit.train.build import build_run
-from kit.train.signals import RunInterrupted, StopRequest
-from kit.train.state import Run, TrainConfig
-from kit.train.seeds import GLOBAL, step_seed
-from kit.train.step import StepResult, is_log_step, train_step
+from crossscale_kit.encoders.export import export_encoder
+from crossscale_kit.frameworks.base import Framework
+from crossscale_kit.io import write_text_atomic, write_text_nofollow
+from crossscale_kit.train import checkpoint as ckpt
+from crossscale_kit.train import distributed as distr
+from crossscale_kit.train.build import build_run
+from crossscale_kit.train.signals import RunInterrupted, StopRequest
+from crossscale_kit.train.state import Run, TrainConfig
+from crossscale_kit.train.seeds import GLOBAL, step_seed
+from crossscale_kit.train.step import StepResult, is_log_step, train_step
 
 __all__ = ["GLOBAL", "NonFiniteError", "Run", "RunInterrupted", "TrainConfig", "step_seed", "train"]
 
@@ -88,7 +88,7 @@ def train(
         workdir: run folder: ``logs/``, ``checkpoints/`` (ckpt-*.pt + operative gin config), ``export/``.
         framework: host SSL framework or ``SpatialAffinity(host=...)``, or (as the recipes bind it) its
             class, built after ``torch.manual_seed(seed)``. data: a ``PairedTiles`` (left as configured).
-        batch_size ... tensorboard: documented on :class:`kit.train.state.TrainConfig`.
+        batch_size ... tensorboard: documented on :class:`crossscale_kit.train.state.TrainConfig`.
         resume: ``True``: continue from the newest usable checkpoint (an error if none, or if the config
             changes the trajectory); ``"auto"``: resume if ``workdir`` has a checkpoint, else start fresh;
             ``False``: fresh, refused in a folder that holds a run unless ``overwrite`` moves it aside.
@@ -196,7 +196,7 @@ def read_nonfinite(run: Run, done: int) -> int:
 
     A step with a non-finite loss or gradient on any rank is skipped on the device (no update, EMA
     untouched). The count is read at log and checkpoint steps only; see
-    :class:`kit.train.step.NonFiniteGuard` for what "consecutive" means between two reads.
+    :class:`crossscale_kit.train.step.NonFiniteGuard` for what "consecutive" means between two reads.
     """
     current, longest, skipped = run.stepper.guard.read()
     run.nonfinite, run.skipped_since_log = current, run.skipped_since_log + skipped

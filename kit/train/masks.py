@@ -1,7 +1,7 @@
 """Patch masks drawn in the loader workers, off the training process's critical path.
 
 The released I-JEPA draws its multiblock masks in the DataLoader's collate; this kit's samplers draw
-per step from a generator seeded by ``(seed, step, micro-batch)`` (:func:`kit.train.seeds.mask_context`).
+per step from a generator seeded by ``(seed, step, micro-batch)`` (:func:`crossscale_kit.train.seeds.mask_context`).
 :class:`MaskPlanner` makes those same draws in the worker that makes the micro-batch: the stream hands
 it the batch's position ``n`` in the rank's sequence (counted across resumes), the planner maps it to
 ``(step, micro) = divmod(n, accum_steps)`` and returns the framework's masks, bit-identical to what its
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kit.frameworks.base import Framework
-from kit.frameworks.context import PlannedMasks, StepContext
-from kit.train.seeds import mask_context
+from crossscale_kit.frameworks.base import Framework
+from crossscale_kit.frameworks.context import PlannedMasks, StepContext
+from crossscale_kit.train.seeds import mask_context
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class MaskPlanner:
     """Draws the masks of the rank's ``n``-th micro-batch (picklable: holds samplers, not the model).
 
     Args:
-        samplers: the framework's :meth:`~kit.frameworks.base.Framework.mask_samplers`, in draw order.
+        samplers: the framework's :meth:`~crossscale_kit.frameworks.base.Framework.mask_samplers`, in draw order.
         grid: the student's patch grid at the data's output size.
         seed, rank, world_size, local_batch, accum_steps: as the train loop runs.
         offset: added to the stream's batch count ``n`` to give the run's micro-batch number: 0 when the stream

@@ -8,7 +8,7 @@ tiles and its mIoU on the held-out tiles is logged as ``probe/miou`` (with ``pro
 It runs on rank 0, under its own random state (:func:`torch.random.fork_rng`, its own seed), so it never
 moves the training's draws: a run with the probe trains bit for bit as one without it.
 
-The labelled set is either the miniature task (:class:`kit.eval.minitask.MiniTask`, rendered and cached on
+The labelled set is either the miniature task (:class:`crossscale_kit.eval.minitask.MiniTask`, rendered and cached on
 first use, seen through the synthetic sensor) or an ``.npz`` file with ``mr`` ``(N, C, h, w)`` (integer or
 float, in the units and band order the run's normalisation expects) and ``label`` ``(N, h, w)`` integers
 (``ignore_index`` for unlabelled pixels); the first ``num_train`` tiles train the head, the rest are scored.
@@ -23,7 +23,7 @@ import gin
 import numpy as np
 import torch
 
-from kit.eval.minitask import (MiniTask, _fit, _LinearHead, load_split, normalise, resized, standardise_features,
+from crossscale_kit.eval.minitask import (MiniTask, _fit, _LinearHead, load_split, normalise, resized, standardise_features,
                                to_tiles)
 
 

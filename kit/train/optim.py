@@ -37,7 +37,7 @@ def no_decay_latentmim(name: str, param: torch.Tensor) -> bool:
 
 def released_no_decay(model: nn.Module) -> NoDecayRule:
     """The no-decay rule of the released code of ``model``'s host (a ``SpatialAffinity`` wrapper's host)."""
-    from kit.frameworks import LatentMIM
+    from crossscale_kit.frameworks import LatentMIM
 
     host = getattr(model, "host", model)
     return no_decay_latentmim if isinstance(host, LatentMIM) else no_decay_biases_and_1d

@@ -7,8 +7,8 @@ from numbers import Real
 
 import torch
 
-from kit.frameworks.context import StepContext
-from kit.io import BANDS, shard_units_warning
+from crossscale_kit.frameworks.context import StepContext
+from crossscale_kit.io import BANDS, shard_units_warning
 
 
 class ConfigError(ValueError):
@@ -150,7 +150,7 @@ def preflight(framework, data, *, cfg=None, batch_size: int | None = None, world
     4. the lr, weight-decay and momentum schedules over the run's length (:func:`check_schedules`).
 
     Args:
-        cfg: the run's :class:`kit.train.state.TrainConfig`; None checks data and model only, with
+        cfg: the run's :class:`crossscale_kit.train.state.TrainConfig`; None checks data and model only, with
             ``batch_size`` (default: one image per rank).
 
     Returns:
@@ -161,7 +161,7 @@ def preflight(framework, data, *, cfg=None, batch_size: int | None = None, world
     """
     schedules = cfg is not None
     if cfg is None:  # data and model only (tools and tests): a config of this batch size, no schedule check
-        from kit.train.state import TrainConfig
+        from crossscale_kit.train.state import TrainConfig
 
         cfg = TrainConfig(batch_size=batch_size or world_size, lr=lambda step, total: 1.0)
     problems = check_settings(cfg, world_size=world_size, max_steps=max_steps)

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit.io import pid_alive, write_json_atomic
-from kit.train import checkpoint as ckpt
+from crossscale_kit.io import pid_alive, write_json_atomic
+from crossscale_kit.train import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,14 @@
 """The seeds that make every step reproducible: one function of ``(seed, step, rank, micro-batch)``.
 
 Used by the train loop (:func:`micro_context`) and by the loader workers that draw a step's masks ahead
-of time (:func:`mask_context`, see :mod:`kit.train.masks`), so both make the same draws.
+of time (:func:`mask_context`, see :mod:`crossscale_kit.train.masks`), so both make the same draws.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from kit.frameworks.context import StepContext
+from crossscale_kit.frameworks.context import StepContext
 
 GLOBAL = 2**31  # the "rank" of draws shared by all ranks (patch masks of the global batch)
 

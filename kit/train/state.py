@@ -9,11 +9,11 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from kit.frameworks.base import Framework
-from kit.train.distributed import DistInfo
-from kit.train.logger import MetricsLogger
-from kit.train.rundir import RunLock
-from kit.train.signals import StopRequest
+from crossscale_kit.frameworks.base import Framework
+from crossscale_kit.train.distributed import DistInfo
+from crossscale_kit.train.logger import MetricsLogger
+from crossscale_kit.train.rundir import RunLock
+from crossscale_kit.train.signals import StopRequest
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,10 @@ class TrainConfig:
             ``base_lr * effective batch / 256``).
         weight_decay: schedule or constant, applied to the parameters ``no_decay`` leaves decayed.
         no_decay: rule ``(name, param) -> bool`` of undecayed parameters; None: the host's released rule
-            (:func:`kit.train.optim.released_no_decay`).
+            (:func:`crossscale_kit.train.optim.released_no_decay`).
         betas: AdamW betas. grad_clip: max gradient norm (None: no clipping and no norm computed).
         compile: ``torch.compile`` the framework's networks and losses
-            (:func:`kit.train.compile.compile_framework`): True for torch's default backend (inductor),
+            (:func:`crossscale_kit.train.compile.compile_framework`): True for torch's default backend (inductor),
             or a backend name (e.g. ``"aot_eager"``: graph capture without code generation).
         seed: seeds the initial weights, the data order, the crops and every per-step random draw.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``. precision: ``"bf16"`` autocast on CUDA (gram maths stay
@@ -49,7 +49,7 @@ class TrainConfig:
         log_every / ckpt_every / keep_checkpoints: logging and checkpoint cadence.
         max_nonfinite: consecutive non-finite steps (skipped, EMA untouched) before the run stops.
         tensorboard: also write TensorBoard event files.
-        online_probe: an :class:`kit.train.online_probe.OnlineProbe` (``@OnlineProbe()``) that logs the
+        online_probe: an :class:`crossscale_kit.train.online_probe.OnlineProbe` (``@OnlineProbe()``) that logs the
             student's linear-probe mIoU every ``every`` steps (rank 0), or None.
     """
 
@@ -94,7 +94,7 @@ class Run:
         data: this run's copy of the data object (its ``batch_size`` is the per-rank batch).
         stream: the resumable batch stream; ``batches`` its iterator.
         logger: metrics on rank 0. horizon: the schedules' length in optimizer steps.
-        stepper: the :class:`kit.train.step.TrainStep` that makes every optimizer step.
+        stepper: the :class:`crossscale_kit.train.step.TrainStep` that makes every optimizer step.
         start_step / stop: the steps this invocation runs, ``range(start_step, stop)``.
         export: the export description stored in every checkpoint (prefix, timm name and kwargs, meta).
         data_info: the data summary of preflight.

@@ -1,4 +1,4 @@
-"""One optimizer step (its seeds: :mod:`kit.train.seeds`).
+"""One optimizer step (its seeds: :mod:`crossscale_kit.train.seeds`).
 
 :class:`TrainStep` is the one place that knows how a step is made (the loop and
 ``benchmarks/train_step.py`` both run it)::
@@ -15,7 +15,7 @@
 
 with the learning rate, weight decay and EMA momentum of the optimizer step read off pure schedules and
 every random draw seeded from ``(seed, step, micro-batch, rank)`` (the masks, when the data can, drawn
-ahead in the loader workers: :mod:`kit.train.masks`). Nothing in a step reads a device
+ahead in the loader workers: :mod:`crossscale_kit.train.masks`). Nothing in a step reads a device
 value on the host, so a GPU never waits for Python between steps: the skipped steps are counted on the
 device (:class:`NonFiniteGuard`) and the loop reads the count when it logs or checkpoints. Only an
 optimizer without fused kernels for its device (CPU and CUDA have them) reads the flag once per step.
@@ -30,14 +30,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from kit.ema.ema import ema_update
-from kit.eval.collapse import collapse_logs
-from kit.frameworks.base import Framework
-from kit.frameworks.context import StepContext
-from kit.train.masks import attach_plan
-from kit.train.seeds import micro_context
-from kit.train.optim import apply_schedules
-from kit.train.state import Run
+from crossscale_kit.ema.ema import ema_update
+from crossscale_kit.eval.collapse import collapse_logs
+from crossscale_kit.frameworks.base import Framework
+from crossscale_kit.frameworks.context import StepContext
+from crossscale_kit.train.masks import attach_plan
+from crossscale_kit.train.seeds import micro_context
+from crossscale_kit.train.optim import apply_schedules
+from crossscale_kit.train.state import Run
 
 @dataclass
 class StepResult:
@@ -92,7 +92,7 @@ class TrainStep:
 
     Args:
         model: the framework (parameters on their device).
-        optimizer: AdamW from :func:`kit.train.optim.build_adamw` (fused: the skip happens on the device).
+        optimizer: AdamW from :func:`crossscale_kit.train.optim.build_adamw` (fused: the skip happens on the device).
         forward: what to call for the loss (the DDP wrapper under ``torchrun``); default ``model``.
         accum_steps: micro-batches per optimizer step; each micro-batch's loss is scaled by ``1 / accum_steps``.
         grad_clip: max total gradient norm, or None (no norm computed).
@@ -170,7 +170,7 @@ class TrainStep:
                  momentum: float, monitor: bool = False) -> StepResult:
         """One optimizer step over ``accum_steps`` ``(batch, ctx)`` pairs (consumed one at a time, so a
         lazy iterable holds one micro-batch in memory and seeds each right before its forward).
-        ``monitor``: also read the collapse monitors (:mod:`kit.eval.collapse`) of the first micro-batch's
+        ``monitor``: also read the collapse monitors (:mod:`crossscale_kit.eval.collapse`) of the first micro-batch's
         features into the logs (``collapse/*``); the loop asks for them at log steps."""
         apply_schedules(self.optimizer, lr, weight_decay)
         if self.ema_timing == "window_start":

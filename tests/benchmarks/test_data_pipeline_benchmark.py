@@ -29,7 +29,7 @@ def test_new_reader_against_decode_with_one_worker(tmp_path):
 
 def test_root_urls_are_measured_side_by_side(tmp_path):
     """``--root`` (repeatable): the reader on the same set from a folder and over HTTP (a real http.server)."""
-    from kit.data.synthetic import SyntheticScenes, write_synthetic_shards
+    from crossscale_kit.data.synthetic import SyntheticScenes, write_synthetic_shards
     from tests.servers import start_http
 
     root = tmp_path / "set"

@@ -5,13 +5,9 @@ Seeded and deterministic. ``python tests/data/make_encoder.py OUT [--seed 0] [--
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from kit.io import BANDS  # noqa: E402
+from crossscale_kit.io import BANDS  # noqa: E402
 
 S2_MEAN = [443.89, 715.68, 813.27, 2603.59]
 S2_STD = [283.97, 389.34, 651.25, 811.83]
@@ -21,8 +17,8 @@ def make(root, seed: int = 0, recipe: str = "gin/ijepa_sa.gin") -> Path:
     """Write ``encoder.safetensors`` + ``meta.json`` into ``root``; return it."""
     import torch
 
-    from kit.encoders.export import export_encoder
-    from kit.encoders.vit import ViTEncoder
+    from crossscale_kit.encoders.export import export_encoder
+    from crossscale_kit.encoders.vit import ViTEncoder
 
     torch.manual_seed(seed)
     enc = ViTEncoder(arch="vit_tiny", patch_size=8, img_size=32, embed_dim=64, depth=2, num_heads=2)

@@ -17,9 +17,9 @@ def _snippet() -> str:
 
 @pytest.mark.parametrize("cls", [True, False], ids=["latentmim_cls", "ijepa_no_cls"])
 def test_plain_timm_snippet_runs_on_a_non_stock_export(tmp_path, cls):
-    from kit.encoders.export import export_encoder, load_exported_encoder
-    from kit.encoders.vit import ViTEncoder
-    from kit.io import BANDS
+    from crossscale_kit.encoders.export import export_encoder, load_exported_encoder
+    from crossscale_kit.encoders.vit import ViTEncoder
+    from crossscale_kit.io import BANDS
 
     torch.manual_seed(0)
     enc = ViTEncoder(arch="vit_tiny", patch_size=8, img_size=32, embed_dim=64, depth=2, num_heads=2, class_token=cls)

@@ -5,9 +5,9 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from kit.encoders.export import export_encoder, load_exported_encoder
-from kit.encoders.vit import ViTEncoder
-from kit.frameworks.spatial_affinity import SpatialAffinity
+from crossscale_kit.encoders.export import export_encoder, load_exported_encoder
+from crossscale_kit.encoders.vit import ViTEncoder
+from crossscale_kit.frameworks.spatial_affinity import SpatialAffinity
 
 
 def released_table(g: int, dim: int) -> np.ndarray:
@@ -45,7 +45,7 @@ def test_stretched_encoder_table_is_the_released_one_on_mr_and_hr_grids():
 
 
 def test_hr_teacher_uses_the_stretched_table_of_its_own_grid():
-    from kit.frameworks.latentmim import LatentMIM
+    from crossscale_kit.frameworks.latentmim import LatentMIM
     torch.manual_seed(0)
     sa = SpatialAffinity(host=LatentMIM(encoder=tiny(stretch_positions=True)))
     teacher = sa.teacher["encoder"]

@@ -5,7 +5,7 @@ import math
 import gin
 import pytest
 
-from kit.train.config import parse
+from crossscale_kit.train.config import parse
 from tests.kit.train.helpers import TINY, losses, run
 
 AS_RELEASED = "gin/presets/as_released.gin"

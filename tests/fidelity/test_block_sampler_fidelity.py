@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from kit.samplers import BlockSampler
+from crossscale_kit.samplers import BlockSampler
 
 
 def expected_moments(g=14, lo=0.4, hi=0.7, aspects=20001):

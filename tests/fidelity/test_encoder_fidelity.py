@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from kit.encoders.export import export_encoder, load_exported_encoder
-from kit.encoders.vit import ViTEncoder
+from crossscale_kit.encoders.export import export_encoder, load_exported_encoder
+from crossscale_kit.encoders.vit import ViTEncoder
 
 
 def tiny(**kw):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from kit.predictors import IJEPAPredictor
+from crossscale_kit.predictors import IJEPAPredictor
 
 
 def test_predictor_init_as_released_without_depth_scaling():

@@ -1,11 +1,11 @@
 """The LatentMIM host passes the encoder's CLS token to the decoder as released (docs/FIDELITY.md)."""
 import torch
 
-from kit.encoders import ProjectionHead, ViTEncoder
-from kit.frameworks import LatentMIM
-from kit.frameworks.context import StepContext
-from kit.predictors import CrossAttentionDecoder
-from kit.samplers import RandomSplit
+from crossscale_kit.encoders import ProjectionHead, ViTEncoder
+from crossscale_kit.frameworks import LatentMIM
+from crossscale_kit.frameworks.context import StepContext
+from crossscale_kit.predictors import CrossAttentionDecoder
+from crossscale_kit.samplers import RandomSplit
 
 
 def build(class_token=True):

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from kit.encoders import ProjectionHead
-from kit.losses import PatchInfoNCE
-from kit.predictors import CrossAttentionDecoder
+from crossscale_kit.encoders import ProjectionHead
+from crossscale_kit.losses import PatchInfoNCE
+from crossscale_kit.predictors import CrossAttentionDecoder
 
 
 def released_table(g: int, dim: int) -> np.ndarray:

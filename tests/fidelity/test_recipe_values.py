@@ -4,7 +4,7 @@ import math
 import gin
 import pytest
 
-from kit.train.config import parse
+from crossscale_kit.train.config import parse
 
 
 @pytest.fixture(autouse=True)

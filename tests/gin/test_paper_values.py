@@ -11,7 +11,7 @@ import gin
 import pytest
 from gin.config import ConfigurableReference
 
-from kit.train.config import parse
+from crossscale_kit.train.config import parse
 
 # -- the hosts as the paper runs them --------------------------------------------------------------
 VIT_S = [
@@ -157,7 +157,7 @@ def test_recipe_states_the_papers_values(recipe):
 
 
 def test_every_paper_recipe_of_the_readme_is_checked():
-    from kit.train.config import REPO_ROOT
+    from crossscale_kit.train.config import REPO_ROOT
 
     table = (REPO_ROOT / "gin" / "README.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| I")]

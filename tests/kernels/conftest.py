@@ -1,8 +1,8 @@
 """Kernel tests: on a machine without CUDA the Triton code runs under ``TRITON_INTERPRET=1``.
 
-The variable must be set before ``triton.jit`` decorates the kernels, i.e. before ``kernels`` is first
+The variable must be set before ``triton.jit`` decorates the kernels, i.e. before ``crossscale_kernels`` is first
 imported; the root ``tests/conftest.py`` sets it, and this file sets it again for runs that point pytest
-at this folder alone. If ``kernels`` was already imported without the interpreter anyway, the Triton
+at this folder alone. If ``crossscale_kernels`` was already imported without the interpreter anyway, the Triton
 tests skip rather than fail for a reason that has nothing to do with the kernels.
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
-from kernels import HAS_TRITON  # noqa: E402  (after the environment is set)
+from crossscale_kernels import HAS_TRITON  # noqa: E402  (after the environment is set)
 
 if HAS_TRITON:
-    from kernels.gram.configs import INTERPRET
+    from crossscale_kernels.gram.configs import INTERPRET
 else:  # a CPU install without the [gpu]/[test] extra: the torch forms only
     INTERPRET = False
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
+import crossscale_kernels
 from tests.kernels.conftest import needs_triton, needs_triton_installed
 
 
@@ -15,7 +15,7 @@ class _Toy(torch.nn.Module):
         self.backend, self.form = backend, form
 
     def forward(self, x, teacher):
-        return kernels.gram_loss(self.proj(x), teacher, backend=self.backend, form=self.form)
+        return crossscale_kernels.gram_loss(self.proj(x), teacher, backend=self.backend, form=self.form)
 
 
 @pytest.mark.parametrize("backend,form", [("torch", "nxn"), ("torch", "dxd"),
@@ -44,9 +44,9 @@ def test_custom_op_fake_impl_shapes():
 
     with FakeTensorMode():
         s = torch.empty(3, 7, 5)
-        loss, grad = torch.ops.kernels.gram_fused(s, torch.empty(3, 7, 5), "nxn", False, "auto", True)
+        loss, grad = torch.ops.crossscale_kernels.gram_fused(s, torch.empty(3, 7, 5), "nxn", False, "auto", True)
         assert loss.shape == (3,) and loss.dtype == torch.float32 and grad.shape == (3, 7, 5)
-        _, nograd = torch.ops.kernels.gram_fused(s, torch.empty(3, 7, 5), "dxd", False, "auto", False)
+        _, nograd = torch.ops.crossscale_kernels.gram_fused(s, torch.empty(3, 7, 5), "dxd", False, "auto", False)
         assert nograd.numel() == 0
 
 
@@ -54,5 +54,5 @@ def test_custom_op_fake_impl_shapes():
 def test_custom_op_passes_opcheck():
     s = torch.randn(2, 5, 4, requires_grad=True)
     t = torch.randn(2, 5, 4)
-    torch.library.opcheck(torch.ops.kernels.gram_fused.default, (s, t, "nxn", False, "auto", True),
+    torch.library.opcheck(torch.ops.crossscale_kernels.gram_fused.default, (s, t, "nxn", False, "auto", True),
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))

@@ -1,4 +1,4 @@
-"""Hypothesis: the gram-loss invariants (spine issue) on ``kernels.gram_loss``, torch and Triton backends."""
+"""Hypothesis: the gram-loss invariants (spine issue) on ``crossscale_kernels.gram_loss``, torch and Triton backends."""
 from __future__ import annotations
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import kernels
-from kernels.reference import gram_loss_reference
+import crossscale_kernels
+from crossscale_kernels.reference import gram_loss_reference
 from tests.kernels.conftest import needs_triton
 
 BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
@@ -30,7 +30,7 @@ def token_pairs(draw, max_b=3, max_n=12, max_d=10):
 
 def _loss_grad(s, t, **kw):
     x = s.detach().clone().requires_grad_()
-    loss = kernels.gram_loss(x, t, **kw)
+    loss = crossscale_kernels.gram_loss(x, t, **kw)
     loss.backward()
     return loss.detach().double(), x.grad.double()
 
@@ -156,7 +156,7 @@ def test_dxd_form_equals_nxn_form(backend, pair):
 @given(pair=token_pairs(), form=st.sampled_from(FORMS))
 def test_symmetric_in_student_and_teacher_value(pair, form):
     s, t, _ = pair
-    assert _close(kernels.gram_loss(s, t, form=form), kernels.gram_loss(t, s, form=form), rtol=1e-4,
+    assert _close(crossscale_kernels.gram_loss(s, t, form=form), crossscale_kernels.gram_loss(t, s, form=form), rtol=1e-4,
                   atol=_atol(form, s, t))
 
 

@@ -1,7 +1,7 @@
 """The CUDA launch configurations build for Hopper (sm_90a) without spills -- checked on any machine.
 
 The interpreter runs the kernels' semantics on CPU but not their machine code. This compiles every
-configuration of ``kernels.gram.configs.GPU_CONFIGS`` with Triton's bundled ``ptxas`` (``benchmarks/gram_build.py``
+configuration of ``crossscale_kernels.gram.configs.GPU_CONFIGS`` with Triton's bundled ``ptxas`` (``benchmarks/gram_build.py``
 in a subprocess, ``TRITON_INTERPRET`` unset) and holds each build to: no register spills, shared memory
 within 227 KiB, dots lowered to ``wgmma``. Speed still needs a GPU: ``python benchmarks/gram_kernel.py``.
 """
@@ -39,7 +39,7 @@ def test_every_gpu_config_builds_without_spills_for_sm90(builds):
 
 
 def test_the_build_covers_every_config_and_dtype(builds):
-    from kernels.gram.configs import GPU_CONFIGS
+    from crossscale_kernels.gram.configs import GPU_CONFIGS
 
     seen = {(r["kernel"], r["dtype"], r["config"], r["warps"], r["stages"]) for r in builds}
     for (kind, cls), cfgs in GPU_CONFIGS.items():

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
-from kernels.reference import gram_loss_reference
+import crossscale_kernels
+from crossscale_kernels.reference import gram_loss_reference
 from tests.kernels.conftest import DEVICE, TOL, TORCH_DTYPES, TRITON_DTYPES, needs_triton, needs_triton_installed
 
 SHAPES = [(1, 1, 3), (2, 7, 5), (3, 13, 17), (2, 31, 37), (1, 40, 24), (3, 5, 40), (1, 17, 1)]
@@ -31,7 +31,7 @@ def _oracle(s, t, **kw):
 
 def _run(s, t, **kw):
     x = s.detach().clone().requires_grad_()
-    loss = kernels.gram_loss(x, t, **kw)
+    loss = crossscale_kernels.gram_loss(x, t, **kw)
     loss.sum().backward()
     return loss.detach(), x.grad
 
@@ -165,7 +165,7 @@ def test_triton_is_bitwise_deterministic(form):
 def test_no_grad_forward_skips_gradient_and_matches():
     s, t = _pair((2, 9, 8), torch.float32, seed=8)
     with torch.no_grad():
-        loss = kernels.gram_loss(s, t, backend="triton")
+        loss = crossscale_kernels.gram_loss(s, t, backend="triton")
     assert torch.allclose(loss.double(), _oracle(s, t)[0], rtol=1e-5)
 
 
@@ -189,7 +189,7 @@ def test_small_mismatch_stays_accurate(backend, form, rho):
 def test_both_nxn_gradient_kernels_match_the_oracle(in_registers, dtype, remove_neg, shape):
     """The register-accumulator kernel (default for D <= 512 on the GPU) and the general one with its
     fp32 gradient buffer (larger D, the split mode) compute the same thing."""
-    from kernels.gram.launch import launch_nxn
+    from crossscale_kernels.gram.launch import launch_nxn
 
     s, t = _pair(shape, dtype, dt=shape[-1] if remove_neg else None, seed=10)
     ref_loss, ref_grad = _oracle(s, t, remove_neg=remove_neg, reduction="none")
@@ -208,7 +208,7 @@ def test_fp16_split_mode_matches_the_oracle(precision):
 
 @needs_triton
 def test_forcing_the_register_kernel_where_it_cannot_run_is_refused():
-    from kernels.gram.launch import launch_nxn
+    from crossscale_kernels.gram.launch import launch_nxn
 
     s, t = _pair((1, 5, 8), torch.float16, seed=12)
     with pytest.raises(ValueError, match="register-gradient kernel"):
@@ -219,7 +219,7 @@ def test_forcing_the_register_kernel_where_it_cannot_run_is_refused():
 def test_scratch_plan_meets_the_memory_goal_of_the_large_n_case():
     """B = 64, N = 4096, D = 384 in bf16 (the d x d form): temporaries <= 0.2x the gradient, so with the
     gradient itself the peak extra memory stays <= 1.2x; eager would hold B x N x N grams (~13 GB)."""
-    from kernels.gram.plan import SCRATCH_FRACTION, scratch_plan
+    from crossscale_kernels.gram.plan import SCRATCH_FRACTION, scratch_plan
 
     plan = scratch_plan("dxd", (64, 4096, 384), 384, torch.bfloat16, "auto", True, num_sms=132, interpret=False)
     assert plan["launch_bytes"] <= SCRATCH_FRACTION * plan["grad_bytes"]
@@ -231,7 +231,7 @@ def test_scratch_plan_meets_the_memory_goal_of_the_large_n_case():
 
 @needs_triton_installed
 def test_scratch_plan_keeps_every_sm_busy():
-    from kernels.gram.plan import scratch_plan
+    from crossscale_kernels.gram.plan import scratch_plan
 
     # a tiny memory budget would allow one image; the 36 (D/64)^2 programs per image need 4 to fill 132 SMs
     plan = scratch_plan("dxd", (64, 4096, 384), 384, torch.float16, "auto", True, num_sms=132, interpret=False)
@@ -241,7 +241,7 @@ def test_scratch_plan_keeps_every_sm_busy():
 @needs_triton
 @pytest.mark.parametrize("form", ["nxn", "dxd"])
 def test_launching_images_in_groups_gives_the_same_bits(form, monkeypatch):
-    import kernels.gram.plan as plan
+    import crossscale_kernels.gram.plan as plan
 
     s, t = _pair((5, 23, 12), torch.float32, seed=13)
     whole = _run(s, t, backend="triton", form=form)

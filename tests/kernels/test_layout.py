@@ -1,4 +1,4 @@
-"""The shape of ``kernels/``: small files, imports only torch/triton (never ``kit``), and every pointer
+"""The shape of ``kernels/``: small files, imports only torch/triton (never ``crossscale_kit``), and every pointer
 into docs/KERNELS.md lands on a section that exists."""
 from __future__ import annotations
 

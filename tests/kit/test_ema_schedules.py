@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from kit.ema import Cosine, Linear, WarmupCosine, ema_update, make_ema
+from crossscale_kit.ema import Cosine, Linear, WarmupCosine, ema_update, make_ema
 
 
 def test_schedules_are_pure_functions_of_the_step():
@@ -83,7 +83,7 @@ def test_ijepa_lr_and_wd_at_step_k_are_f_of_k_plus_1():
 def test_ijepa_recipe_binds_the_offset():
     import gin
 
-    from kit.train.config import parse
+    from crossscale_kit.train.config import parse
 
     parse(["gin/ijepa_sa.gin"])
     try:

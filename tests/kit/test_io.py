@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from kit.io import BANDS, BandStatistics, shard_units_warning, units_warning
+from crossscale_kit.io import BANDS, BandStatistics, shard_units_warning, units_warning
 from tests.data.real_s2 import s2_tile
 
 S2_MEAN = (443.89, 715.68, 813.27, 2603.59)  # the authors' statistics, reflectance x 10000, B2 B3 B4 B8
@@ -57,9 +57,9 @@ def test_training_preflight_warns_on_8bit_shards(tmp_path, caplog):
     from rasterio.transform import from_origin
     from torch import nn
 
-    from kit.data.loader import PairedTiles
-    from kit.data.sources import geotiff
-    from kit.train.preflight import preflight
+    from crossscale_kit.data.loader import PairedTiles
+    from crossscale_kit.data.sources import geotiff
+    from crossscale_kit.train.preflight import preflight
     from tests.data.make_geotiff_pair import CRS, X0, Y0, truth
 
     mr, hr = truth(0, n_mr=64)

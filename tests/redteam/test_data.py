@@ -126,7 +126,7 @@ def test_an_explicit_band_order_binding_trains_with_bands_reordered_to_the_recip
     assert meta["bands"] == meta["normalization"]["bands"] == ["blue", "green", "red", "nir"]
     assert meta["data"]["bands"] == ["nir", "red", "green", "blue"]  # the stored order, in the identity
     assert meta["data"]["band_order_fed"] == meta["bands"]
-    from kit.encoders.export import load_exported_encoder
+    from crossscale_kit.encoders.export import load_exported_encoder
 
     assert load_exported_encoder(w / "export")[1]["bands"] == ["blue", "green", "red", "nir"]  # consistent
     # cluster_map reads a tile of that set by the names its index records: the same map as the recipe-order set
@@ -145,7 +145,7 @@ def test_an_explicit_band_order_binding_trains_with_bands_reordered_to_the_recip
 
 
 def test_the_remapped_reader_feeds_the_same_tiles_as_shards_in_the_recipes_order(nir_first, tmp_path):
-    from kit.data.loader import PairedTiles
+    from crossscale_kit.data.loader import PairedTiles
 
     mr, hr = truth(3)
     ref = geotiff(tmp_path, mr, hr, tmp_path / "bgrn", "--mr-bands", "blue=1,green=2,red=3,nir=4",
@@ -228,7 +228,7 @@ def test_sen2venus_index_cannot_read_files_outside_the_dataset_root(tmp_path):
 
 
 def test_two_writers_of_one_out_cannot_both_succeed(tmp_path):
-    from kit.data.writer import PairShardWriter
+    from crossscale_kit.data.writer import PairShardWriter
 
     out = tmp_path / "set"
     with PairShardWriter(out, 8) as first:  # a writer at work on --out (a real one, holding its lock)

@@ -34,7 +34,7 @@ def test_cluster_map_from_npy_and_shard(tiny_encoder, geotiff_pair, tmp_path):
                     "--names", "A", "--k", "4"])
     assert info["A"]["clusters_present"] > 1 and (tmp_path / "a.png").stat().st_size > 1000
     # a sample of a pair shard written by the geotiff source
-    from kit.data.sources import geotiff
+    from crossscale_kit.data.sources import geotiff
 
     geotiff.run(geotiff.GeoTiffOptions(mr=geotiff_pair["mr"], hr=geotiff_pair["hr_utm32"], out=tmp_path / "shards", tile=32))
     shard = sorted((tmp_path / "shards").glob("*.tar"))[0]
@@ -52,7 +52,7 @@ def test_cluster_map_bad_input_exits_2(tiny_encoder, geotiff_pair, tmp_path, cap
 
 
 def test_pca_is_the_svd_projection_up_to_sign():
-    from kit.eval.cluster import pca_components
+    from crossscale_kit.eval.cluster import pca_components
 
     X = np.random.default_rng(0).normal(size=(50, 12)) @ np.diag(np.linspace(3, 0.1, 12))
     Xc = X - X.mean(0)

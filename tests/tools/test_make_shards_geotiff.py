@@ -13,7 +13,7 @@ import webdataset as wds
 from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
-from kit.data.sources import geotiff
+from crossscale_kit.data.sources import geotiff
 from tests.data.fixtures import REPO, load_tool
 from tests.data.make_geotiff_pair import CRS, X0, Y0, truth
 from tests.data.real_s2 import s2_tile
@@ -200,7 +200,7 @@ def test_cli_warns_once_and_prints_the_normalisation_bindings_of_what_it_wrote(t
     printed on stderr are valid gin that normalise the written data to zero mean, unit std."""
     import gin
 
-    from kit.train.config import parse
+    from crossscale_kit.train.config import parse
 
     mr, hr = truth(5)
     d = ["Blue", "Green", "Red", "NIR"]

@@ -72,7 +72,7 @@ def test_three_parts_written_in_parallel_merge_to_the_samples_of_one_run(tmp_pat
     assert index["num_samples"] == 11 and index["parts"]["samples"] == [3, 4, 4]
     assert sorted(p.name for p in split.iterdir()) == ["index.json"] + [s["name"] for s in index["shards"]]
     # the merged set is a shard set like any other: the loader takes it
-    from kit.data.loader import list_shards
+    from crossscale_kit.data.loader import list_shards
 
     assert [s["name"] for s in list_shards(split)] == [s["name"] for s in index["shards"]]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from kit.data.sources import sen2venus
+from crossscale_kit.data.sources import sen2venus
 from tests.data.fixtures import REPO
 
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from kit.train.config import REPO_ROOT
+from crossscale_kit.train.config import REPO_ROOT
 
 RECIPE = ["--gin", "gin/latentmim_sa.gin", "--gin", "gin/presets/test_tiny.gin"]
 

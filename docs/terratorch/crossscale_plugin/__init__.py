@@ -3,4 +3,4 @@
 Point ``custom_modules_path`` (top level of a ``terratorch fit`` config) or the environment variable
 ``TERRATORCH_CUSTOM_MODULE_PATH`` at this folder. The kit must be installed (``pip install -e ".[terratorch]"``).
 """
-import kit.integrations.terratorch  # noqa: F401 - registers the backbone in TerraTorch's registry
+import crossscale_kit.integrations.terratorch  # noqa: F401 - registers the backbone in TerraTorch's registry

@@ -5,7 +5,7 @@ skipped by reason, output folder); its command-line flags live in ``tools/make_s
 the options from them. An untyped source defines ``add_arguments(parser)`` and ``run(args)``.
 """
 SOURCES = {
-    "synthetic": "kit.data.sources.synthetic",
-    "sen2venus": "kit.data.sources.sen2venus",
-    "geotiff": "kit.data.sources.geotiff",
+    "synthetic": "crossscale_kit.data.sources.synthetic",
+    "sen2venus": "crossscale_kit.data.sources.sen2venus",
+    "geotiff": "crossscale_kit.data.sources.geotiff",
 }

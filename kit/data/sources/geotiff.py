@@ -37,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.data.parts import part_range
-from kit.data.sources.pairs import check_pair, to_int16
-from kit.data import location
-from kit.data.writer import PairShardWriter
-from kit.io import BANDS, BandStatistics, add_to_index, units_warning
+from crossscale_kit.data.parts import part_range
+from crossscale_kit.data.sources.pairs import check_pair, to_int16
+from crossscale_kit.data import location
+from crossscale_kit.data.writer import PairShardWriter
+from crossscale_kit.io import BANDS, BandStatistics, add_to_index, units_warning
 
 log = logging.getLogger(__name__)
 # the authors' Sentinel-2 statistics (reflectance x 10000, B2 B3 B4 B8): what the recipes normalise with

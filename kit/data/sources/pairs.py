@@ -1,6 +1,6 @@
 """Helpers shared by the pair sources: shape/finite checks of a pair, int16 storage with the kit's nodata.
 
-Nodata is the writer's business (:class:`kit.data.writer.PairShardWriter` counts it per pair, skips pairs
+Nodata is the writer's business (:class:`crossscale_kit.data.writer.PairShardWriter` counts it per pair, skips pairs
 above ``max_nodata_fraction`` and records the rule for the reader): a source only maps its raster's own
 nodata value to the kit's -10000 when it stores the pair (:func:`to_int16`).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kit.data.writer import NODATA
+from crossscale_kit.data.writer import NODATA
 
 
 def check_pair(mr: np.ndarray, hr: np.ndarray, scale: int = 2) -> str | None:

@@ -16,7 +16,7 @@ cells, which sit in different inner zips. The members are read in place through 
 zip that was extracted (``ROOT/<SITE>/index.csv`` beside the inner zips) is read the same way.
 
 A pair is skipped and counted when a file is missing or unreadable, the shapes are not an s = 2 pair, a
-value is not finite, or (counted by :class:`kit.data.writer.PairShardWriter`) more than ``max_nodata`` of
+value is not finite, or (counted by :class:`crossscale_kit.data.writer.PairShardWriter`) more than ``max_nodata`` of
 its pixels are nodata (-10000, or the file's own nodata, stored as -10000); the reader fills the nodata
 pixels of the pairs below that limit. The writer builds the whole set and puts it in place at the end.
 """
@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.data.parts import part_range
-from kit.data.sources.pairs import check_pair, to_int16
-from kit.data import location
-from kit.data.writer import PairShardWriter
-from kit.io import BANDS, BandStatistics, add_to_index
+from crossscale_kit.data.parts import part_range
+from crossscale_kit.data.sources.pairs import check_pair, to_int16
+from crossscale_kit.data import location
+from crossscale_kit.data.writer import PairShardWriter
+from crossscale_kit.io import BANDS, BandStatistics, add_to_index
 
 V1_BAND_ORDER = ("blue", "green", "red", "nir")  # B2 B3 B4 B8
 BAND_ALIASES = {"b2": "blue", "b02": "blue", "b3": "green", "b03": "green", "b4": "red", "b04": "red",

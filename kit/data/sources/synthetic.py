@@ -1,10 +1,10 @@
-"""``make_shards.py synthetic``: write procedural paired tiles (see :mod:`kit.data.synthetic`)."""
+"""``make_shards.py synthetic``: write procedural paired tiles (see :mod:`crossscale_kit.data.synthetic`)."""
 from __future__ import annotations
 
 import argparse
 
-from kit.data.parts import part_range
-from kit.data.synthetic import SyntheticScenes, write_synthetic_shards
+from crossscale_kit.data.parts import part_range
+from crossscale_kit.data.synthetic import SyntheticScenes, write_synthetic_shards
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.data.synthetic import SyntheticScenes, write_synthetic_shards
+from crossscale_kit.data.synthetic import SyntheticScenes, write_synthetic_shards
 
 
 def synthetic_root(root: Path, *, num_pairs: int = 24, mr_size: int = 16, shard_size: int = 4, seed: int = 0) -> Path:

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kit.data.transforms import PairedRandomResizedCrop
+from crossscale_kit.data.transforms import PairedRandomResizedCrop
 
 
 def _pair(seed=0, h=24, s=2):

@@ -2,7 +2,7 @@
 reader and a shuffle buffer that holds the whole set (docs/FIDELITY.md, "As released": data order)."""
 from pathlib import Path
 
-from kit.data import PairedRandomResizedCrop, PairedTiles
+from crossscale_kit.data import PairedRandomResizedCrop, PairedTiles
 from tests.kit.data.fakes import synthetic_root
 
 

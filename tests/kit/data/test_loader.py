@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from kit.data import DataError, PairedRandomResizedCrop, PairedTiles, PairShardWriter, SyntheticScenes
-from kit.data.stream import _PairIterable
-from kit.data.reader import decode_pair, epoch_shards, resampled_shards, shard_samples
-from kit.data.transforms import false_hr_from_mr
+from crossscale_kit.data import DataError, PairedRandomResizedCrop, PairedTiles, PairShardWriter, SyntheticScenes
+from crossscale_kit.data.stream import _PairIterable
+from crossscale_kit.data.reader import decode_pair, epoch_shards, resampled_shards, shard_samples
+from crossscale_kit.data.transforms import false_hr_from_mr
 from tests.kit.data.fakes import good_pair, npy_bytes, pair_members, synthetic_root, write_raw_shard
 
 REPO = Path(__file__).resolve().parents[3]
@@ -266,7 +266,7 @@ def test_corrupt_members_skipped_and_counted(tmp_path, caplog):
     tiles = PairedTiles(str(root), batch_size=1, num_workers=0, shuffle_buffer=1, max_bad_fraction=0.9,
                         crop=PairedRandomResizedCrop(size=8))
     stream = tiles.stream(seed=0)
-    with caplog.at_level("WARNING", logger="kit.data"):
+    with caplog.at_level("WARNING", logger="crossscale_kit.data"):
         batches = take(stream, 22)  # 11 readable pairs per epoch (10 good + 1 before the truncation)
     keys = [b["key"][0] for b in batches]
     assert set(keys[:11]) == set(keys[11:]) == {f"g{i:03d}" for i in range(10)} | {"t0"}
@@ -328,7 +328,7 @@ def test_make_shards_missing_source(monkeypatch, capsys):
     sys.path.insert(0, str(REPO))
     from tools import make_shards
 
-    monkeypatch.setitem(make_shards.SOURCES, "nosuch", "kit.data.sources.nosuch")
+    monkeypatch.setitem(make_shards.SOURCES, "nosuch", "crossscale_kit.data.sources.nosuch")
     assert make_shards.main(["nosuch", "--out", "x"]) == 2
     assert "'nosuch' is not available" in capsys.readouterr().err
 

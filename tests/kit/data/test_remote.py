@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from kit.data.errors import DataError
-from kit.data.loader import PairedTiles
-from kit.data.reader import shard_samples
-from kit.data.synthetic import SyntheticScenes, write_synthetic_shards
-from kit.train.config import REPO_ROOT
+from crossscale_kit.data.errors import DataError
+from crossscale_kit.data.loader import PairedTiles
+from crossscale_kit.data.reader import shard_samples
+from crossscale_kit.data.synthetic import SyntheticScenes, write_synthetic_shards
+from crossscale_kit.train.config import REPO_ROOT
 from tests.servers import make_bucket, s3_env, s3_options, start_http, start_seaweedfs
 
 CONFIG = SyntheticScenes(num_pairs=24, mr_size=32, shard_size=4, seed=0)
@@ -141,7 +141,7 @@ def test_make_shards_writes_s3_atomically_and_reads_back(local_set, s3, monkeypa
     assert "--out s3://kit/written already holds a shard set" in err and "Traceback" not in err
 
     # a half-written set is never read: until close, the destination has no index.json
-    from kit.data.writer import PairShardWriter
+    from crossscale_kit.data.writer import PairShardWriter
 
     writer = PairShardWriter("s3://kit/half", 2, storage_options=options)
     for i in range(5):
@@ -223,7 +223,7 @@ def _train(workdir, root, env, *extra):
 
 
 def _losses(workdir):
-    from kit.train.logger import MetricsLogger
+    from crossscale_kit.train.logger import MetricsLogger
 
     path = Path(workdir) / "logs" / "metrics.jsonl"
     return MetricsLogger.read(path) if path.exists() else []

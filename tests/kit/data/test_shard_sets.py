@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.data import DataError, PairedRandomResizedCrop, PairedTiles, PairShardWriter
-from kit.data.writer import nodata_fraction
+from crossscale_kit.data import DataError, PairedRandomResizedCrop, PairedTiles, PairShardWriter
+from crossscale_kit.data.writer import nodata_fraction
 from tests.kit.data.fakes import good_pair
 
 REPO = Path(__file__).resolve().parents[3]
@@ -125,7 +125,7 @@ def test_undeclared_nodata_is_counted_and_reported(tmp_path, caplog):
     rng = np.random.default_rng(0)
     mr, hr = good_pair(rng, h=8)
     mr[:, 0, 0] = -10000
-    with caplog.at_level("WARNING", logger="kit.data.writer"):
+    with caplog.at_level("WARNING", logger="crossscale_kit.data.writer"):
         with PairShardWriter(tmp_path / "o", 4) as w:
             w.write("holey", mr, hr)
             w.write("clean", *good_pair(rng, h=8))

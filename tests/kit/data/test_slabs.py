@@ -1,4 +1,4 @@
-"""Reusable shared-memory slabs between the loader workers and the training process (kit.data.slabs)."""
+"""Reusable shared-memory slabs between the loader workers and the training process (crossscale_kit.data.slabs)."""
 from __future__ import annotations
 
 import gc
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from kit.data import PairShardWriter
-from kit.data.loader import PairedTiles
-from kit.data.slabs import SlabLeases, SlabPool, busy_flags, unpack
-from kit.data.stream import _Filler
-from kit.data.transforms import PairedRandomResizedCrop
+from crossscale_kit.data import PairShardWriter
+from crossscale_kit.data.loader import PairedTiles
+from crossscale_kit.data.slabs import SlabLeases, SlabPool, busy_flags, unpack
+from crossscale_kit.data.stream import _Filler
+from crossscale_kit.data.transforms import PairedRandomResizedCrop
 from tests.kit.data.fakes import good_pair, synthetic_root
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from kit.data.synthetic import SyntheticScenes, degrade, ensure_synthetic_cache, mtf_sigma, render_scene
+from crossscale_kit.data.synthetic import SyntheticScenes, degrade, ensure_synthetic_cache, mtf_sigma, render_scene
 
 CFG = SyntheticScenes(mr_size=64, scale=2, num_pairs=4, seed=3)
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from kit.data.transforms import (
+from crossscale_kit.data.transforms import (
     S2_MEAN,
     VENUS_STD,
     PairedRandomResizedCrop,
@@ -282,7 +282,7 @@ def test_independent_hr_jitter_is_the_default_and_draws_its_own_offsets():
 
 def test_paired_jitter_keeps_every_hr_block_under_its_mr_patch():
     """hr_jitter='aligned': with HR = MR upsampled x2 (nearest), the HR block under each MR patch is that patch."""
-    from kit.data.transforms import PairedRandomResizedCrop
+    from crossscale_kit.data.transforms import PairedRandomResizedCrop
 
     rng = np.random.default_rng(3)
     mr = rng.integers(0, 3000, (4, 40, 40)).astype(np.float32)
@@ -299,7 +299,7 @@ def test_paired_jitter_keeps_every_hr_block_under_its_mr_patch():
 
 
 def test_patch_jitter_arguments_are_checked():
-    from kit.data.transforms import PairedRandomResizedCrop
+    from crossscale_kit.data.transforms import PairedRandomResizedCrop
 
     with pytest.raises(ValueError, match="patch <= cell"):
         PairedRandomResizedCrop(size=280, patch_jitter=(16, 20))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kit.downsamplers import BlockInterpolate, BlockMean, GridInterpolate, LinearProjection
+from crossscale_kit.downsamplers import BlockInterpolate, BlockMean, GridInterpolate, LinearProjection
 
 
 def test_per_block_bilinear_and_bicubic_equal_the_block_mean_at_s2():

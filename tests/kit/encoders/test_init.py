@@ -4,7 +4,7 @@ import math
 import torch
 from torch import nn
 
-from kit.encoders.init import xavier_init_
+from crossscale_kit.encoders.init import xavier_init_
 
 
 def test_linears_xavier_zero_bias_and_layernorms_reset():

@@ -2,9 +2,9 @@ import pytest
 import timm
 import torch
 
-from kit.encoders.export import export_encoder, load_exported_encoder
-from kit.encoders.pos_embed import sincos_2d
-from kit.encoders.vit import ViTEncoder
+from crossscale_kit.encoders.export import export_encoder, load_exported_encoder
+from crossscale_kit.encoders.pos_embed import sincos_2d
+from crossscale_kit.encoders.vit import ViTEncoder
 
 
 def tiny(**kw):

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from kit.eval.collapse import MAX_ROWS, collapse_logs, rankme, std_of_l2_normalized
+from crossscale_kit.eval.collapse import MAX_ROWS, collapse_logs, rankme, std_of_l2_normalized
 
 
 def test_rankme_counts_the_dimensions_in_use():

@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from kit.encoders.export import export_encoder, load_exported_encoder
-from kit.encoders.vit import ViTEncoder
-from kit.eval.features import patch_features
+from crossscale_kit.encoders.export import export_encoder, load_exported_encoder
+from crossscale_kit.encoders.vit import ViTEncoder
+from crossscale_kit.eval.features import patch_features
 
 
 @pytest.fixture(scope="module")

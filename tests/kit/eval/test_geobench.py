@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from kit.eval.geobench import BAND_NAMES, GeoBenchSegmentation, band_datasets
-from kit.io import CorruptSampleError
+from crossscale_kit.eval.geobench import BAND_NAMES, GeoBenchSegmentation, band_datasets
+from crossscale_kit.io import CorruptSampleError
 
 KIT4 = ("02 - Blue", "03 - Green", "04 - Red", "08 - NIR")
 

@@ -3,8 +3,8 @@ import pytest
 import rasterio
 import torch
 
-from kit.eval.mados import MADOS
-from kit.io import CorruptSampleError
+from crossscale_kit.eval.mados import MADOS
+from crossscale_kit.io import CorruptSampleError
 
 
 def test_reads_bands_labels_and_nan(mados_root):

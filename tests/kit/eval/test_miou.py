@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kit.eval.miou import jaccard, per_class_iou
+from crossscale_kit.eval.miou import jaccard, per_class_iou
 
 
 def hand_miou(pred, target, num_classes, ignore_index=None):
@@ -66,7 +66,7 @@ def test_same_numbers_as_the_hand_definition(labels, noise, ignore):
 @settings(max_examples=20, deadline=None)
 @given(st.lists(st.integers(0, 4), min_size=1, max_size=60), st.lists(st.integers(0, 4), min_size=60, max_size=60))
 def test_mean_iou_of_a_confusion_matrix_equals_torchmetrics(labels, noise):
-    from kit.eval.miou import mean_iou
+    from crossscale_kit.eval.miou import mean_iou
 
     t = torch.tensor(labels)
     p = torch.tensor(noise[: len(labels)])

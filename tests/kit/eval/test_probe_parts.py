@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from kit.encoders.export import load_exported_encoder
-from kit.eval.crops import crop_box, random_resized_crop
-from kit.eval.features import cached_features, encoder_hash
-from kit.eval.geobench import GeoBenchSegmentation
-from kit.eval.probe import CroppedTrain, LinearSegHead, ProbeConfig, lr_at, train_probe
+from crossscale_kit.encoders.export import load_exported_encoder
+from crossscale_kit.eval.crops import crop_box, random_resized_crop
+from crossscale_kit.eval.features import cached_features, encoder_hash
+from crossscale_kit.eval.geobench import GeoBenchSegmentation
+from crossscale_kit.eval.probe import CroppedTrain, LinearSegHead, ProbeConfig, lr_at, train_probe
 
 
 def test_lr_is_constant_by_default_and_cosine_on_request():
@@ -74,7 +74,7 @@ def test_faithful_mode_draws_a_new_training_crop_each_epoch(tiny_encoder, geoben
 
 
 def test_train_probe_faithful_runs_and_encodes_every_epoch(tiny_encoder, geobench_root, tmp_path):
-    from kit.eval.features import patch_features
+    from crossscale_kit.eval.features import patch_features
 
     model, _ = load_exported_encoder(tiny_encoder)
     calls = []
@@ -125,7 +125,7 @@ def test_a_killed_probe_resumes_after_its_last_epoch_with_the_unbroken_result(tm
     import numpy as np
     import torch
 
-    from kit.eval.probe import CachedTrain, ProbeConfig, train_probe
+    from crossscale_kit.eval.probe import CachedTrain, ProbeConfig, train_probe
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, size=(24, 8, 8))

@@ -1,4 +1,4 @@
-"""``tools/experiments.py --table mini`` (:mod:`kit.experiments.mini`): the task, the statistics and the
+"""``tools/experiments.py --table mini`` (:mod:`crossscale_kit.experiments.mini`): the task, the statistics and the
 plumbing end to end at a tiny size.
 
 The experiment itself (an hour) is not run here: ``--size tiny`` uses the test-suite's model preset, four
@@ -18,11 +18,11 @@ REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tools"))
 
 import experiments  # noqa: E402
-from kit.experiments import mini as mini_experiment  # noqa: E402
-from kit.experiments import mini_report  # noqa: E402
-from kit.data.synthetic import GENERATOR_VERSION, SyntheticScenes  # noqa: E402
-from kit.eval.miou import mean_iou  # noqa: E402
-from kit.eval.minitask import CLASSES, MiniTask, assert_disjoint, load_split, mr_labels, tile_confusions  # noqa: E402
+from crossscale_kit.experiments import mini as mini_experiment  # noqa: E402
+from crossscale_kit.experiments import mini_report  # noqa: E402
+from crossscale_kit.data.synthetic import GENERATOR_VERSION, SyntheticScenes  # noqa: E402
+from crossscale_kit.eval.miou import mean_iou  # noqa: E402
+from crossscale_kit.eval.minitask import CLASSES, MiniTask, assert_disjoint, load_split, mr_labels, tile_confusions  # noqa: E402
 
 TASK = MiniTask(mr_size=16, num_train=4, num_val=2, num_test=3)
 

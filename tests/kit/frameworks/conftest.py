@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from kit.encoders import ProjectionHead, ViTEncoder
-from kit.frameworks import LatentMIM
-from kit.predictors import CrossAttentionDecoder
-from kit.samplers import RandomSplit
+from crossscale_kit.encoders import ProjectionHead, ViTEncoder
+from crossscale_kit.frameworks import LatentMIM
+from crossscale_kit.predictors import CrossAttentionDecoder
+from crossscale_kit.samplers import RandomSplit
 
 
 @pytest.fixture

@@ -3,12 +3,12 @@ import pytest
 import torch
 from torch import nn
 
-from kit.downsamplers.base import Downsampler
-from kit.ema import Cosine
-from kit.encoders import ViTEncoder
-from kit.frameworks import Framework, HostOutput, SpatialAffinity
-from kit.frameworks.context import StepContext
-from kit.samplers import RandomSplit
+from crossscale_kit.downsamplers.base import Downsampler
+from crossscale_kit.ema import Cosine
+from crossscale_kit.encoders import ViTEncoder
+from crossscale_kit.frameworks import Framework, HostOutput, SpatialAffinity
+from crossscale_kit.frameworks.context import StepContext
+from crossscale_kit.samplers import RandomSplit
 
 
 class _Probe(Framework):

@@ -1,16 +1,16 @@
 """I-JEPA host and the spatial-affinity options exercised with it."""
 import pytest
 import torch
-from kit.frameworks.context import StepContext
+from crossscale_kit.frameworks.context import StepContext
 import torch.nn.functional as F
 
-import kernels
-from kit.downsamplers import BlockMean, LinearProjection
-from kit.encoders import ViTEncoder
-from kit.frameworks import IJEPA, Framework, SpatialAffinity
-from kit.predictors import IJEPAPredictor
-from kit.samplers import BlockSampler, MultiBlock, mr_to_hr_indices
-from kit.train.optim import apply_schedules, build_adamw
+import crossscale_kernels
+from crossscale_kit.downsamplers import BlockMean, LinearProjection
+from crossscale_kit.encoders import ViTEncoder
+from crossscale_kit.frameworks import IJEPA, Framework, SpatialAffinity
+from crossscale_kit.predictors import IJEPAPredictor
+from crossscale_kit.samplers import BlockSampler, MultiBlock, mr_to_hr_indices
+from crossscale_kit.train.optim import apply_schedules, build_adamw
 
 
 def _ijepa(mode="faithful"):
@@ -94,7 +94,7 @@ def test_sa_on_ijepa_compares_context_tokens_with_hr_blocks(ijepa, pair):
     with torch.no_grad():
         hr_idx = mr_to_hr_indices(idx, (8, 8), 2)
         t = sa.teacher["encoder"](pair["hr"], hr_idx).reshape(3, idx.shape[1], 2, 2, -1).mean((2, 3))
-    gram = kernels.gram_loss(host_out.student_tokens, t)
+    gram = crossscale_kernels.gram_loss(host_out.student_tokens, t)
     assert torch.allclose(out.loss, host_out.loss + gram, atol=1e-5)
     assert set(out.logs) >= {"loss/host", "loss/gram", "loss/total"}
 

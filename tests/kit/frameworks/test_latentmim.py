@@ -1,5 +1,5 @@
 import torch
-from kit.frameworks.context import StepContext
+from crossscale_kit.frameworks.context import StepContext
 
 
 def test_forward_backward_shapes_and_no_grad_to_targets(host, batch):

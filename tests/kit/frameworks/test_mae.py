@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-import kernels
-from kit.encoders import ViTEncoder
-from kit.frameworks import MAE, SpatialAffinity
-from kit.frameworks.context import StepContext
-from kit.losses import MaskedPixelMSE
-from kit.predictors import MAEDecoder
-from kit.samplers import MultiBlock, RandomSplit, mr_to_hr_indices
+import crossscale_kernels
+from crossscale_kit.encoders import ViTEncoder
+from crossscale_kit.frameworks import MAE, SpatialAffinity
+from crossscale_kit.frameworks.context import StepContext
+from crossscale_kit.losses import MaskedPixelMSE
+from crossscale_kit.predictors import MAEDecoder
+from crossscale_kit.samplers import MultiBlock, RandomSplit, mr_to_hr_indices
 
 
 def _mae(**kw):
@@ -67,7 +67,7 @@ def test_spatial_affinity_wraps_mae_with_its_own_teacher(batch):
     idx = host_out.student_idx
     with torch.no_grad():
         t = sa.teacher["encoder"](batch["hr"], mr_to_hr_indices(idx, (4, 4), 2)).reshape(3, 4, 2, 2, -1).mean((2, 3))
-    gram = kernels.gram_loss(host_out.student_tokens, t)
+    gram = crossscale_kernels.gram_loss(host_out.student_tokens, t)
     assert torch.allclose(out.loss, host_out.loss + gram, atol=1e-5)
     out.loss.backward()
     assert all(p.grad is None for p in sa.own_teacher.parameters())

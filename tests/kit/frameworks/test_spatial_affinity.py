@@ -1,11 +1,11 @@
 import pytest
 import torch
-from kit.frameworks.context import StepContext
+from crossscale_kit.frameworks.context import StepContext
 
-import kernels
-from kit.downsamplers import BlockMean, GridInterpolate
-from kit.frameworks import Framework, SpatialAffinity
-from kit.samplers import RandomSplit, mr_to_hr_indices
+import crossscale_kernels
+from crossscale_kit.downsamplers import BlockMean, GridInterpolate
+from crossscale_kit.frameworks import Framework, SpatialAffinity
+from crossscale_kit.samplers import RandomSplit, mr_to_hr_indices
 
 
 def test_teacher_starts_as_the_student_and_follows_by_ema(host, batch):
@@ -28,7 +28,7 @@ def test_total_is_host_plus_weighted_gram_on_hr_patches_under_student(host, batc
     with torch.no_grad():
         hr_idx = mr_to_hr_indices(idx, (4, 4), 2)
         t = sa.teacher["head"](sa.teacher["encoder"](batch["hr"], hr_idx)).reshape(3, 4, 2, 2, -1).mean((2, 3))
-    gram = kernels.gram_loss(host_out.student_tokens, t)
+    gram = crossscale_kernels.gram_loss(host_out.student_tokens, t)
     assert torch.allclose(out.loss, host_out.loss + 0.5 * gram, atol=1e-5)
     assert torch.allclose(out.logs["loss/gram"], gram, atol=1e-6)
     out.loss.backward()

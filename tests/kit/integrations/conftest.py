@@ -8,9 +8,9 @@ S2_STD = [283.97, 389.34, 651.25, 811.83]
 @pytest.fixture(scope="module", params=[True, False], ids=["cls_stretched", "nocls_integer"])
 def export_dir(request, tmp_path_factory):
     """A tiny export (patch 8, 32 px, width 64, depth 3): LatentMIM-like (CLS token, stretched positions) or I-JEPA-like."""
-    from kit.encoders.export import export_encoder
-    from kit.encoders.vit import ViTEncoder
-    from kit.io import BANDS
+    from crossscale_kit.encoders.export import export_encoder
+    from crossscale_kit.encoders.vit import ViTEncoder
+    from crossscale_kit.io import BANDS
 
     torch.manual_seed(0)
     cls = request.param

@@ -9,9 +9,9 @@ from tests.data.fixtures import REPO
 
 
 def test_pangaea_forward_equals_the_kits_own_features(export_dir):
-    from kit.encoders.export import load_exported_encoder
-    from kit.eval.features import patch_features
-    from kit.integrations.pangaea import CrossScaleEncoder
+    from crossscale_kit.encoders.export import load_exported_encoder
+    from crossscale_kit.eval.features import patch_features
+    from crossscale_kit.integrations.pangaea import CrossScaleEncoder
 
     enc = CrossScaleEncoder(export_dir, input_size=48, output_layers=[0, 1, 2]).eval()
     assert enc.input_bands == {"optical": ["B2", "B3", "B4", "B8"]} and enc.embed_dim == 64

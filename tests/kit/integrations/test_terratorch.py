@@ -19,8 +19,8 @@ terratorch = pytest.importorskip("terratorch")
 def test_backbone_is_found_by_name_with_multi_layer_outputs(export_dir):
     from terratorch.registry import BACKBONE_REGISTRY
 
-    from kit.eval.features import patch_features
-    from kit.integrations.terratorch import BACKBONE_NAME, datamodule_args
+    from crossscale_kit.eval.features import patch_features
+    from crossscale_kit.integrations.terratorch import BACKBONE_NAME, datamodule_args
 
     assert BACKBONE_NAME in BACKBONE_REGISTRY
     bb = BACKBONE_REGISTRY.build(BACKBONE_NAME, export_dir=str(export_dir)).eval()
@@ -63,7 +63,7 @@ def test_terratorch_fit_from_the_docs_config_lowers_the_loss(export_dir, tmp_pat
     for split, n, seed in (("train", 8, 0), ("val", 4, 1), ("test", 4, 2)):
         _write_set(data / split, n, seed)
     cfg = yaml.safe_load((REPO / "docs" / "terratorch" / "crossscale_fcn.yaml").read_text())
-    from kit.integrations.terratorch import datamodule_args
+    from crossscale_kit.integrations.terratorch import datamodule_args
 
     args = cfg["data"]["init_args"]
     assert {k: args[k] for k in ("means", "stds")} == {k: datamodule_args(export_dir)[k] for k in ("means", "stds")}

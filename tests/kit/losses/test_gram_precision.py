@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kit.losses.gram import GramLoss
+from crossscale_kit.losses.gram import GramLoss
 
 
 def dinov3_gram_term(student, teacher, img_level=True):

@@ -1,6 +1,6 @@
 import torch
 
-from kit.losses import PatchInfoNCE
+from crossscale_kit.losses import PatchInfoNCE
 
 
 def test_infonce_prefers_matching_targets():

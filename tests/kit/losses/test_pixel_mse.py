@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kit.losses import MaskedPixelMSE
+from crossscale_kit.losses import MaskedPixelMSE
 
 
 def test_normalised_per_patch_then_mean_over_pixels_and_patches():

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kit.losses import SmoothL1Latent
+from crossscale_kit.losses import SmoothL1Latent
 
 
 def test_smooth_l1_latent_gathers_and_normalises():

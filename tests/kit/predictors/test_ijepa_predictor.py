@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kit.predictors import IJEPAPredictor
+from crossscale_kit.predictors import IJEPAPredictor
 
 
 def test_predictor_blocks_are_independent_and_order_free():

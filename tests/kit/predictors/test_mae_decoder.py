@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kit.predictors import MAEDecoder
+from crossscale_kit.predictors import MAEDecoder
 
 
 def test_decoder_sees_every_position_and_predicts_pixels_of_the_targets():

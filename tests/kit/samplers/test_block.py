@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kit.samplers import BlockSampler
+from crossscale_kit.samplers import BlockSampler
 
 
 @settings(max_examples=60, deadline=None)

@@ -2,7 +2,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kit.samplers import RandomSplit, mr_to_hr_indices
+from crossscale_kit.samplers import RandomSplit, mr_to_hr_indices
 
 
 @settings(max_examples=60, deadline=None)

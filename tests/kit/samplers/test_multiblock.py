@@ -4,7 +4,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kit.samplers import MultiBlock
+from crossscale_kit.samplers import MultiBlock
 
 MODES = st.sampled_from(["faithful", "corrected"])
 

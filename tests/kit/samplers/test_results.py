@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kit.samplers import BlockMasks, BlockSampler, MultiBlock, MultiBlockMasks, RandomSplit, SplitMasks
+from crossscale_kit.samplers import BlockMasks, BlockSampler, MultiBlock, MultiBlockMasks, RandomSplit, SplitMasks
 
 
 def test_each_sampler_returns_its_kind_with_visible():

@@ -5,15 +5,15 @@ from pathlib import Path
 
 import torch
 
-from kit.train.config import REPO_ROOT, parse
-from kit.train.logger import MetricsLogger
+from crossscale_kit.train.config import REPO_ROOT, parse
+from crossscale_kit.train.logger import MetricsLogger
 
 TINY = "gin/presets/test_tiny.gin"
 
 
 def run(recipe: str, workdir: Path, *, bindings=(), max_steps=None, resume=False, overwrite=False, preset=TINY,
         files_after=()) -> dict:
-    from kit.train.loop import train
+    from crossscale_kit.train.loop import train
 
     files = [recipe] + ([preset] if preset else []) + list(files_after)
     parse(files, list(bindings))
@@ -25,7 +25,7 @@ def losses(workdir: Path) -> list[dict]:
 
 
 def final_state(workdir: Path) -> dict:
-    from kit.train.checkpoint import load_latest
+    from crossscale_kit.train.checkpoint import load_latest
 
     state, _ = load_latest(workdir)
     return state

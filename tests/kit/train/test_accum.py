@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kit.train.config import REPO_ROOT
+from crossscale_kit.train.config import REPO_ROOT
 from tests.kit.train.helpers import assert_same_weights, final_state, losses, run
 
 RECIPE = "gin/latentmim_sa.gin"

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from kit.ema.ema import make_ema
-from kit.frameworks import Framework, HostOutput
-from kit.frameworks.context import StepContext
-from kit.train.step import TrainStep
+from crossscale_kit.ema.ema import make_ema
+from crossscale_kit.frameworks import Framework, HostOutput
+from crossscale_kit.frameworks.context import StepContext
+from crossscale_kit.train.step import TrainStep
 
 MOMENTA = [0.5, 0.7, 0.9, 0.95]
 
@@ -126,7 +126,7 @@ def test_fp16_run_checkpoints_the_scaler_and_resumes_exactly(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast with fused AdamW: CUDA only")
 def test_fp16_on_cuda_with_fused_adamw_steps_and_skips_on_the_device():
-    from kit.train.optim import build_adamw
+    from crossscale_kit.train.optim import build_adamw
 
     torch.manual_seed(0)
     fw = _Toy().cuda()
@@ -147,7 +147,7 @@ def test_fp16_on_cuda_with_fused_adamw_steps_and_skips_on_the_device():
 
 @pytest.mark.parametrize("timing", ["window_start", "after_step"])
 def test_an_fp16_step_reads_nothing_on_the_host(timing):
-    from kit.train.optim import build_adamw
+    from crossscale_kit.train.optim import build_adamw
     from tests.kit.train.test_step import _Reads
 
     torch.manual_seed(0)
@@ -163,8 +163,8 @@ def test_an_fp16_step_reads_nothing_on_the_host(timing):
 
 
 def test_precision_and_ema_timing_are_checked_before_step_1():
-    from kit.train.preflight import check_settings
-    from kit.train.state import TrainConfig
+    from crossscale_kit.train.preflight import check_settings
+    from crossscale_kit.train.state import TrainConfig
 
     ok = TrainConfig(lr=lambda s, t: 1e-3, precision="fp16", ema_timing="window_start")
     assert not [p for p in check_settings(ok, world_size=1, max_steps=None) if "precision" in p or "ema" in p]

@@ -5,9 +5,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from kit.data.writer import PairShardWriter
-from kit.train.config import GinConfigError, parse
-from kit.train.preflight import ConfigError
+from crossscale_kit.data.writer import PairShardWriter
+from crossscale_kit.train.config import GinConfigError, parse
+from crossscale_kit.train.preflight import ConfigError
 from tests.kit.train.helpers import run
 
 RECIPE = "gin/latentmim_sa.gin"
@@ -80,7 +80,7 @@ def test_problems_are_collected_into_one_error(tmp_path):
 def test_cli_reports_configuration_errors_without_a_traceback(tmp_path, capsys):
     import importlib.util
 
-    from kit.train.config import REPO_ROOT
+    from crossscale_kit.train.config import REPO_ROOT
 
     spec = importlib.util.spec_from_file_location("train_cli", REPO_ROOT / "tools" / "train.py")
     cli = importlib.util.module_from_spec(spec)

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from kit.train.checkpoint import list_checkpoints, load_latest
-from kit.train.config import REPO_ROOT
+from crossscale_kit.train.checkpoint import list_checkpoints, load_latest
+from crossscale_kit.train.config import REPO_ROOT
 from tests.kit.train.helpers import losses
 
 ARGS = ["--gin", "gin/latentmim_sa.gin", "--gin", "gin/presets/test_tiny.gin", "--gin_param", "train.total_steps = 100000"]

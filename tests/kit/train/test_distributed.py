@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from kit.train.config import REPO_ROOT
+from crossscale_kit.train.config import REPO_ROOT
 from tests.kit.train.helpers import losses
 
 ARGS = ["--gin", "gin/latentmim_sa.gin", "--gin", "gin/presets/test_tiny.gin", "--max_steps", "4"]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from kit.train.config import REPO_ROOT
+from crossscale_kit.train.config import REPO_ROOT
 from tests.kit.train.helpers import losses
 from tests.kit.train.test_distributed import _bindings, _shards
 

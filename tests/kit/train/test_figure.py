@@ -5,8 +5,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kit.train import figure  # noqa: E402
-from kit.train.logger import MetricsLogger  # noqa: E402
+from crossscale_kit.train import figure  # noqa: E402
+from crossscale_kit.train.logger import MetricsLogger  # noqa: E402
 
 
 def _rows(n=40):

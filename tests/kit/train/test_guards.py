@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from kit.data.writer import PairShardWriter
-from kit.train.checkpoint import list_checkpoints, load_latest, save_checkpoint
-from kit.train.loop import NonFiniteError
+from crossscale_kit.data.writer import PairShardWriter
+from crossscale_kit.train.checkpoint import list_checkpoints, load_latest, save_checkpoint
+from crossscale_kit.train.loop import NonFiniteError
 from tests.kit.train.helpers import losses, run
 
 RECIPE = "gin/latentmim_sa.gin"
@@ -72,7 +72,7 @@ def test_corrupt_members_are_skipped_counted_and_reported(tmp_path, caplog):
 def test_too_many_bad_samples_stop_the_run(tmp_path):
     data = tmp_path / "data"
     _corrupt_shards(data, n=24, bad=("p1", "p9"))
-    from kit.data.errors import DataError
+    from crossscale_kit.data.errors import DataError
 
     with pytest.raises(DataError, match="max_bad_fraction"):
         run(RECIPE, tmp_path / "w", max_steps=60, bindings=[

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from kit.train.config import REPO_ROOT
-from kit.train.checkpoint import list_checkpoints
+from crossscale_kit.train.config import REPO_ROOT
+from crossscale_kit.train.checkpoint import list_checkpoints
 from tests.kit.train.helpers import assert_same_weights, final_state, losses
 
 STEPS = 60

@@ -6,15 +6,15 @@ import json
 import pytest
 import torch
 
-from kit.data.loader import PairedTiles
-from kit.data.transforms import PairedRandomResizedCrop
-from kit.encoders import ProjectionHead, ViTEncoder
-from kit.frameworks import IJEPA, MAE, LatentMIM, SpatialAffinity
-from kit.frameworks.context import PlannedMasks
-from kit.predictors import CrossAttentionDecoder, IJEPAPredictor, MAEDecoder
-from kit.samplers import BlockSampler, MultiBlock, RandomSplit
-from kit.train.masks import MaskPlanner, attach_plan
-from kit.train.seeds import mask_context
+from crossscale_kit.data.loader import PairedTiles
+from crossscale_kit.data.transforms import PairedRandomResizedCrop
+from crossscale_kit.encoders import ProjectionHead, ViTEncoder
+from crossscale_kit.frameworks import IJEPA, MAE, LatentMIM, SpatialAffinity
+from crossscale_kit.frameworks.context import PlannedMasks
+from crossscale_kit.predictors import CrossAttentionDecoder, IJEPAPredictor, MAEDecoder
+from crossscale_kit.samplers import BlockSampler, MultiBlock, RandomSplit
+from crossscale_kit.train.masks import MaskPlanner, attach_plan
+from crossscale_kit.train.seeds import mask_context
 from tests.kit.data.fakes import synthetic_root
 from tests.kit.train.helpers import losses, run
 
@@ -124,7 +124,7 @@ def test_training_with_masks_planned_in_a_worker_process_matches_in_process(tmp_
 def test_a_resume_that_restarts_the_data_stream_still_tags_its_steps(tmp_path):
     """A checkpoint of another world size restarts the data order (the stream counts from 0) while the
     steps go on: the planner's offset keeps the masks of step S tagged S, and the run continues."""
-    from kit.train.checkpoint import list_checkpoints, load_checkpoint
+    from crossscale_kit.train.checkpoint import list_checkpoints, load_checkpoint
 
     work = tmp_path / "run"
     bindings = ["train.accum_steps = 2", "train.batch_size = 4", "train.ckpt_every = 2"]

@@ -18,7 +18,7 @@ import time
 import pytest
 import torch
 
-from kit.train.config import REPO_ROOT
+from crossscale_kit.train.config import REPO_ROOT
 from tests.kit.train.helpers import assert_same_weights, final_state, losses
 
 STEPS = 40

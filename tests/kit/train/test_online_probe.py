@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from kit.eval.minitask import MiniTask, load_split
-from kit.train.online_probe import OnlineProbe
+from crossscale_kit.eval.minitask import MiniTask, load_split
+from crossscale_kit.train.online_probe import OnlineProbe
 from tests.kit.train.helpers import losses, run
 
 

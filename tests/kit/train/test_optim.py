@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kit.encoders import ProjectionHead, ViTEncoder
-from kit.frameworks import IJEPA, LatentMIM, SpatialAffinity
-from kit.predictors import CrossAttentionDecoder, IJEPAPredictor
-from kit.samplers import MultiBlock, RandomSplit
-from kit.train.optim import adamw_impl, apply_schedules, build_adamw, no_decay_biases_and_1d, param_groups
+from crossscale_kit.encoders import ProjectionHead, ViTEncoder
+from crossscale_kit.frameworks import IJEPA, LatentMIM, SpatialAffinity
+from crossscale_kit.predictors import CrossAttentionDecoder, IJEPAPredictor
+from crossscale_kit.samplers import MultiBlock, RandomSplit
+from crossscale_kit.train.optim import adamw_impl, apply_schedules, build_adamw, no_decay_biases_and_1d, param_groups
 
 
 def _enc():

@@ -34,7 +34,7 @@ def test_tools_export_writes_the_checkpoint_encoder(tmp_path):
 
     from safetensors.torch import load_file
 
-    from kit.train.config import REPO_ROOT
+    from crossscale_kit.train.config import REPO_ROOT
 
     run(RECIPE, tmp_path / "run", max_steps=4, bindings=["train.ckpt_every = 2"])
     ckpt = tmp_path / "run" / "checkpoints" / "ckpt-00000002.pt"

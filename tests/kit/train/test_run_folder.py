@@ -6,10 +6,10 @@ import socket
 import pytest
 import torch
 
-from kit.train.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
-from kit.train.fingerprint import ResumeMismatchError
-from kit.train.preflight import ConfigError
-from kit.train.rundir import RunFolderError
+from crossscale_kit.train.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
+from crossscale_kit.train.fingerprint import ResumeMismatchError
+from crossscale_kit.train.preflight import ConfigError
+from crossscale_kit.train.rundir import RunFolderError
 from tests.kit.train.helpers import assert_same_weights, final_state, losses, run
 
 RECIPE = "gin/latentmim_sa.gin"
@@ -146,7 +146,7 @@ def test_crafted_checkpoint_is_never_unpickled(done_run, tmp_path):
     import subprocess
     import sys
 
-    from kit.train.config import REPO_ROOT
+    from crossscale_kit.train.config import REPO_ROOT
 
     marker = tmp_path / "pwned"
 

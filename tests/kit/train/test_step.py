@@ -8,16 +8,16 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from kit.ema.ema import make_ema
-from kit.encoders import ProjectionHead, ViTEncoder
-from kit.frameworks import Framework, HostOutput, LatentMIM, SpatialAffinity
-from kit.frameworks.context import StepContext
-from kit.predictors import CrossAttentionDecoder
-from kit.samplers import RandomSplit
-from kit.train.optim import build_adamw
-from kit.train.compile import compile_framework
-from kit.train.seeds import micro_context, step_seed
-from kit.train.step import NonFiniteGuard, TrainStep
+from crossscale_kit.ema.ema import make_ema
+from crossscale_kit.encoders import ProjectionHead, ViTEncoder
+from crossscale_kit.frameworks import Framework, HostOutput, LatentMIM, SpatialAffinity
+from crossscale_kit.frameworks.context import StepContext
+from crossscale_kit.predictors import CrossAttentionDecoder
+from crossscale_kit.samplers import RandomSplit
+from crossscale_kit.train.optim import build_adamw
+from crossscale_kit.train.compile import compile_framework
+from crossscale_kit.train.seeds import micro_context, step_seed
+from crossscale_kit.train.step import NonFiniteGuard, TrainStep
 
 
 def _sa_latentmim():
@@ -42,7 +42,7 @@ def _params(model) -> dict:
 
 
 def _sgd(model):
-    from kit.train.optim import param_groups
+    from crossscale_kit.train.optim import param_groups
 
     return torch.optim.SGD(param_groups(model), lr=0.0, fused=True)
 
@@ -213,7 +213,7 @@ def test_compile_framework_keeps_names_and_skips_frameworks():
 
 
 def test_gram_loss_compiles_without_a_graph_break():
-    from kit.losses.gram import GramLoss
+    from crossscale_kit.losses.gram import GramLoss
 
     s = torch.randn(2, 6, 16, requires_grad=True)
     t = torch.randn(2, 6, 16)
