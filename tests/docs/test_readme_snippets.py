@@ -1,4 +1,4 @@
-"""The README's plain-timm snippet runs as written on exports of any architecture (no timm_name needed)."""
+"""The plain-timm snippet of docs/export.md runs as written on exports of any architecture (no timm_name needed)."""
 import re
 
 import pytest
@@ -11,7 +11,7 @@ S2_STD = [283.97, 389.34, 651.25, 811.83]
 
 
 def _snippet() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "export.md").read_text(), re.S)
     return next(b for b in blocks if "VisionTransformer(**meta" in b)
 
 
@@ -29,7 +29,7 @@ def test_plain_timm_snippet_runs_on_a_non_stock_export(tmp_path, cls):
     assert json.loads((out / "meta.json").read_text())["timm_name"] is None  # what broke the old snippet
     ns: dict = {}
     torch.manual_seed(1)
-    exec(_snippet().replace("runs/quick/export", str(out)), ns)  # noqa: S102 - the README's own code
+    exec(_snippet().replace("runs/quick/export", str(out)), ns)  # noqa: S102 - the docs' own code
     tokens, x = ns["tokens"], ns["x"]
     assert tokens.shape == (1, (32 // 8) ** 2, 64)
     model, meta = load_exported_encoder(out)
