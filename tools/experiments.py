@@ -6,7 +6,7 @@
     python tools/experiments.py ijepa_sa ablations/ijepa_sa_linear --max_steps 100 --data /data/shards
     python tools/experiments.py --table III --gin_param 'train.batch_size = 32' --seed 1 --dry_run
     python tools/experiments.py --list                                           # tables, rows, recipes
-    python tools/experiments.py --table mini --out results/mini --jobs 2         # Tables I-II in miniature (~70 min on 2 cores)
+    python tools/experiments.py --table mini --out results/mini --jobs 2         # Tables I-II in miniature (~110 min on 2 idle cores)
     python tools/experiments.py --table mini --fast --out runs/mini_fast         # one seed, half the steps (< 15 min)
 
 Each run is ``python tools/train.py --gin RECIPE [--gin PRESET] [--gin_param ...] --workdir OUT/<name>``
@@ -16,7 +16,7 @@ At the end a table says where each run's encoder landed and its final logged los
 listed for reference: evaluate the exported encoders with ``tools/probe.py``.
 
 ``--table mini`` is different: it pretrains CPU-sized models for every row of Tables I-II and every host,
-over 3 seeds, probes them on a synthetic downstream task where HR detail matters and writes a report with
+over 7 seeds, probes them on a synthetic downstream task where HR detail matters and writes a report with
 bootstrap intervals and figures (see ``kit/experiments/mini.py``). It resumes where a killed run stopped;
 ``--dry_run`` lists its runs and runs nothing.
 """

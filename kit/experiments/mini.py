@@ -69,7 +69,7 @@ class Settings:
         extra_params: gin bindings added to every pretraining.
     """
 
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
     preset: str = "gin/presets/cpu_mini.gin"
     steps: int = 1500
     pretrain_pairs: int = 512
@@ -212,6 +212,63 @@ def _pretrain(run: Run, workdir: Path, settings: Settings, python: str) -> None:
         raise RuntimeError(f"pretraining {run.key} seed {run.seed} failed (exit {proc.returncode}); see {log}:\n  {tail}")
 
 
+# Fields of Settings that only choose which runs exist or how the report is drawn; every other field
+# decides a run's numbers and goes into its settings record.
+_NOT_RUN_SETTINGS = ("seeds", "curve_seeds", "bootstrap", "figure_mr_size")
+
+
+def run_record(run: Run, settings: Settings) -> dict:
+    """What decides the numbers of ``run`` (its row, seed and every result-moving setting), as JSON data.
+
+    Written beside the run's folder when it starts (``RUNS/<key>/seed<k>.settings.json``); a finished or
+    started run is reused only when its record matches, so runs of two settings never meet in one table.
+    """
+    fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name not in _NOT_RUN_SETTINGS}
+    fields["task"] = dataclasses.asdict(settings.task)
+    record = {"run": dataclasses.asdict(run), "curve": run.curve(settings), "settings": fields}
+    return json.loads(json.dumps(record))  # tuples -> lists: the form read back from disk
+
+
+def record_path(runs_root: Path, run: Run) -> Path:
+    d = run_dir(runs_root, run)
+    return d.with_name(f"{d.name}.settings.json")
+
+
+def check_records(settings: Settings, runs: list[Run], runs_root: Path) -> None:
+    """Refuse (ValueError: one line, exit 2) before any work when a run folder holds a run of other settings."""
+    for run in runs:
+        d, rec = run_dir(runs_root, run), record_path(runs_root, run)
+        if not (d.exists() or rec.exists()):
+            continue
+        try:
+            stored = json.loads(rec.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{d} holds a run with no settings record ({rec.name} is missing: made by an older kit "
+                             f"or another tool), so it cannot be reused safely; give --runs a new folder, or remove "
+                             f"{d}.") from None
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{rec}: unreadable settings record ({exc}); give --runs a new folder, or remove {d} "
+                             f"and {rec.name}.") from None
+        want = run_record(run, settings)
+        if {k: stored.get(k) for k in want} != want:
+            diff = sorted(k for k in want["settings"] if stored.get("settings", {}).get(k) != want["settings"][k])
+            what = ", ".join(diff) or "row, seed or curve"
+            raise ValueError(f"{d} was made with other settings ({what} differ{'s' if len(diff) == 1 else ''}); "
+                             f"runs of two settings never share a table: give --runs a new folder, or remove {d}.")
+
+
+def _write_record(runs_root: Path, run: Run, settings: Settings) -> None:
+    rec = record_path(runs_root, run)
+    if rec.is_file():
+        return
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    tmp = rec.with_name(rec.name + ".tmp")
+    tmp.write_text(json.dumps({**run_record(run, settings), "commit": commit or None,
+                               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
+    os.replace(tmp, rec)
+
+
 def experiment_log(workdir: Path) -> Path:
     """Where the output of a run's ``tools/train.py`` goes: ``RUNS/<key>/seed<k>.log``, beside its folder."""
     return workdir.with_name(f"{workdir.name}.log")
@@ -239,9 +296,11 @@ def execute(run: Run, runs_root: Path, settings: Settings, python: str = sys.exe
     from crossscale_kit.eval.minitask import probe_encoder, raw_pixel_probe, supervised_ceiling, supervised_vit
 
     d = run_dir(runs_root, run)
+    check_records(settings, [run], runs_root)
     done = d / "DONE"
     if done.is_file():
         return _load_result(d)
+    _write_record(runs_root, run, settings)
     t0 = time.perf_counter()
     probe = dict(epochs=settings.probe_epochs, batch_size=settings.probe_batch)
     curve = []
@@ -315,10 +374,11 @@ def run_all(settings: Settings, out: Path, runs_root: Path, hosts: list[str] | N
     hosts = hosts if hosts is not None else available_hosts()
     if not hosts:
         raise ValueError("no host has a recipe gin/<host>_mr.gin; nothing to run.")
+    runs = plan(settings, hosts)
+    check_records(settings, runs, runs_root)  # before any work: no run of other settings joins the table
     assert_disjoint(settings.task, settings.pretrain)
     for split in ("train", "val", "test"):
         load_split(settings.task, split)  # render once, before any timing
-    runs = plan(settings, hosts)
     t0 = time.perf_counter()
     count = iter(range(1, len(runs) + 1))
 
@@ -346,6 +406,11 @@ def describe_plan(settings: Settings, hosts: list[str], runs_root: Path) -> str:
     for i, run in enumerate(runs, 1):
         d = run_dir(runs_root, run)
         state = "done" if (d / "DONE").is_file() else ("started" if d.exists() else "to run")
+        if state != "to run" or record_path(runs_root, run).exists():
+            try:
+                check_records(settings, [run], runs_root)
+            except ValueError:
+                state = "REFUSED: other settings or no record"
         what = (f"{run.recipe} + {settings.preset}, {settings.steps if run.pretrains else 0} steps"
                 if run.recipe else {"ceiling": "supervised CNN", "pixels": "linear probe on raw MR pixels"}[run.row])
         if run.extra_params:

@@ -224,8 +224,17 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parents[2],
                             capture_output=True, text=True).stdout.strip() or "unknown"
+    made = {}  # commit each run started at (from its settings record), for the report's provenance line
+    for r in results:
+        rec = Path(r["dir"]).with_name(Path(r["dir"]).name + ".settings.json")
+        try:
+            c = (json.loads(rec.read_text()).get("commit") or "unknown")[:7]
+        except (OSError, ValueError):
+            c = "unknown"
+        made[c] = made.get(c, 0) + 1
+    runs_at = ", ".join(f"{c} ({n} run{'s' if n != 1 else ''})" for c, n in sorted(made.items(), key=lambda kv: -kv[1]))
     md = [f"# Results in miniature ({'one seed' if len(settings.seeds) == 1 else f'{len(settings.seeds)} seeds'})", "",
-          f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python tools/experiments.py --table mini` at commit {commit}. "
+          f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python tools/experiments.py --table mini` at commit {commit}; runs started at {runs_at}. "
           f"Pretraining: each recipe with `{settings.preset}`, {settings.steps} steps of batch 32 on "
           f"{settings.pretrain_pairs} synthetic pairs ({settings.pretrain_mr_size} px MR); task: "
           f"{settings.task.num_train}/{settings.task.num_val}/{settings.task.num_test} train/val/test scenes of "

@@ -5,6 +5,7 @@ The experiment itself (an hour) is not run here: ``--size tiny`` uses the test-s
 pretraining steps, a 16 px task with a handful of tiles and one host.
 """
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -104,11 +105,12 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
-def test_mini_table_end_to_end_and_resumes(tmp_path, capsys):
+def test_mini_table_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
     out, runs = tmp_path / "out", tmp_path / "runs"
     settings = mini_experiment.SIZES["tiny"]
     # a partial run left behind by a kill: one of two steps done, a checkpoint, no DONE marker
     part = mini_experiment.run_dir(runs, mini_experiment.Run("latentmim", "mr", 0))
+    mini_experiment._write_record(runs, mini_experiment.Run("latentmim", "mr", 0), settings)  # as execute() does first
     cmd = [sys.executable, str(REPO / "tools" / "train.py"), "--gin", "gin/latentmim_mr.gin", "--gin", settings.preset,
            "--workdir", str(part), "--max_steps", "1"]
     for p in settings.gin_params(0, curve=True, host="latentmim"):
@@ -157,6 +159,30 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys):
     changed = [p for p in runs.rglob("DONE") if done.get(p) != p.stat().st_mtime_ns]
     assert changed == [redo / "DONE"]
     assert json.loads((redo / "probe.json").read_text())["test_miou"] == pytest.approx(before)
+
+
+    # provenance: the report names the commit each run started at
+    assert "runs started at " in (out / "report.md").read_text() and "unknown (" not in (out / "report.md").read_text()
+
+    # runs of other settings never join the table: refused before any work, one line, exit 2
+    capsys.readouterr()
+    other = dataclasses.replace(settings, probe_epochs=settings.probe_epochs + 1)
+    monkeypatch.setitem(mini_experiment.SIZES, "tiny", other)
+    stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
+    assert experiments.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "probe_epochs differs" in err and "--runs" in err and "Traceback" not in err
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()} == stamps  # nothing touched
+    # more seeds of the same settings reuse the finished runs (the record leaves the seed list out)
+    monkeypatch.setitem(mini_experiment.SIZES, "tiny", dataclasses.replace(settings, seeds=(0, 1)))
+    assert experiments.main(argv + ["--dry_run"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("(done:") == 8 and listing.count("(to run:") == 8 and "REFUSED" not in listing
+    # a run folder with no record (an older kit, another tool) is not reused either
+    mini_experiment.record_path(runs, mini_experiment.Run("latentmim", "hr", 0)).unlink()
+    monkeypatch.setitem(mini_experiment.SIZES, "tiny", settings)
+    assert experiments.main(argv) == 2
+    assert "no settings record" in capsys.readouterr().err
 
 
 def test_dry_run_lists_the_runs_and_runs_nothing(tmp_path, capsys):
