@@ -262,11 +262,25 @@ def _write_record(runs_root: Path, run: Run, settings: Settings) -> None:
     if rec.is_file():
         return
     rec.parent.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
     tmp = rec.with_name(rec.name + ".tmp")
-    tmp.write_text(json.dumps({**run_record(run, settings), "commit": commit or None,
+    tmp.write_text(json.dumps({**run_record(run, settings), "commit": source_commit(),
                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
     os.replace(tmp, rec)
+
+
+def source_commit(short: bool = False) -> str:
+    """The kit checkout's ``HEAD`` (``-dirty`` when tracked files differ from it), or ``unknown`` outside git."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+
+    try:
+        head = git("rev-parse", *(["--short"] if short else []), "HEAD")
+        if head.returncode != 0:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def experiment_log(workdir: Path) -> Path:
@@ -357,6 +371,10 @@ def _load_result(d: Path) -> dict:
     res = json.loads((d / "probe.json").read_text())
     res["tile_confusion"] = np.load(d / "tile_confusion.npy")
     res["dir"] = str(d)
+    try:  # provenance for the report: the commit the run started at
+        res["commit"] = json.loads(d.with_name(f"{d.name}.settings.json").read_text()).get("commit") or "unknown"
+    except (OSError, ValueError):
+        res["commit"] = "unknown"
     return res
 
 
@@ -440,7 +458,6 @@ def main(args) -> int:
     if getattr(args, "dry_run", False):
         print(describe_plan(settings, hosts, runs_root))
         return 0
-    out.mkdir(parents=True, exist_ok=True)
     run_all(settings, out, runs_root, hosts=hosts, python=args.python, jobs=max(1, int(getattr(args, "jobs", 1) or 1)))
     print(f"report: {out / 'report.md'}")
     return 0

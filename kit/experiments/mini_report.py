@@ -199,7 +199,8 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
                           "seeds": len(ra), "tiles": ca.shape[1], "excludes_zero": bool(lo > 0 or hi < 0)})
     per_run = [{"host": r["host"], "row": r["row"], "key": r["key"], "seed": r["seed"],
                 "test_miou": round(100 * r["test_miou"], 3), "val_miou": round(100 * r["val_miou"], 3),
-                "best_epoch": r["best_epoch"], "seconds": r["seconds"]} for r in results]
+                "best_epoch": r["best_epoch"], "seconds": r["seconds"], "commit": r.get("commit", "unknown")}
+               for r in results]
     summary = [{"key": k, "host": v[0]["host"], "row": v[0]["row"], "mean": round(stats[k]["mean"], 3),
                 "std": round(stats[k]["std"], 3), "n": stats[k]["n"],
                 **{f"iou_{c.replace(' ', '_')}": round(x, 2) for c, x in zip(CLASSES, stats[k]["class_iou"])}}
@@ -220,17 +221,13 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
             "loss": loss_curves(results, hosts, out / "loss_curves.png"),
             "clusters": cluster_maps(results, hosts, settings, out / "cluster_maps.png")}
     total = sum(r["seconds"] for r in results)
-    import subprocess
+    from crossscale_kit.experiments.mini import source_commit
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parents[2],
-                            capture_output=True, text=True).stdout.strip() or "unknown"
-    made = {}  # commit each run started at (from its settings record), for the report's provenance line
+    commit = source_commit(short=True)
+    made = {}  # the commit each run started at (its settings record), for the report's provenance line
     for r in results:
-        rec = Path(r["dir"]).with_name(Path(r["dir"]).name + ".settings.json")
-        try:
-            c = (json.loads(rec.read_text()).get("commit") or "unknown")[:7]
-        except (OSError, ValueError):
-            c = "unknown"
+        c = str(r.get("commit", "unknown"))
+        c = c if c == "unknown" else c[:7] + ("-dirty" if c.endswith("-dirty") else "")
         made[c] = made.get(c, 0) + 1
     runs_at = ", ".join(f"{c} ({n} run{'s' if n != 1 else ''})" for c, n in sorted(made.items(), key=lambda kv: -kv[1]))
     md = [f"# Results in miniature ({'one seed' if len(settings.seeds) == 1 else f'{len(settings.seeds)} seeds'})", "",

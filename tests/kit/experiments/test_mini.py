@@ -160,9 +160,10 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
     assert changed == [redo / "DONE"]
     assert json.loads((redo / "probe.json").read_text())["test_miou"] == pytest.approx(before)
 
-
     # provenance: the report names the commit each run started at
     assert "runs started at " in (out / "report.md").read_text() and "unknown (" not in (out / "report.md").read_text()
+    head = mini_experiment.source_commit()
+    assert {r["commit"] for r in _rows(out / "results.csv")} == {head} and head != "unknown"
 
     # runs of other settings never join the table: refused before any work, one line, exit 2
     capsys.readouterr()
@@ -209,3 +210,25 @@ def test_learning_curve_steps_are_checkpoint_steps_for_any_budget():
         every = int(next(p for p in st.gin_params(0) if p.startswith("train.ckpt_every")).split("=")[1])
         assert st.curve_steps and all(s % every == 0 and 0 < s < steps for s in st.curve_steps), steps
     assert mini_experiment.Settings(steps=1500).curve_steps == (375, 750, 1125)  # the committed table's
+
+
+def test_a_run_folder_of_other_settings_is_refused_on_the_command_line(tmp_path):
+    """Driven as a user would: a runs folder left by a table of other settings (here: more probe epochs) and one
+    with no record at all; the command refuses in one line before it renders, trains or writes anything."""
+    from tests.redteam.helpers import assert_user_error, cli
+
+    settings = mini_experiment.SIZES["tiny"]
+    run = mini_experiment.Run("latentmim", "mr", 0)
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    other = dataclasses.replace(settings, probe_epochs=settings.probe_epochs + 5)
+    mini_experiment.run_dir(runs, run).mkdir(parents=True)
+    mini_experiment._write_record(runs, run, other)
+    args = ["--table", "mini", "--size", "tiny", "--hosts", "latentmim", "--runs", str(runs), "--out", str(out)]
+    p = cli("experiments", *args)
+    assert_user_error(p, str(mini_experiment.run_dir(runs, run)), "probe_epochs differs", "--runs")
+    assert not out.exists() and sorted(x.name for x in (runs / "latentmim_mr").iterdir()) == ["seed0", "seed0.settings.json"]
+
+    mini_experiment.record_path(runs, run).unlink()
+    p = cli("experiments", *args)
+    assert_user_error(p, "no settings record", "seed0.settings.json")
+    assert not out.exists()
