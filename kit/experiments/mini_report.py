@@ -183,6 +183,9 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
     """Write ``report.md``, ``results.csv``, ``summary.csv``, ``differences.csv``, ``tile_confusions.npz`` and figures."""
     from crossscale_kit.experiments.mini_figures import bar_chart, cluster_maps, collapse_curves, learning_curve, loss_curves
 
+    from crossscale_kit.experiments.mini import source_commit
+
+    commit = source_commit(short=True)  # before this report writes its own (tracked) files
     out.mkdir(parents=True, exist_ok=True)
     groups = _by_key(results)
     stats = {k: _stats(v) for k, v in groups.items()}
@@ -221,9 +224,6 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
             "loss": loss_curves(results, hosts, out / "loss_curves.png"),
             "clusters": cluster_maps(results, hosts, settings, out / "cluster_maps.png")}
     total = sum(r["seconds"] for r in results)
-    from crossscale_kit.experiments.mini import source_commit
-
-    commit = source_commit(short=True)
     made = {}  # the commit each run started at (its settings record), for the report's provenance line
     for r in results:
         c = str(r.get("commit", "unknown"))
