@@ -6,6 +6,13 @@
     python benchmarks/data_pipeline.py --stages              # where a worker's time goes, stage by stage
     python benchmarks/data_pipeline.py --root s3://bucket/set --root https://host/set   # sets at URLs
     python benchmarks/data_pipeline.py --loopback            # the same set: local vs HTTP vs S3 on 127.0.0.1
+    python benchmarks/data_pipeline.py --finish --pipelines mini  # to_device on this CPU: both images vs one
+
+``--finish`` times ``PairedTiles.to_device`` (the crop, resize, jitter and normalisation of a batch) on the
+CPU, in this process, for the images a run reads: ``mr+hr`` (SA recipes), ``mr`` (MR-only hosts) and ``hr``
+(HR-only hosts), the same raw batches for each, alternating; ``vs_both`` is the ratio of batches per second
+to ``mr+hr`` in the same round. The ``mini`` pipeline is the miniature table's (``gin/presets/cpu_mini.gin``:
+32 px MR crops of 48 px tiles, 4 px patches from 5 px cells), where the device side is a quarter of a step.
 
 Readers:
 - ``old``: the reader as it was at ``--baseline`` (a git commit; default the last one before the webdataset
@@ -64,7 +71,9 @@ from crossscale_kit.data.transforms import PairedRandomResizedCrop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = "44d1f64"  # main before the webdataset reader and the device-side crop
-PIPELINES = {"ijepa": dict(size=224), "latentmim": dict(size=280, patch_jitter=(20, 16))}
+PIPELINES = {"ijepa": dict(size=224), "latentmim": dict(size=280, patch_jitter=(20, 16)),
+             "mini": dict(size=40, patch_jitter=(5, 4))}  # the miniature table's LatentMIM crop (cpu_mini.gin)
+FINISH_VIEWS = {"mr+hr": ("mr", "hr"), "mr": ("mr",), "hr": ("hr",)}
 
 
 def load_baseline(commit: str):
@@ -292,6 +301,36 @@ def run_stages(args, root: Path) -> list[dict]:
     return rows
 
 
+def run_finish(args, root: Path) -> list[dict]:
+    """ms per batch of ``to_device`` on the CPU for each set of views, on the same raw batches, alternating."""
+    samples: dict[tuple, list[float]] = {}
+    for pipe in args.pipelines:
+        tiles = PairedTiles(str(root), batch_size=args.batch_size, num_workers=0, shuffle_buffer=args.shuffle_buffer,
+                            resampled=True, crop=PairedRandomResizedCrop(**PIPELINES[pipe]))
+        stream = tiles.stream(seed=0)
+        it = iter(stream)
+        raws = [next(it) for _ in range(args.batches)]
+        stream.close()
+        for rnd in range(args.rounds):
+            names = list(FINISH_VIEWS)
+            for name in names[rnd % len(names):] + names[:rnd % len(names)]:  # a different first variant each round
+                views = FINISH_VIEWS[name]
+                tiles.to_device(raws[0], "cpu", views=views)  # warm-up
+                t0 = time.perf_counter()
+                for raw in raws:
+                    out = tiles.to_device(raw, "cpu", views=views)
+                samples.setdefault((pipe, name), []).append(1000 * (time.perf_counter() - t0) / len(raws))
+                assert set(views) <= set(out)
+            print(f"{pipe}: round {rnd + 1}/{args.rounds} done")
+    rows = []
+    for (pipe, name), ms in samples.items():
+        both = samples[(pipe, "mr+hr")]
+        ratio = statistics.median(b / m for b, m in zip(both, ms))  # same-round ratios, then the median
+        rows.append({"pipeline": pipe, "reader": f"to_device:{name}", "workers": 0,
+                     "ms_per_batch": round(statistics.median(ms), 2), "vs_both": round(ratio, 2), "rounds": len(ms)})
+    return rows
+
+
 def run_gpu(args, root: Path) -> list[dict]:
     rows = []
     for pipe in args.pipelines:
@@ -320,6 +359,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--baseline", default=BASELINE, help="git commit of the old reader")
     p.add_argument("--feed-gpu", action="store_true", help="time loader + to_device feeding a CUDA device")
     p.add_argument("--stages", action="store_true", help="a worker's work stage by stage, in this process")
+    p.add_argument("--finish", action="store_true", help="to_device on this CPU: both images, MR only, HR only")
     p.add_argument("--shuffle-buffer", type=int, default=64,
                    help="raw samples each worker's shuffle buffer holds (the recipes' PairedTiles default is 1000)")
     p.add_argument("--root", action="append", default=None,
@@ -345,13 +385,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         labels = [f"{x}{i}" if labels.count(x) > 1 else x for i, x in enumerate(labels)]  # two sets of one kind
         rows = run_roots(args, dict(zip(labels, args.root)))
     else:
-        rows = run_gpu(args, root) if args.feed_gpu else run_stages(args, root) if args.stages else run_cpu(args, root)
+        rows = (run_gpu(args, root) if args.feed_gpu else run_stages(args, root) if args.stages
+                else run_finish(args, root) if args.finish else run_cpu(args, root))
     env = env_info("cuda" if args.feed_gpu else "cpu")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = [{**r, "mr_px": args.mr_size, "batch": args.batch_size, "shuffle_buffer": args.shuffle_buffer, **env,
              "cpus": cpus, "load_avg_1m": round(load, 2)}
             for r in rows]
     print()
+    if args.finish:
+        print_table(rows, ["pipeline", "reader", "ms_per_batch", "vs_both", "rounds", "load_avg_1m"])
+        if not args.no_csv:
+            print(f"appended {len(rows)} rows to {append_csv(args.csv, rows)}")
+        return rows
     print_table(rows, ["pipeline", "reader", "workers"] + (["source"] if "source" in rows[0] else []) + [
         "pairs_per_s", "pairs_per_s_per_worker", "bytes_per_pair", "vs_old_rate", "vs_old_bytes"]
         + [k for k in rows[0] if k.startswith("vs_") and k not in ("vs_old_rate", "vs_old_bytes", "vs_decode")]

@@ -477,7 +477,7 @@ class PairedTiles:
         return PairStream(dataset, num_workers=self.num_workers, state=fresh)
 
     # -- the device side ---------------------------------------------------------------------------
-    def to_device(self, raw: dict, device: torch.device | str) -> dict:
+    def to_device(self, raw: dict, device: torch.device | str, views: tuple[str, ...] = ("mr", "hr")) -> dict:
         """Finish a batch of the stream on ``device``: crop, resize, flip, jitter, normalise in one batched op.
 
         Args:
@@ -485,10 +485,12 @@ class PairedTiles:
                 (absent with ``false_hr``), the crop parameters (``box``, ``flip``, jitter offsets) and ``key``.
             device: the training device. On CUDA the copies are non-blocking from pinned memory; the only
                 host values used (the supersampling factors) are read from the CPU parameters, never the device.
+            views: the images to finish (the training loop passes its framework's ``views``): an MR-only run
+                skips the HR crop, its costliest part. A view's pixels are the same whatever else is finished.
 
         Returns:
             ``{"mr": float32 (B, C, S', S'), "hr": float32 (B, C, hrS', hrS'), "key": list[str]}`` with
-            ``(S', hrS') = crop.output_sizes(s)``; deterministic on CPU.
+            ``(S', hrS') = crop.output_sizes(s)`` (only the ``views`` asked for); deterministic on CPU.
         """
         device = torch.device(device)
         cuda = device.type == "cuda"
@@ -501,9 +503,10 @@ class PairedTiles:
         scale = self.check()["scale"]
         k = self.crop.supersampling(raw["box"], scale)
         params = {name: move(raw[name]) for name in PARAM_KEYS if name in raw}
-        hr = move(raw["hr"]) if "hr" in raw else None
-        mr, hr = self.crop.apply(move(raw["mr"]), hr, params, scale, self.normalize, self.false_hr, k)
-        return {"mr": mr, "hr": hr, "key": raw["key"]}
+        hr = move(raw["hr"]) if "hr" in raw and "hr" in views else None
+        mr, hr = self.crop.apply(move(raw["mr"]), hr, params, scale, self.normalize, self.false_hr, k, views=views)
+        out = {"mr": mr, "hr": hr, "key": raw["key"]}
+        return {name: v for name, v in out.items() if v is not None}
 
     def __repr__(self) -> str:
         return (f"PairedTiles(root={self.root!r}, batch_size={self.batch_size}, num_workers={self.num_workers}, "

@@ -100,16 +100,15 @@ class SensorNormalize:
         hr = hr.sub_(self.hr_mean).mul_(self.hr_scale)
         return mr, hr
 
-    def batch(self, mr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalise float batches ``mr (B, C, h, w)`` and ``hr (B, C, H, W)`` on their device (new tensors)."""
-        if mr.shape[1] != self.bands or hr.shape[1] != self.bands:
-            raise ValueError(
-                f"SensorNormalize holds statistics for {self.bands} bands but got MR {tuple(mr.shape)} and HR "
-                f"{tuple(hr.shape)}; give per-band statistics matching PairedTiles.bands."
-            )
-        dev = mr.device
-        return ((mr - self.mr_mean.to(dev)) * self.mr_scale.to(dev),
-                (hr - self.hr_mean.to(dev)) * self.hr_scale.to(dev))
+    def batch(self, mr: torch.Tensor | None, hr: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Normalise float batches ``mr (B, C, h, w)`` and ``hr (B, C, H, W)`` on their device (new tensors);
+        a side given as None stays None."""
+        if any(x is not None and x.shape[1] != self.bands for x in (mr, hr)):
+            shapes = " and ".join(f"{n} {tuple(x.shape)}" for n, x in (("MR", mr), ("HR", hr)) if x is not None)
+            raise ValueError(f"SensorNormalize holds statistics for {self.bands} bands but got {shapes}; give per-band "
+                             "statistics matching PairedTiles.bands.")
+        return (None if mr is None else (mr - self.mr_mean.to(mr.device)) * self.mr_scale.to(mr.device),
+                None if hr is None else (hr - self.hr_mean.to(hr.device)) * self.hr_scale.to(hr.device))
 
     def describe(self, view: str = "mr") -> dict:
         """The statistics applied to one sensor's images, for an exported encoder's ``meta.json``.
@@ -318,7 +317,8 @@ class PairedRandomResizedCrop:
 
     def apply(self, mr: torch.Tensor, hr: torch.Tensor | None, params: dict[str, torch.Tensor], scale: int,
               normalize: SensorNormalize | None = None, false_hr: str | None = None,
-              supersample: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              supersample: tuple[int, int] | None = None, views: tuple[str, ...] = ("mr", "hr"),
+              ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Crop, flip, resize, jitter (and normalise) a batch in one ``grid_sample`` per sensor.
 
         Args:
@@ -330,10 +330,14 @@ class PairedRandomResizedCrop:
             false_hr: None, or ``"bilinear"``/``"bicubic"``: HR is MR upsampled by ``s`` (control experiment).
             supersample: ``(k_mr, k_hr)`` from :meth:`supersampling` (computed from ``params`` if None; that
                 reads the boxes, a host sync on a GPU).
+            views: the sensors to produce (``"mr"``, ``"hr"``); one left out is returned as None and costs
+                nothing (an MR-only run never resamples HR). A view's pixels do not depend on the other.
 
         Returns:
-            float32 ``mr (B, C, S', S')`` and ``hr (B, C, hrS', hrS')``.
+            float32 ``mr (B, C, S', S')`` and ``hr (B, C, hrS', hrS')`` (None where not in ``views``).
         """
+        if not views or set(views) - {"mr", "hr"}:
+            raise ValueError(f"views must name 'mr' and/or 'hr', got {tuple(views)!r}.")
         if supersample is None:
             supersample = self.supersampling(params["box"].cpu(), scale)
         size, hr_size = self.resize_sizes(scale)
@@ -347,10 +351,13 @@ class PairedRandomResizedCrop:
                 hr_size // size)
             hr_jit = (*jit[1][1:], hr_off)
         x = mr.to(torch.float32)
-        y = false_hr_from_mr(x, scale, false_hr) if false_hr is not None else hr.to(torch.float32)
-        hr_box = params["hr_box"].to(torch.float32) if "hr_box" in params else box * scale
-        m = _resample(x, box, size, flip, mr_jit, supersample[0], nearest=self.mr_resize == "nearest")
-        h = _resample(y, hr_box, hr_size, flip, hr_jit, supersample[1])
+        m = h = None
+        if "mr" in views:
+            m = _resample(x, box, size, flip, mr_jit, supersample[0], nearest=self.mr_resize == "nearest")
+        if "hr" in views:
+            y = false_hr_from_mr(x, scale, false_hr) if false_hr is not None else hr.to(torch.float32)
+            hr_box = params["hr_box"].to(torch.float32) if "hr_box" in params else box * scale
+            h = _resample(y, hr_box, hr_size, flip, hr_jit, supersample[1])
         if normalize is not None:
             m, h = normalize.batch(m, h)
         return m, h
@@ -408,20 +415,26 @@ def _resample(x: torch.Tensor, box: torch.Tensor, size: int, flip: torch.Tensor,
     # and the average is plain bilinear, so a pair's result does not depend on the rest of its batch
     ry = base.view(1, n, 1) + frac.view(1, n, 1) * (ch > size).to(x.dtype)
     rx = base.view(1, 1, n) + frac.view(1, 1, n) * (cw > size).to(x.dtype)
+    widen_y = widen_x = lambda t: t  # noqa: E731
     if jitter is not None:
+        # A sub-sample's offset depends on its own axis and the cell it falls in on the other axis, so the
+        # y positions are computed for (B, n, G) (row, cell column) and the x positions for (B, G, n), then
+        # widened to (B, n, n) by copying: the same per-element arithmetic on n / G times fewer elements.
         off = jitter[2].to(torch.float32)  # (B, 2, G, G)
-        dy = off[:, 0][:, cell_of][:, :, cell_of]  # (B, n, n): offset of the cell each sub-sample falls in
-        dx = off[:, 1][:, cell_of][:, :, cell_of]
-        ry, rx = ry + dy, rx + dx
+        ry = ry + off[:, 0][:, cell_of, :]  # (B, n, G): offset of the cell (row of the sample, column c)
+        rx = rx + off[:, 1][:, :, cell_of]  # (B, G, n)
+        widen_y, widen_x = (lambda t: t[:, :, cell_of]), (lambda t: t[:, cell_of, :])  # noqa: E731
     ry = torch.where(flip[:, 1].view(B, 1, 1), size - 1 - ry, ry)
     rx = torch.where(flip[:, 0].view(B, 1, 1), size - 1 - rx, rx)
     if nearest:
         sy = top + torch.minimum(torch.floor(ry * (ch / size)), ch - 1)
         sx = left + torch.minimum(torch.floor(rx * (cw / size)), cw - 1)
-        grid = torch.stack(torch.broadcast_tensors((2 * sx + 1) / W - 1, (2 * sy + 1) / H - 1), dim=-1)
+    else:
+        sy = torch.minimum(torch.maximum(top + (ry + 0.5) * ch / size - 0.5, top), top + ch - 1)
+        sx = torch.minimum(torch.maximum(left + (rx + 0.5) * cw / size - 0.5, left), left + cw - 1)
+    gx, gy = widen_x((2 * sx + 1) / W - 1), widen_y((2 * sy + 1) / H - 1)
+    grid = torch.stack(torch.broadcast_tensors(gx, gy), dim=-1)
+    if nearest:
         return F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
-    sy = torch.minimum(torch.maximum(top + (ry + 0.5) * ch / size - 0.5, top), top + ch - 1)
-    sx = torch.minimum(torch.maximum(left + (rx + 0.5) * cw / size - 0.5, left), left + cw - 1)
-    grid = torch.stack(torch.broadcast_tensors((2 * sx + 1) / W - 1, (2 * sy + 1) / H - 1), dim=-1)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return F.avg_pool2d(out, k) if k > 1 else out

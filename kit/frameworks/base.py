@@ -60,6 +60,12 @@ class Framework(nn.Module, abc.ABC):
     #: which image of the batch the student sees: "mr" or "hr"
     view: str = "mr"
 
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The images of the batch :meth:`forward` reads (the loader crops only these): a host reads its
+        ``view``; an add-on that also reads the other sensor overrides this."""
+        return (self.view,)
+
     def __init__(self) -> None:
         super().__init__()
         self._ema_links: list[tuple[nn.Module, str]] = []  # (online module, attribute name of its EMA copy)

@@ -136,6 +136,10 @@ class SpatialAffinity(Framework):
         blocks = rearrange(tokens, "b (k i j) d -> b k i j d", i=scale, j=scale)  # (B, K, s, s, D)
         return self.downsampler(blocks, scale)
 
+    @property
+    def views(self) -> tuple[str, ...]:
+        return ("mr", "hr")  # the host's MR student and the HR teacher
+
     def forward(self, batch: dict, ctx: StepContext | None = None) -> HostOutput:
         out = self.host(batch, ctx)
         mr, hr = batch["mr"], batch["hr"]

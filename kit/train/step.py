@@ -23,6 +23,7 @@ optimizer without fused kernels for its device (CPU and CUDA have them) reads th
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -205,6 +206,8 @@ class TrainStep:
 def to_device(run: Run, raw: dict) -> dict:
     """A raw batch of the stream on the training device (the data object finishes it there when it can)."""
     if hasattr(run.data, "to_device"):
+        if "views" in inspect.signature(run.data.to_device).parameters:  # finish only what the framework reads
+            return run.data.to_device(raw, run.info.device, views=run.model.views)
         return run.data.to_device(raw, run.info.device)
     return {k: (v.to(run.info.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in raw.items()}
 

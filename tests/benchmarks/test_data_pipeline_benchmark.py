@@ -41,3 +41,15 @@ def test_root_urls_are_measured_side_by_side(tmp_path):
     new = {r["source"]: r for r in rows if r["reader"] == "new"}
     assert set(new) == {"local", "http"} and all(r["pairs_per_s_per_worker"] > 0 for r in new.values())
     assert new["local"]["vs_local"] == 1 and new["http"]["vs_local"] > 0 and new["http"]["vs_decode"] > 0
+
+
+def test_finish_times_each_set_of_views_against_both(tmp_path):
+    """``--finish``: to_device for MR + HR, MR only and HR only on the same batches; ratios from the same rounds."""
+    out = tmp_path / "dp.csv"
+    rows = data_pipeline.main(["--finish", "--pipelines", "mini", "--mr-size", "48", "--batch-size", "4",
+                               "--batches", "2", "--rounds", "2", "--num-pairs", "16", "--csv", str(out)])
+    assert [r["reader"] for r in rows] == [f"to_device:{v}" for v in data_pipeline.FINISH_VIEWS]
+    assert all(r["ms_per_batch"] > 0 and r["rounds"] == 2 for r in rows) and rows[0]["vs_both"] == 1
+    with open(out, newline="") as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == 3 and {"device", "torch", "commit", "ms_per_batch", "vs_both"} <= set(written[0])

@@ -405,3 +405,21 @@ def test_tiles_of_different_sizes_share_a_batch(tmp_path):
     i = raw["key"].index("small")
     torch.testing.assert_close(out["mr"][i], torch.from_numpy(small[0].astype(np.float32)), atol=0.02, rtol=0)
     torch.testing.assert_close(out["hr"][i], crop(*small, np.random.default_rng(0))[1], atol=0.02, rtol=0)
+
+
+def test_to_device_finishes_only_the_views_the_framework_reads(root):
+    """The training loop passes its framework's ``views``: an MR-only run never builds the HR crop, and what it
+    does build is bit for bit what a run reading both images gets."""
+    from types import SimpleNamespace
+
+    from crossscale_kit.train.step import to_device
+
+    crop = PairedRandomResizedCrop(size=20, patch_jitter=(5, 4), hflip=0.5, vflip=0.5)
+    tiles = PairedTiles(str(root), batch_size=6, num_workers=0, crop=crop, shuffle_buffer=8)
+    raw = take(tiles.stream(seed=3), 1)[0]
+    both = tiles.to_device(raw, "cpu")
+    for views in (("mr",), ("hr",)):
+        run = SimpleNamespace(data=tiles, info=SimpleNamespace(device="cpu"), model=SimpleNamespace(views=views))
+        out = to_device(run, raw)
+        assert set(out) == {*views, "key"} and out["key"] == both["key"]
+        assert all(torch.equal(out[v], both[v]) for v in views)

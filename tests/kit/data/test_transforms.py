@@ -307,3 +307,42 @@ def test_patch_jitter_arguments_are_checked():
         PairedRandomResizedCrop(size=90, patch_jitter=(20, 16))
     with pytest.raises(ValueError, match="hr_jitter"):
         PairedRandomResizedCrop(size=280, patch_jitter=(20, 16), hr_jitter="lockstep")
+
+
+@pytest.mark.parametrize("false_hr", [None, "bilinear"])
+@pytest.mark.parametrize("jitter", [None, "independent", "aligned"])
+def test_views_skip_a_sensor_and_leave_the_other_bit_for_bit(jitter, false_hr):
+    """An MR-only run finishes only MR (``views``): the same pixels as when both are finished, HR not made."""
+    kw = dict(patch_jitter=(5, 4), hr_jitter=jitter) if jitter else {}
+    crop = PairedRandomResizedCrop(size=40, hflip=0.5, vflip=0.5, **kw)
+    rng = np.random.default_rng(7)
+    mr = torch.from_numpy(rng.integers(-100, 3000, (6, 4, 48, 48)).astype(np.int16))
+    hr = None if false_hr else torch.from_numpy(rng.integers(-100, 3000, (6, 4, 96, 96)).astype(np.int16))
+    draws = [crop.draw(48, 48, 2, rng) for _ in range(6)]
+    params = {k: torch.from_numpy(np.stack([d[k] for d in draws])) for k in draws[0]}
+    norm = SensorNormalize()
+    m, h = crop.apply(mr, hr, params, 2, norm, false_hr)
+    m_only, none_hr = crop.apply(mr, hr, params, 2, norm, false_hr, views=("mr",))
+    none_mr, h_only = crop.apply(mr, hr, params, 2, norm, false_hr, views=("hr",))
+    assert none_hr is None and none_mr is None
+    assert torch.equal(m_only, m) and torch.equal(h_only, h)
+    assert (m.shape[-1], h.shape[-1]) == crop.output_sizes(2) == ((32, 64) if jitter else (40, 80))
+    with pytest.raises(ValueError, match="views must name"):
+        crop.apply(mr, hr, params, 2, views=("rgb",))
+
+
+def test_jitter_with_flips_cuts_the_flipped_resized_image():
+    """Flips and patch jitter together: output pixel i reads the resized crop at ``size - 1 - (i's jittered
+    position)``, so without resizing the result is the tile read at mirrored, jittered coordinates."""
+    rng = np.random.default_rng(5)
+    mr = rng.integers(0, 3000, (2, 40, 40)).astype(np.float32)
+    crop = PairedRandomResizedCrop(size=40, scale=(1, 1), ratio=(1, 1), patch_jitter=(10, 8), hflip=1.0, vflip=1.0)
+    p = crop.draw(40, 40, 2, np.random.default_rng(0))
+    a, _ = crop(mr, np.kron(mr, np.ones((1, 2, 2), dtype=np.float32)), np.random.default_rng(0))
+    off = p["mr_offsets"]
+    want = np.empty((2, 32, 32), dtype=np.float32)
+    for i in range(32):
+        for j in range(32):
+            u, v = i // 8, j // 8
+            want[:, i, j] = mr[:, 39 - (u * 10 + i % 8 + off[0, u, v]), 39 - (v * 10 + j % 8 + off[1, u, v])]
+    torch.testing.assert_close(a, torch.from_numpy(want), atol=0.02, rtol=0)

@@ -82,3 +82,23 @@ def test_shared_teacher_is_the_host_target_and_matches_a_separate_copy(host, bat
         )
     for (n, p), (_, q) in zip(shared.teacher.named_parameters(), separate.teacher.named_parameters()):
         assert torch.allclose(p, q, atol=1e-6), n
+
+
+def test_views_name_the_images_each_framework_reads(host, batch):
+    """The loader finishes only ``fw.views``: a host its own view, the add-on MR and HR; forward runs on those."""
+    from crossscale_kit.encoders import ProjectionHead, ViTEncoder
+    from crossscale_kit.frameworks import LatentMIM
+    from crossscale_kit.predictors import CrossAttentionDecoder
+
+    assert host.views == ("mr",)
+    host(dict(mr=batch["mr"]), StepContext())  # an MR-only batch is all the host needs
+    sa = SpatialAffinity(host=host)
+    assert sa.views == ("mr", "hr")
+    sa(batch, StepContext())
+    with pytest.raises(KeyError):  # a batch without HR fails loudly, never silently
+        sa(dict(mr=batch["mr"]), StepContext())
+    enc = ViTEncoder(arch="vit_tiny", patch_size=8, img_size=64, embed_dim=32, depth=1, num_heads=2)
+    hr_host = LatentMIM(encoder=enc, head=ProjectionHead(32, 32), decoder=CrossAttentionDecoder(32, width=32, depth=1,
+                        num_heads=2), sampler=RandomSplit(4), view="hr")
+    assert hr_host.views == ("hr",)
+    hr_host(dict(hr=batch["hr"]), StepContext())
