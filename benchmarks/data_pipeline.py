@@ -11,7 +11,8 @@
 ``--finish`` times ``PairedTiles.to_device`` (the crop, resize, jitter and normalisation of a batch) on the
 CPU, in this process, for the images a run reads: ``mr+hr`` (SA recipes), ``mr`` (MR-only hosts) and ``hr``
 (HR-only hosts), the same raw batches for each, alternating; ``vs_both`` is the ratio of batches per second
-to ``mr+hr`` in the same round. The ``mini`` pipeline is the miniature table's (``gin/presets/cpu_mini.gin``:
+to ``mr+hr`` in the same round (``--finish-baseline COMMIT`` adds ``mr+hr@COMMIT``, the reader as it was
+then, on the same batches). The ``mini`` pipeline is the miniature table's (``gin/presets/cpu_mini.gin``:
 32 px MR crops of 48 px tiles, 4 px patches from 5 px cells), where the device side is a quarter of a step.
 
 Readers:
@@ -304,6 +305,7 @@ def run_stages(args, root: Path) -> list[dict]:
 def run_finish(args, root: Path) -> list[dict]:
     """ms per batch of ``to_device`` on the CPU for each set of views, on the same raw batches, alternating."""
     samples: dict[tuple, list[float]] = {}
+    old = load_baseline(args.finish_baseline) if args.finish_baseline else None
     for pipe in args.pipelines:
         tiles = PairedTiles(str(root), batch_size=args.batch_size, num_workers=0, shuffle_buffer=args.shuffle_buffer,
                             resampled=True, crop=PairedRandomResizedCrop(**PIPELINES[pipe]))
@@ -311,16 +313,20 @@ def run_finish(args, root: Path) -> list[dict]:
         it = iter(stream)
         raws = [next(it) for _ in range(args.batches)]
         stream.close()
+        finish = {name: (lambda raw, v=views: tiles.to_device(raw, "cpu", views=v)) for name, views in FINISH_VIEWS.items()}
+        if old is not None:  # the whole finish as it was at the baseline commit, on the same raw batches
+            old_tiles = old[0](str(root), batch_size=args.batch_size, num_workers=0, shuffle_buffer=args.shuffle_buffer,
+                               resampled=True, crop=old[1](**PIPELINES[pipe]))
+            finish[f"mr+hr@{args.finish_baseline}"] = lambda raw: old_tiles.to_device(raw, "cpu")
         for rnd in range(args.rounds):
-            names = list(FINISH_VIEWS)
+            names = list(finish)
             for name in names[rnd % len(names):] + names[:rnd % len(names)]:  # a different first variant each round
-                views = FINISH_VIEWS[name]
-                tiles.to_device(raws[0], "cpu", views=views)  # warm-up
+                finish[name](raws[0])  # warm-up
                 t0 = time.perf_counter()
                 for raw in raws:
-                    out = tiles.to_device(raw, "cpu", views=views)
+                    out = finish[name](raw)
                 samples.setdefault((pipe, name), []).append(1000 * (time.perf_counter() - t0) / len(raws))
-                assert set(views) <= set(out)
+                assert set(FINISH_VIEWS.get(name, ("mr", "hr"))) <= set(out)
             print(f"{pipe}: round {rnd + 1}/{args.rounds} done")
     rows = []
     for (pipe, name), ms in samples.items():
@@ -360,6 +366,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--feed-gpu", action="store_true", help="time loader + to_device feeding a CUDA device")
     p.add_argument("--stages", action="store_true", help="a worker's work stage by stage, in this process")
     p.add_argument("--finish", action="store_true", help="to_device on this CPU: both images, MR only, HR only")
+    p.add_argument("--finish-baseline", default=None, metavar="COMMIT",
+                   help="with --finish: also time both images with the reader as it was at COMMIT")
     p.add_argument("--shuffle-buffer", type=int, default=64,
                    help="raw samples each worker's shuffle buffer holds (the recipes' PairedTiles default is 1000)")
     p.add_argument("--root", action="append", default=None,
