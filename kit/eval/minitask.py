@@ -28,8 +28,10 @@ first use and cached as one ``.npz`` per split under ``<cache>/minitask-<fingerp
 The probe (:func:`probe_encoder`) is the paper's protocol scaled down: frozen encoder -> patch tokens
 ``(N, g*g, D)`` -> ``Linear(D, C)`` -> bilinear upsampling to the label size -> cross-entropy; AdamW at a
 constant learning rate 1e-3, weight decay 0, batch 64; the head with the best validation mIoU is scored
-on test. Scaled down: fewer epochs, native 32 px MR tiles (no resize to 224), no crop augmentation, so the
-features are computed once. It keeps one confusion matrix per test tile for bootstrap intervals.
+on test. Scaled down: fewer epochs, each 32 px scene cut into 4 x 4 tiles resized by 224/64 as the authors
+do, no crop augmentation, so the features are computed once. It keeps one confusion matrix per test scene for
+bootstrap intervals. ``heads > 1`` fits that many heads (probe seeds ``seed + 1000 k``) on the same features
+and pools their test confusions: the linear probe's own seed noise averages out, the encoder's stays.
 :func:`supervised_ceiling` trains a small fully convolutional network on the MR images (the ceiling).
 """
 from __future__ import annotations
@@ -352,8 +354,33 @@ def _patch_of(model: nn.Module) -> int:
     return int(p[0] if isinstance(p, (tuple, list)) else p)
 
 
+HEAD_SEED_STRIDE = 1000  # head k of a probe of seed s is seeded s + 1000 k; head 0 is the single-head probe
+
+
+def fit_heads(data: dict, *, heads: int, seed: int, num_classes: int, group: int, **fit) -> dict:
+    """Fit ``heads`` linear heads on the same features, head ``k`` seeded ``seed + 1000 k`` (its init and batch
+    order); head 0 is exactly the single-head probe. The test confusions are pooled (summed) over heads, so
+    ``test_miou`` and the bootstrap read the heads' average; ``val_miou`` is their mean, ``best_epoch`` their
+    median, and ``heads`` lists each head's own scores."""
+    if int(heads) != heads or heads < 1:
+        raise ValueError(f"heads must be a positive integer, got {heads!r}.")
+    fits = []
+    for k in range(int(heads)):
+        s = seed + HEAD_SEED_STRIDE * k
+        torch.manual_seed(s)
+        head = _LinearHead(data["train"][0].shape[-1], num_classes)
+        fits.append(_fit(head, data, seed=s, num_classes=num_classes, group=group, **fit))
+    if len(fits) == 1:
+        return {**fits[0], "heads": [{k: v for k, v in fits[0].items() if k != "tile_confusion"}]}
+    conf = sum(f["tile_confusion"] for f in fits)
+    return {"seed": seed, "val_miou": float(np.mean([f["val_miou"] for f in fits])),
+            "best_epoch": int(np.median([f["best_epoch"] for f in fits])), "test_miou": mean_iou(conf.sum(0)),
+            "tile_confusion": conf, "heads": [{k: v for k, v in f.items() if k != "tile_confusion"} for f in fits]}
+
+
 def probe_encoder(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, epochs: int = 60, lr: float = 1e-3,
-                  batch_size: int = 64, resize: float = 1.0, tiles_per_side: int = 1, cache_dir=None) -> dict:
+                  batch_size: int = 64, resize: float = 1.0, tiles_per_side: int = 1, heads: int = 1,
+                  cache_dir=None) -> dict:
     """Linear-probe one exported encoder on the task (see the module docstring).
 
     Args:
@@ -363,9 +390,11 @@ def probe_encoder(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, e
         tiles_per_side: each scene is first cut into ``tiles_per_side x tiles_per_side`` tiles, each one
             sample of the probe, as the authors cut every 256 px GEO-Bench image into 4 x 4 tiles of 64 px
             before resizing them to 224 (:data:`PAPER_TILES`); scores and confusions stay per scene.
+        heads: linear heads fitted on the same features and pooled (:func:`fit_heads`).
 
     Returns:
-        ``{"seed", "val_miou", "test_miou", "best_epoch", "tile_confusion" (N_test, C, C)}``, mIoU in [0, 1].
+        ``{"seed", "val_miou", "test_miou", "best_epoch", "tile_confusion" (N_test, C, C), "heads"}``, mIoU in
+        [0, 1]; the confusions are summed over the heads.
     """
     from crossscale_kit.encoders.export import load_exported_encoder
 
@@ -376,10 +405,8 @@ def probe_encoder(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, e
         x = resized(to_tiles(normalise(d["mr"], meta.get("normalization")), tiles_per_side), resize, _patch_of(model))
         data[split] = (encode(model, x), to_tiles(torch.from_numpy(d["label"]).long(), tiles_per_side))
     data = standardise_features(data)
-    torch.manual_seed(seed)
-    head = _LinearHead(data["train"][0].shape[-1], task.num_classes)
-    return _fit(head, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_classes=task.num_classes,
-                group=tiles_per_side ** 2)
+    return fit_heads(data, heads=heads, seed=seed, num_classes=task.num_classes, group=tiles_per_side ** 2,
+                     epochs=epochs, lr=lr, batch_size=batch_size)
 
 
 def standardise_features(data: dict) -> dict:
@@ -397,7 +424,7 @@ def _train_stats(task: MiniTask, cache_dir=None) -> dict:
 
 
 def raw_pixel_probe(task: MiniTask, *, seed: int, epochs: int = 40, lr: float = 1e-3, batch_size: int = 16,
-                    tiles_per_side: int = 1, cache_dir=None) -> dict:
+                    tiles_per_side: int = 1, heads: int = 1, cache_dir=None) -> dict:
     """The pixel floor: the same linear head on the raw MR pixels (one token per MR pixel, its C bands,
     normalised with the training split's statistics). Every encoder should beat it. Same output as
     :func:`probe_encoder`."""
@@ -407,10 +434,8 @@ def raw_pixel_probe(task: MiniTask, *, seed: int, epochs: int = 40, lr: float = 
         d = load_split(task, split, cache_dir)
         x = to_tiles(normalise(d["mr"], stats), tiles_per_side)
         data[split] = (x.flatten(2).transpose(1, 2).contiguous(), to_tiles(torch.from_numpy(d["label"]).long(), tiles_per_side))
-    torch.manual_seed(seed)
-    head = _LinearHead(data["train"][0].shape[-1], task.num_classes)
-    return _fit(head, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_classes=task.num_classes,
-                group=tiles_per_side ** 2)
+    return fit_heads(data, heads=heads, seed=seed, num_classes=task.num_classes, group=tiles_per_side ** 2,
+                     epochs=epochs, lr=lr, batch_size=batch_size)
 
 
 class _ViTSegmenter(nn.Module):

@@ -60,7 +60,9 @@ class Settings:
         seeds: one pretraining and probe per row and seed (the seed of weights, data order, masks and probe).
         preset, steps, pretrain_pairs, pretrain_mr_size: the pretraining (``preset`` is included after each recipe).
         task: the labelled task. probe_epochs, probe_batch (tiles), probe_resize, probe_tiles: the linear
-            probe (each scene cut into ``probe_tiles x probe_tiles`` tiles, each resized by ``probe_resize``).
+            probe (each scene cut into ``probe_tiles x probe_tiles`` tiles, each resized by ``probe_resize``);
+            probe_heads: linear heads fitted per frozen encoder (and on the raw pixels), their test
+            confusions pooled (:func:`crossscale_kit.eval.minitask.fit_heads`; the fourth plan: 5).
         ceiling_epochs / vit_ceiling_epochs: the supervised CNN and supervised ViT.
         curve_seeds: seeds whose MR and SA pretrainings are also probed at each quarter of their steps.
         ceiling_host: the host whose encoder architecture the supervised ViT copies.
@@ -79,6 +81,7 @@ class Settings:
     probe_batch: int = 64
     probe_resize: float = PAPER_RESIZE
     probe_tiles: int = PAPER_TILES
+    probe_heads: int = 5
     ceiling_epochs: int = 15
     vit_ceiling_epochs: int = 15
     curve_seeds: tuple[int, ...] = (0,)
@@ -113,7 +116,7 @@ SIZES = {
     "fast": Settings(seeds=(0,), steps=750, task=MiniTask(num_test=512)),
     "tiny": Settings(seeds=(0,), preset="gin/presets/test_tiny.gin", steps=4, pretrain_pairs=24, pretrain_mr_size=32,
                      task=MiniTask(mr_size=16, num_train=12, num_val=6, num_test=6), probe_epochs=2, probe_batch=16,
-                     ceiling_epochs=1, vit_ceiling_epochs=1, figure_mr_size=32, bootstrap=50),
+                     ceiling_epochs=1, vit_ceiling_epochs=1, figure_mr_size=32, bootstrap=50, probe_heads=2),
 }
 
 
@@ -215,6 +218,23 @@ def _pretrain(run: Run, workdir: Path, settings: Settings, python: str) -> None:
 # Fields of Settings that only choose which runs exist or how the report is drawn; every other field
 # decides a run's numbers and goes into its settings record.
 _NOT_RUN_SETTINGS = ("seeds", "curve_seeds", "bootstrap", "figure_mr_size")
+#: the fields that decide a pretraining (its encoder); a run folder whose record differs in one is refused
+PRETRAIN_SETTINGS = ("preset", "steps", "pretrain_pairs", "pretrain_mr_size", "host_params", "extra_params")
+_PROBE_SETTINGS = ("task", "probe_epochs", "probe_batch", "probe_resize", "probe_tiles", "probe_heads")
+#: the value a field had in records written before it existed (the protocol of those runs)
+_LEGACY_SETTINGS = {"probe_heads": 1}
+
+
+def result_settings(run: "Run") -> tuple[str, ...]:
+    """The Settings fields that decide ``run``'s result: its pretraining (if any) and its probe or training."""
+    if run.row == "ceiling":
+        return ("task", "ceiling_epochs")
+    if run.row == "pixels":
+        return tuple(f for f in _PROBE_SETTINGS if f != "probe_resize")
+    if run.row == "vit_ceiling":
+        return PRETRAIN_SETTINGS + ("task", "probe_batch", "probe_resize", "probe_tiles", "vit_ceiling_epochs",
+                                    "ceiling_host")
+    return PRETRAIN_SETTINGS + _PROBE_SETTINGS
 
 
 def run_record(run: Run, settings: Settings) -> dict:
@@ -234,38 +254,81 @@ def record_path(runs_root: Path, run: Run) -> Path:
     return d.with_name(f"{d.name}.settings.json")
 
 
-def check_records(settings: Settings, runs: list[Run], runs_root: Path) -> None:
-    """Refuse (ValueError: one line, exit 2) before any work when a run folder holds a run of other settings."""
-    for run in runs:
-        d, rec = run_dir(runs_root, run), record_path(runs_root, run)
-        if not (d.exists() or rec.exists()):
-            continue
-        try:
-            stored = json.loads(rec.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{d} holds a run with no settings record ({rec.name} is missing: made by an older kit "
-                             f"or another tool), so it cannot be reused safely; give --runs a new folder, or remove "
-                             f"{d}.") from None
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{rec}: unreadable settings record ({exc}); give --runs a new folder, or remove {d} "
-                             f"and {rec.name}.") from None
-        want = run_record(run, settings)
-        if {k: stored.get(k) for k in want} != want:
-            diff = sorted(k for k in want["settings"] if stored.get("settings", {}).get(k) != want["settings"][k])
-            what = ", ".join(diff) or "row, seed or curve"
-            raise ValueError(f"{d} was made with other settings ({what} differ{'s' if len(diff) == 1 else ''}); "
-                             f"runs of two settings never share a table: give --runs a new folder, or remove {d}.")
+def record_state(run: Run, settings: Settings, runs_root: Path) -> str:
+    """What a run folder is to this table: ``"new"`` (nothing there), ``"same"`` (its record matches every setting
+    that decides its result) or ``"reprobe"`` (the same pretraining, another probe: the pretraining is reused and
+    the probe, or the training of a reference row, is run again). A folder whose pretraining differs, or with
+    no readable record, raises ValueError (one line, exit 2): runs of two settings never share a table."""
+    d, rec = run_dir(runs_root, run), record_path(runs_root, run)
+    if not (d.exists() or rec.exists()):
+        return "new"
+    try:
+        stored = json.loads(rec.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{d} holds a run with no settings record ({rec.name} is missing: made by an older kit "
+                         f"or another tool), so it cannot be reused safely; give --runs a new folder, or remove "
+                         f"{d}.") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{rec}: unreadable settings record ({exc}); give --runs a new folder, or remove {d} "
+                         f"and {rec.name}.") from None
+    want = run_record(run, settings)
+    old = {**_LEGACY_SETTINGS, **(stored.get("settings") or {})}
+    if any(stored.get(k) != want[k] for k in ("run", "curve")):
+        diff = ["row, seed or curve"]
+    else:
+        diff = sorted(k for k in result_settings(run) if old.get(k) != want["settings"][k])
+    if not diff:
+        return "same"
+    has_export = run.row not in ("ceiling", "pixels")  # its encoder (pretrained, or at init) is reused as is
+    if diff == ["row, seed or curve"] or (has_export and any(k in PRETRAIN_SETTINGS for k in diff)):
+        what = ", ".join(diff)
+        raise ValueError(f"{d} was made with other settings ({what} differ{'s' if len(diff) == 1 else ''}); "
+                         f"runs of two settings never share a table: give --runs a new folder, or remove {d}.")
+    return "reprobe"
 
 
-def _write_record(runs_root: Path, run: Run, settings: Settings) -> None:
+def check_records(settings: Settings, runs: list[Run], runs_root: Path) -> list[Run]:
+    """Refuse (ValueError: one line, exit 2) before any work when a run folder holds a pretraining of other
+    settings; return the runs whose probe is to be run again (same pretraining, other probe settings)."""
+    return [run for run in runs if record_state(run, settings, runs_root) == "reprobe"]
+
+
+def _write_record(runs_root: Path, run: Run, settings: Settings, reprobe: bool = False) -> None:
+    """Write the run's settings record when it starts. On a re-probe the record takes the new settings, keeps
+    the commit and time its pretraining started at and adds ``reprobed`` (commit, time, the settings replaced)."""
     rec = record_path(runs_root, run)
-    if rec.is_file():
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if rec.is_file() and not reprobe:
         return
+    new = {**run_record(run, settings), "commit": source_commit(), "created": now}
+    if reprobe:
+        old = json.loads(rec.read_text())
+        replaced = {k: old.get("settings", {}).get(k, _LEGACY_SETTINGS.get(k)) for k in result_settings(run)
+                    if old.get("settings", {}).get(k, _LEGACY_SETTINGS.get(k)) != new["settings"][k]}
+        new.update(commit=old.get("commit", "unknown"), created=old.get("created", "unknown"),
+                   reprobed=[*old.get("reprobed", []), {"commit": source_commit(), "at": now, "replaced": replaced}])
     rec.parent.mkdir(parents=True, exist_ok=True)
     tmp = rec.with_name(rec.name + ".tmp")
-    tmp.write_text(json.dumps({**run_record(run, settings), "commit": source_commit(),
-                               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
+    tmp.write_text(json.dumps(new, indent=2))
     os.replace(tmp, rec)
+
+
+def _supersede(d: Path) -> float:
+    """Before a re-probe: the old probe's outputs move to ``d/superseded-<UTC time>/`` (kept, never mixed in).
+
+    Returns:
+        the seconds the run had cost so far (its pretraining and earlier probes), for the report's compute."""
+    old = d / f"superseded-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    try:
+        prev = json.loads((d / "probe.json").read_text())
+        spent = float(prev.get("seconds", 0.0)) + float(prev.get("seconds_before", 0.0))
+    except (OSError, ValueError):
+        spent = 0.0
+    for name in ("DONE", "probe.json", "tile_confusion.npy"):
+        if (d / name).exists():
+            old.mkdir(parents=True, exist_ok=True)
+            os.replace(d / name, old / name)
+    return spent
 
 
 def source_commit(short: bool = False) -> str:
@@ -310,13 +373,14 @@ def execute(run: Run, runs_root: Path, settings: Settings, python: str = sys.exe
     from crossscale_kit.eval.minitask import probe_encoder, raw_pixel_probe, supervised_ceiling, supervised_vit
 
     d = run_dir(runs_root, run)
-    check_records(settings, [run], runs_root)
+    reprobe = record_state(run, settings, runs_root) == "reprobe"
     done = d / "DONE"
-    if done.is_file():
+    if done.is_file() and not reprobe:
         return _load_result(d)
-    _write_record(runs_root, run, settings)
+    before = _supersede(d) if reprobe else 0.0
+    _write_record(runs_root, run, settings, reprobe=reprobe)
     t0 = time.perf_counter()
-    probe = dict(epochs=settings.probe_epochs, batch_size=settings.probe_batch)
+    probe = dict(epochs=settings.probe_epochs, batch_size=settings.probe_batch, heads=settings.probe_heads)
     curve = []
     if run.row == "ceiling":
         res = supervised_ceiling(settings.task, seed=run.seed, epochs=settings.ceiling_epochs)
@@ -335,6 +399,8 @@ def execute(run: Run, runs_root: Path, settings: Settings, python: str = sys.exe
             if run.curve(settings):
                 curve = _probe_checkpoints(d, settings, run.seed, probe)
     res = {**dataclasses.asdict(run), "key": run.key, "seconds": round(time.perf_counter() - t0, 1), **res}
+    if before:  # a re-probe: what the run had cost before (its pretraining, earlier probes)
+        res["seconds_before"] = round(before, 1)
     if curve:
         res["curve"] = curve + [{"step": settings.steps, "test_miou": res["test_miou"], "val_miou": res["val_miou"]}]
     d.mkdir(parents=True, exist_ok=True)
@@ -393,7 +459,10 @@ def run_all(settings: Settings, out: Path, runs_root: Path, hosts: list[str] | N
     if not hosts:
         raise ValueError("no host has a recipe gin/<host>_mr.gin; nothing to run.")
     runs = plan(settings, hosts)
-    check_records(settings, runs, runs_root)  # before any work: no run of other settings joins the table
+    reprobe = check_records(settings, runs, runs_root)  # before any work: no pretraining of other settings joins
+    if reprobe:
+        print(f"{len(reprobe)} finished run(s) were probed with other probe settings: their pretraining is reused and "
+              f"they are probed again (the old probe results move to <run>/superseded-<time>/)", flush=True)
     assert_disjoint(settings.task, settings.pretrain)
     for split in ("train", "val", "test"):
         load_split(settings.task, split)  # render once, before any timing
@@ -426,7 +495,8 @@ def describe_plan(settings: Settings, hosts: list[str], runs_root: Path) -> str:
         state = "done" if (d / "DONE").is_file() else ("started" if d.exists() else "to run")
         if state != "to run" or record_path(runs_root, run).exists():
             try:
-                check_records(settings, [run], runs_root)
+                if record_state(run, settings, runs_root) == "reprobe":
+                    state = "to probe again: same pretraining, other probe settings"
             except ValueError:
                 state = "REFUSED: other settings or no record"
         what = (f"{run.recipe} + {settings.preset}, {settings.steps if run.pretrains else 0} steps"

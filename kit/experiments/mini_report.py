@@ -202,7 +202,8 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
                           "seeds": len(ra), "tiles": ca.shape[1], "excludes_zero": bool(lo > 0 or hi < 0)})
     per_run = [{"host": r["host"], "row": r["row"], "key": r["key"], "seed": r["seed"],
                 "test_miou": round(100 * r["test_miou"], 3), "val_miou": round(100 * r["val_miou"], 3),
-                "best_epoch": r["best_epoch"], "seconds": r["seconds"], "commit": r.get("commit", "unknown")}
+                "best_epoch": r["best_epoch"], "seconds": r["seconds"],
+                "seconds_before": r.get("seconds_before", 0.0), "commit": r.get("commit", "unknown")}
                for r in results]
     summary = [{"key": k, "host": v[0]["host"], "row": v[0]["row"], "mean": round(stats[k]["mean"], 3),
                 "std": round(stats[k]["std"], 3), "n": stats[k]["n"],
@@ -223,7 +224,8 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
             "collapse": collapse_curves(results, hosts, out / "collapse.png"),
             "loss": loss_curves(results, hosts, out / "loss_curves.png"),
             "clusters": cluster_maps(results, hosts, settings, out / "cluster_maps.png")}
-    total = sum(r["seconds"] for r in results)
+    total = sum(r["seconds"] + r.get("seconds_before", 0.0) for r in results)
+    again = sum(r["seconds"] for r in results if r.get("seconds_before"))
     made = {}  # the commit each run started at (its settings record), for the report's provenance line
     for r in results:
         c = str(r.get("commit", "unknown"))
@@ -239,9 +241,13 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
           f"protocol scaled down): each scene cut into {settings.probe_tiles} x {settings.probe_tiles} tiles, each resized "
           f"by {settings.probe_resize:.2f} (bilinear) before encoding, linear head on frozen patch tokens "
           f"standardised per dimension, bilinear upsampling, cross-entropy, AdamW lr 1e-3 constant, batch "
-          f"{settings.probe_batch} tiles, {settings.probe_epochs} epochs, best validation epoch scored on test; "
+          f"{settings.probe_batch} tiles, {settings.probe_epochs} epochs, best validation epoch scored on test"
+          + (f", {settings.probe_heads} heads per encoder (probe seeds seed + 1000 k) with their test confusions "
+             f"pooled, the raw-pixel probe likewise" if settings.probe_heads > 1 else "") + "; "
           f"per-host pretraining bindings: {dict(settings.host_params) or 'none'}. "
-          f"Compute: {total / 60:.1f} min summed over runs.", "",
+          f"Compute: {total / 60:.1f} min summed over runs"
+          + (f", {again / 60:.1f} min of it probing finished runs again (same pretraining, new probe settings)"
+             if again else "") + ".", "",
           tables_markdown(stats, diffs, hosts, len(settings.seeds)),
           checks_markdown(stats, diffs, results, hosts, settings),
           "![bar chart](bars.png)", "", "![learning curve](learning_curve.png)", "", "![collapse monitors](collapse.png)",

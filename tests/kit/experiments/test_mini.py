@@ -165,15 +165,44 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
     head = mini_experiment.source_commit()
     assert {r["commit"] for r in _rows(out / "results.csv")} == {head} and head != "unknown"
 
-    # runs of other settings never join the table: refused before any work, one line, exit 2
+    # pretrainings of other settings never join the table: refused before any work, one line, exit 2
     capsys.readouterr()
-    other = dataclasses.replace(settings, probe_epochs=settings.probe_epochs + 1)
+    other = dataclasses.replace(settings, steps=settings.steps + 1)
     monkeypatch.setitem(mini_experiment.SIZES, "tiny", other)
     stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
     assert experiments.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "probe_epochs differs" in err and "--runs" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and "steps differs" in err and "--runs" in err and "Traceback" not in err
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()} == stamps  # nothing touched
+
+    # other probe settings (here one head instead of two): the pretrainings are reused, every probe runs again
+    two = {r["key"]: json.loads((runs / r["key"] / "seed0" / "probe.json").read_text()) for r in results}
+    assert all(len(two[k]["heads"]) == 2 for k in two if k not in ("ceiling", "vit_ceiling"))
+    monkeypatch.setitem(mini_experiment.SIZES, "tiny", dataclasses.replace(settings, probe_heads=1))
+    assert experiments.main(argv + ["--dry_run"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("(to probe again") == 6 and listing.count("(done:") == 2  # the CNN and the ViT ceiling
+    assert experiments.main(argv) == 0
+    assert "6 finished run(s) were probed with other probe settings" in capsys.readouterr().out
+    assert "of it probing finished runs again" in (out / "report.md").read_text()
+    assert all(float(r["seconds_before"]) > 0 for r in _rows(out / "results.csv") if r["key"].startswith("latentmim_"))
+    after = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
+    for key in ("latentmim_mr", "latentmim_sa", "latentmim_init"):
+        d = runs / key / "seed0"
+        assert after[d / "export" / "encoder.safetensors"] == stamps[d / "export" / "encoder.safetensors"]
+        one = json.loads((d / "probe.json").read_text())
+        # head 0 of the pooled probe is exactly the single-head probe
+        assert len(one["heads"]) == 1 and one["test_miou"] == two[key]["heads"][0]["test_miou"]
+        assert [json.loads(p.read_text())["heads"] for p in d.glob("superseded-*/probe.json")] == [two[key]["heads"]]
+        rec = json.loads(mini_experiment.record_path(runs, mini_experiment.Run("latentmim", key.split("_")[1], 0)).read_text())
+        assert rec["settings"]["probe_heads"] == 1 and rec["reprobed"][-1]["replaced"] == {"probe_heads": 2}
+    for key in ("ceiling", "vit_ceiling"):  # their results do not depend on the probe heads: left as they were
+        assert after[runs / key / "seed0" / "DONE"] == stamps[runs / key / "seed0" / "DONE"]
+    monkeypatch.setitem(mini_experiment.SIZES, "tiny", settings)
+    assert experiments.main(argv) == 0  # and back: probed again with two heads, the same numbers as at first
+    capsys.readouterr()
+    again = json.loads((runs / "latentmim_sa" / "seed0" / "probe.json").read_text())
+    assert again["heads"] == two["latentmim_sa"]["heads"] and again["test_miou"] == two["latentmim_sa"]["test_miou"]
     # more seeds of the same settings reuse the finished runs (the record leaves the seed list out)
     monkeypatch.setitem(mini_experiment.SIZES, "tiny", dataclasses.replace(settings, seeds=(0, 1)))
     assert experiments.main(argv + ["--dry_run"]) == 0
@@ -181,7 +210,6 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
     assert listing.count("(done:") == 8 and listing.count("(to run:") == 8 and "REFUSED" not in listing
     # a run folder with no record (an older kit, another tool) is not reused either
     mini_experiment.record_path(runs, mini_experiment.Run("latentmim", "hr", 0)).unlink()
-    monkeypatch.setitem(mini_experiment.SIZES, "tiny", settings)
     assert experiments.main(argv) == 2
     assert "no settings record" in capsys.readouterr().err
 
@@ -213,19 +241,19 @@ def test_learning_curve_steps_are_checkpoint_steps_for_any_budget():
 
 
 def test_a_run_folder_of_other_settings_is_refused_on_the_command_line(tmp_path):
-    """Driven as a user would: a runs folder left by a table of other settings (here: more probe epochs) and one
-    with no record at all; the command refuses in one line before it renders, trains or writes anything."""
+    """Driven as a user would: a runs folder left by a table of other settings (here: more pretraining steps) and
+    one with no record at all; the command refuses in one line before it renders, trains or writes anything."""
     from tests.redteam.helpers import assert_user_error, cli
 
     settings = mini_experiment.SIZES["tiny"]
     run = mini_experiment.Run("latentmim", "mr", 0)
     runs, out = tmp_path / "runs", tmp_path / "out"
-    other = dataclasses.replace(settings, probe_epochs=settings.probe_epochs + 5)
+    other = dataclasses.replace(settings, steps=settings.steps + 5)
     mini_experiment.run_dir(runs, run).mkdir(parents=True)
     mini_experiment._write_record(runs, run, other)
     args = ["--table", "mini", "--size", "tiny", "--hosts", "latentmim", "--runs", str(runs), "--out", str(out)]
     p = cli("experiments", *args)
-    assert_user_error(p, str(mini_experiment.run_dir(runs, run)), "probe_epochs differs", "--runs")
+    assert_user_error(p, str(mini_experiment.run_dir(runs, run)), "steps differs", "--runs")
     assert not out.exists() and sorted(x.name for x in (runs / "latentmim_mr").iterdir()) == ["seed0", "seed0.settings.json"]
 
     mini_experiment.record_path(runs, run).unlink()
