@@ -370,8 +370,6 @@ def fit_heads(data: dict, *, heads: int, seed: int, num_classes: int, group: int
         torch.manual_seed(s)
         head = _LinearHead(data["train"][0].shape[-1], num_classes)
         fits.append(_fit(head, data, seed=s, num_classes=num_classes, group=group, **fit))
-    if len(fits) == 1:
-        return {**fits[0], "heads": [{k: v for k, v in fits[0].items() if k != "tile_confusion"}]}
     conf = sum(f["tile_confusion"] for f in fits)
     return {"seed": seed, "val_miou": float(np.mean([f["val_miou"] for f in fits])),
             "best_epoch": int(np.median([f["best_epoch"] for f in fits])), "test_miou": mean_iou(conf.sum(0)),

@@ -273,12 +273,10 @@ def record_state(run: Run, settings: Settings, runs_root: Path) -> str:
         raise ValueError(f"{rec}: unreadable settings record ({exc}); give --runs a new folder, or remove {d} "
                          f"and {rec.name}.") from None
     want = run_record(run, settings)
-    old = {**_LEGACY_SETTINGS, **(stored.get("settings") or {})}
+    diff = _changed(stored, want["settings"], run)
     if any(stored.get(k) != want[k] for k in ("run", "curve")):
         diff = ["row, seed or curve"]
-    else:
-        diff = sorted(k for k in result_settings(run) if old.get(k) != want["settings"][k])
-    if not diff:
+    elif not diff:
         return "same"
     has_export = run.row not in ("ceiling", "pixels")  # its encoder (pretrained, or at init) is reused as is
     if diff == ["row, seed or curve"] or (has_export and any(k in PRETRAIN_SETTINGS for k in diff)):
@@ -286,6 +284,12 @@ def record_state(run: Run, settings: Settings, runs_root: Path) -> str:
         raise ValueError(f"{d} was made with other settings ({what} differ{'s' if len(diff) == 1 else ''}); "
                          f"runs of two settings never share a table: give --runs a new folder, or remove {d}.")
     return "reprobe"
+
+
+def _changed(stored: dict, settings: dict, run: Run) -> list[str]:
+    """The result-deciding settings of ``run`` whose value in a stored record differs from ``settings``."""
+    old = {**_LEGACY_SETTINGS, **(stored.get("settings") or {})}
+    return sorted(k for k in result_settings(run) if old.get(k) != settings[k])
 
 
 def check_records(settings: Settings, runs: list[Run], runs_root: Path) -> list[Run]:
@@ -304,8 +308,8 @@ def _write_record(runs_root: Path, run: Run, settings: Settings, reprobe: bool =
     new = {**run_record(run, settings), "commit": source_commit(), "created": now}
     if reprobe:
         old = json.loads(rec.read_text())
-        replaced = {k: old.get("settings", {}).get(k, _LEGACY_SETTINGS.get(k)) for k in result_settings(run)
-                    if old.get("settings", {}).get(k, _LEGACY_SETTINGS.get(k)) != new["settings"][k]}
+        before = {**_LEGACY_SETTINGS, **(old.get("settings") or {})}
+        replaced = {k: before.get(k) for k in _changed(old, new["settings"], run)}
         new.update(commit=old.get("commit", "unknown"), created=old.get("created", "unknown"),
                    reprobed=[*old.get("reprobed", []), {"commit": source_commit(), "at": now, "replaced": replaced}])
     rec.parent.mkdir(parents=True, exist_ok=True)

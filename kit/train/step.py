@@ -23,6 +23,7 @@ optimizer without fused kernels for its device (CPU and CUDA have them) reads th
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -203,10 +204,17 @@ class TrainStep:
                           momentum=momentum)
 
 
+@functools.lru_cache(maxsize=None)
+def _finishes_views(data_type: type) -> bool:
+    """Whether a data class's ``to_device`` takes ``views`` (looked up once per class, not per step)."""
+    return "views" in inspect.signature(data_type.to_device).parameters
+
+
 def to_device(run: Run, raw: dict) -> dict:
-    """A raw batch of the stream on the training device (the data object finishes it there when it can)."""
+    """A raw batch of the stream on the training device (the data object finishes it there when it can; one
+    whose ``to_device`` takes ``views``, as :class:`PairedTiles`, finishes only what the framework reads)."""
     if hasattr(run.data, "to_device"):
-        if "views" in inspect.signature(run.data.to_device).parameters:  # finish only what the framework reads
+        if _finishes_views(type(run.data)):
             return run.data.to_device(raw, run.info.device, views=run.model.views)
         return run.data.to_device(raw, run.info.device)
     return {k: (v.to(run.info.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in raw.items()}

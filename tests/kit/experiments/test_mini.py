@@ -76,6 +76,29 @@ def test_split_cache_is_written_once_and_reused(tmp_path):
     np.testing.assert_array_equal(d1["mr"][1], TASK.scene("val", 1)["mr"])
 
 
+def test_probe_heads_pool_their_confusions_and_head_zero_is_the_single_probe():
+    """``fit_heads``: head k seeded seed + 1000 k; the pooled confusion is the heads' sum; one head is the old probe."""
+    from crossscale_kit.eval.minitask import HEAD_SEED_STRIDE, fit_heads
+
+    g = torch.Generator().manual_seed(0)
+    def split(n):  # 4 tiles per scene, 2 x 2 tokens of 6 dims, 4 x 4 labels that the features partly predict
+        y = torch.randint(0, 3, (n, 4, 4), generator=g)
+        x = torch.randn(n, 4, 6, generator=g) + y[:, ::2, ::2].reshape(n, 4, 1).float()
+        return x, y
+    data = {"train": split(32), "val": split(8), "test": split(8)}
+    fit = dict(num_classes=3, group=4, epochs=3, lr=1e-2, batch_size=8)
+    one = fit_heads(data, heads=1, seed=5, **fit)
+    three = fit_heads(data, heads=3, seed=5, **fit)
+    assert [h["seed"] for h in three["heads"]] == [5 + HEAD_SEED_STRIDE * k for k in range(3)]
+    assert three["heads"][0] == one["heads"][0] and one["test_miou"] == one["heads"][0]["test_miou"]
+    assert three["tile_confusion"].shape == (2, 3, 3) and int(three["tile_confusion"].sum()) == 3 * 2 * 4 * 16
+    assert three["test_miou"] == mean_iou(three["tile_confusion"].sum(0))
+    assert three["val_miou"] == pytest.approx(np.mean([h["val_miou"] for h in three["heads"]]))
+    for bad in (0, 1.5, -2):
+        with pytest.raises(ValueError, match="heads must be a positive integer"):
+            fit_heads(data, heads=bad, seed=0, **fit)
+
+
 def test_tile_confusions_and_miou_agree_with_the_kit_metric():
     g = torch.Generator().manual_seed(0)
     pred, target = torch.randint(0, 5, (6, 8, 8), generator=g), torch.randint(0, 5, (6, 8, 8), generator=g)
