@@ -22,6 +22,7 @@ from crossscale_kit.train.optim import build_adamw
 from crossscale_kit.train.preflight import ConfigError, check_settings, preflight, problem_text
 from crossscale_kit.train.rundir import Claim, RunFolderError, claim, write_record
 from crossscale_kit.train.state import Run, TrainConfig
+from crossscale_kit.train.seeds import seed_host_rngs
 from crossscale_kit.train.step import TrainStep
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,8 @@ def build_run(cfg: TrainConfig, framework, data, info: DistInfo, workdir: Path, 
         if info.is_main and not folder.resume:
             write_record(workdir, data=data_info.get("identity"), data_root=data_info.get("root"))
         data_state = restore(run, *ckpt.load_newest(workdir, info.device)) if folder.resume else None
+        if not folder.resume:
+            seed_host_rngs(cfg.seed, info.rank)
         if cfg.compile:
             compile_framework(model, **({} if cfg.compile is True else {"backend": cfg.compile}))
         if info.enabled:

@@ -5,6 +5,8 @@ of time (:func:`mask_context`, see :mod:`crossscale_kit.train.masks`), so both m
 """
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import torch
 
@@ -17,6 +19,17 @@ def step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
     """A 63-bit seed that depends only on ``(seed, step, rank, micro)`` (micro-batch 0: ``(seed, step, rank)``)."""
     entropy = [seed, step, rank] + ([micro] if micro else [])
     return int(np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def seed_host_rngs(seed: int, rank: int) -> None:
+    """Seed Python's and NumPy's global generators from ``(seed, rank)`` at the start of a fresh run.
+
+    The kit draws nothing from them (its draws come from :func:`micro_context`'s seeds), but checkpoints
+    save their states for an exact resume: seeded, two identical runs write byte-identical checkpoints.
+    """
+    state = np.random.SeedSequence([seed, rank, 0x5EED]).generate_state(4, dtype=np.uint32)
+    random.seed(int.from_bytes(state.tobytes(), "little"))
+    np.random.seed(state)
 
 
 def micro_context(seed: int, step: int, micro: int, *, rank: int, local_batch: int, world_size: int) -> StepContext:
