@@ -46,8 +46,13 @@ ROWS = (("mr", "MR-model", "{host}_mr"), ("hr", "HR-model", "{host}_hr"), ("sa",
 INIT_ROW = ("init", "random init (floor)")
 #: rows that belong to no host: raw-pixel floor, supervised ViT (fair ceiling), supervised CNN
 REFERENCE_ROWS = ("pixels", "vit_ceiling", "ceiling")
-#: peak learning rate per host of the testbed (the preset's 1e-3 for I-JEPA), tuned on MR rows (TUNING.md)
-HOST_LR = (("latentmim", ("lr/WarmupCosine.peak = 3e-3",)), ("mae", ("lr/WarmupCosine.peak = 6e-3",)))
+#: per-host bindings of the testbed, tuned on MR rows (TUNING.md): the peak learning rate (the preset's 1e-3
+#: for I-JEPA) and I-JEPA's encoder width (128: at the preset's 64 its features collapse; section 9)
+HOST_PARAMS = (("latentmim", ("lr/WarmupCosine.peak = 3e-3",)), ("mae", ("lr/WarmupCosine.peak = 6e-3",)),
+               ("ijepa", ("EMBED_DIM = 128",)))
+#: hosts whose encoder differs from the ceiling host's (a binding of HOST_PARAMS changes it): each gets its
+#: own supervised ViT of exactly its probed architecture, the fair ceiling of its gap closed
+OWN_CEILINGS = ("ijepa",)
 #: rows whose first-seed pretraining is probed at every quarter of its steps (the learning curve)
 CURVE_ROWS = ("mr", "sa")
 
@@ -65,9 +70,11 @@ class Settings:
             confusions pooled (:func:`crossscale_kit.eval.minitask.fit_heads`; the fourth plan: 5).
         ceiling_epochs / vit_ceiling_epochs: the supervised CNN and supervised ViT.
         curve_seeds: seeds whose MR and SA pretrainings are also probed at each quarter of their steps.
-        ceiling_host: the host whose encoder architecture the supervised ViT copies.
+        ceiling_host: the host whose encoder architecture the supervised ViT (``vit_ceiling``) copies.
+        own_ceilings: hosts whose encoder is not the ceiling host's: each also gets a supervised ViT of its
+            own encoder (row ``vit``, key ``<host>_vit``), its fair ceiling.
         host_params: ``((host, (binding, ...)), ...)``: bindings added to that host's pretrainings (the
-            testbed's per-host learning rate, tuned on MR rows: ``results/mini/TUNING.md``).
+            testbed's per-host learning rate and I-JEPA's width, tuned on MR rows: ``results/mini/TUNING.md``).
         extra_params: gin bindings added to every pretraining.
     """
 
@@ -86,9 +93,10 @@ class Settings:
     vit_ceiling_epochs: int = 15
     curve_seeds: tuple[int, ...] = (0,)
     ceiling_host: str = "mae"
+    own_ceilings: tuple[str, ...] = OWN_CEILINGS
     figure_mr_size: int = 96
     bootstrap: int = 2000
-    host_params: tuple[tuple[str, tuple[str, ...]], ...] = HOST_LR
+    host_params: tuple[tuple[str, tuple[str, ...]], ...] = HOST_PARAMS
     extra_params: tuple[str, ...] = ()
 
     @property
@@ -126,7 +134,8 @@ class Run:
     """One pretraining + probe (or a floor / ceiling run)."""
 
     host: str  # "latentmim", ...; for the reference rows "" (the supervised ViT: the host whose encoder it copies)
-    row: str  # "mr", "hr", "sa", "falsehr", "init", or a reference row: "pixels", "vit_ceiling", "ceiling"
+    row: str  # "mr", "hr", "sa", "falsehr", "init", "vit" (its own supervised ViT), or a reference row: "pixels",
+    # "vit_ceiling", "ceiling"
     seed: int
 
     @property
@@ -136,10 +145,10 @@ class Run:
     @property
     def recipe(self) -> str | None:
         """The row's recipe; a host without a false-HR recipe runs its SA recipe with :attr:`extra_params`.
-        The supervised ViT builds its encoder from its host's MR recipe (0 steps)."""
+        A supervised ViT builds its encoder from its host's MR recipe (0 steps)."""
         if self.row in ("ceiling", "pixels"):
             return None
-        stem = "{host}_mr" if self.row in ("init", "vit_ceiling") else dict((r, p) for r, _, p in ROWS)[self.row]
+        stem = "{host}_mr" if self.row in ("init", "vit", "vit_ceiling") else dict((r, p) for r, _, p in ROWS)[self.row]
         if self.row == "falsehr" and not _recipe_exists(self.host, stem):
             stem = "{host}_sa"
         return f"gin/{stem.format(host=self.host)}.gin"
@@ -147,7 +156,7 @@ class Run:
     @property
     def pretrains(self) -> bool:
         """Whether the run trains an encoder with the recipe for the table's steps (not a 0-step build)."""
-        return self.row not in ("init", *REFERENCE_ROWS)
+        return self.row not in ("init", "vit", *REFERENCE_ROWS)
 
     @property
     def extra_params(self) -> list[str]:
@@ -180,6 +189,7 @@ def plan(settings: Settings, hosts: list[str]) -> list[Run]:
     for s in settings.seeds:
         table = [Run(h, r, s) for h in hosts for r, _, p in ROWS if _recipe_exists(h, p) or r == "falsehr"]
         runs += table + [Run(ceiling_host, "vit_ceiling", s), Run("", "ceiling", s), Run("", "pixels", s)]
+        runs += [Run(h, "vit", s) for h in hosts if h in settings.own_ceilings and h != ceiling_host]
         runs += [Run(h, "init", s) for h in hosts]
     return runs
 
@@ -232,9 +242,9 @@ def result_settings(run: "Run") -> tuple[str, ...]:
         return ("task", "ceiling_epochs")
     if run.row == "pixels":
         return tuple(f for f in _PROBE_SETTINGS if f != "probe_resize")
-    if run.row == "vit_ceiling":
+    if run.row in ("vit", "vit_ceiling"):
         return PRETRAIN_SETTINGS + ("task", "probe_batch", "probe_resize", "probe_tiles", "vit_ceiling_epochs",
-                                    "ceiling_host")
+                                    *(("ceiling_host",) if run.row == "vit_ceiling" else ()))
     return PRETRAIN_SETTINGS + _PROBE_SETTINGS
 
 
@@ -287,9 +297,15 @@ def record_state(run: Run, settings: Settings, runs_root: Path) -> str:
 
 
 def _changed(stored: dict, settings: dict, run: Run) -> list[str]:
-    """The result-deciding settings of ``run`` whose value in a stored record differs from ``settings``."""
+    """The result-deciding settings of ``run`` whose value in a stored record differs from ``settings``.
+    ``host_params`` is compared for the run's own host only: another host's bindings never reach its pretraining."""
     old = {**_LEGACY_SETTINGS, **(stored.get("settings") or {})}
-    return sorted(k for k in result_settings(run) if old.get(k) != settings[k])
+
+    def value(rec: dict, k: str):
+        if k == "host_params":
+            return list(dict((h, list(b)) for h, b in rec.get(k) or ()).get(run.host, ()))
+        return rec.get(k)
+    return sorted(k for k in result_settings(run) if value(old, k) != value(settings, k))
 
 
 def check_records(settings: Settings, runs: list[Run], runs_root: Path) -> list[Run]:
@@ -394,7 +410,7 @@ def execute(run: Run, runs_root: Path, settings: Settings, python: str = sys.exe
     else:
         if not _pretrained(d, settings.steps if run.pretrains else 0):  # killed while probing: probe again
             _pretrain(run, d, settings, python)
-        if run.row == "vit_ceiling":
+        if run.row in ("vit", "vit_ceiling"):
             res = supervised_vit(d / "export", settings.task, seed=run.seed, epochs=settings.vit_ceiling_epochs,
                                  batch_size=settings.probe_batch, resize=settings.probe_resize,
                                  tiles_per_side=settings.probe_tiles)
@@ -508,7 +524,7 @@ def describe_plan(settings: Settings, hosts: list[str], runs_root: Path) -> str:
                 if run.recipe else {"ceiling": "supervised CNN", "pixels": "linear probe on raw MR pixels"}[run.row])
         if run.extra_params:
             what += " + " + ", ".join(run.extra_params)
-        if run.row == "vit_ceiling":
+        if run.row in ("vit", "vit_ceiling"):
             what = f"supervised ViT ({run.host} encoder), {settings.vit_ceiling_epochs} epochs"
         extra = " + learning-curve probes at steps " + ",".join(map(str, settings.curve_steps)) if run.curve(settings) else ""
         lines.append(f"[{i:3d}/{len(runs)}] {run.key:<20} seed {run.seed}  {what}{extra}  ({state}: {d})")

@@ -47,6 +47,10 @@ def bar_chart(stats: dict, hosts: list[str], path: Path) -> Path:
                            ("pixels", ":", "linear on raw pixels (floor)")):
         if key in stats:
             ax.axhline(stats[key]["mean"], color="k", ls=ls, lw=1, label=f"{label} {stats[key]['mean']:.1f}")
+    own = [(i, stats[f"{h}_vit"]["mean"]) for i, h in enumerate(hosts) if f"{h}_vit" in stats]
+    for n, (i, y) in enumerate(own):  # a host with its own encoder: its own fair ceiling, over its bars only
+        ax.hlines(y, i - 0.45, i + 0.45, colors="k", linestyles="-.", lw=2,
+                  label="supervised ViT of that host's encoder" if n == 0 else None)
     ax.set_xticks(range(len(hosts)), [HOSTS.get(h, h) for h in hosts])
     ax.set_ylabel("test mIoU (%)")
     lo = min(st["mean"] - st["std"] for st in stats.values())
@@ -150,7 +154,8 @@ def learning_curve(results: list[dict], hosts: list[str], stats: dict, path: Pat
             steps, vals = zip(*pts)
             ax.plot(steps, [100 * v for v in vals], "o-", color=colours(ROWS.index(r["row"])), ms=4,
                     label=f"{LABELS[r['row']]} (seed {r['seed']})")
-        for key, ls, label in (("vit_ceiling", "-.", "supervised ViT"), ("pixels", ":", "raw pixels")):
+        own = f"{h}_vit" if f"{h}_vit" in stats else "vit_ceiling"  # the host's own fair ceiling where it has one
+        for key, ls, label in ((own, "-.", "supervised ViT"), ("pixels", ":", "raw pixels")):
             if key in stats:
                 ax.axhline(stats[key]["mean"], color="k", ls=ls, lw=1, label=label)
         ax.set_title(f"{HOSTS.get(h, h)}: probe mIoU vs pretraining", fontsize=9)

@@ -283,3 +283,44 @@ def test_a_run_folder_of_other_settings_is_refused_on_the_command_line(tmp_path)
     p = cli("experiments", *args)
     assert_user_error(p, "no settings record", "seed0.settings.json")
     assert not out.exists()
+
+
+def test_a_host_with_its_own_encoder_gets_its_own_fair_ceiling(tmp_path):
+    """I-JEPA's pretrainings bind a wider encoder than the shared ceiling's: the table adds a supervised ViT of
+    exactly I-JEPA's encoder (row ``vit``), trained, and reads that host's gap closed against it."""
+    from safetensors.torch import load_file
+
+    settings = mini_experiment.SIZES["tiny"]
+    assert "EMBED_DIM = 128" in settings.gin_params(0, host="ijepa")
+    assert "EMBED_DIM = 128" not in settings.gin_params(0, host="latentmim")
+    runs = mini_experiment.plan(settings, ["latentmim", "ijepa"])
+    own = mini_experiment.Run("ijepa", "vit", 0)
+    assert own in runs and sum(r.row == "vit_ceiling" for r in runs) == 1 and mini_experiment.Run("latentmim", "vit", 0) not in runs
+    assert own.key == "ijepa_vit" and own.recipe == "gin/ijepa_mr.gin" and not own.pretrains
+
+    res = mini_experiment.execute(own, tmp_path, settings)
+    assert 0.0 <= res["test_miou"] <= 1.0 and "heads" not in res  # trained end to end, not probed
+    d = mini_experiment.run_dir(tmp_path, own)
+    weights = load_file(str(d / "export" / "encoder.safetensors"))
+    assert {w.shape[-1] for k, w in weights.items() if k.endswith("norm.weight")} == {128}  # I-JEPA's own width
+    assert json.loads((d / "summary.json").read_text())["steps"] == 0
+
+    stats = {"ijepa_init": {"mean": 20.0}, "ijepa_mr": {"mean": 30.0}, "vit_ceiling": {"mean": 70.0},
+             "ijepa_vit": {"mean": 60.0}, "latentmim_init": {"mean": 20.0}, "latentmim_mr": {"mean": 30.0}}
+    assert mini_report.gap_closed(stats, "ijepa", "mr") == pytest.approx(0.25)  # (30 - 20) / (60 - 20)
+    assert mini_report.gap_closed(stats, "latentmim", "mr") == pytest.approx(0.2)  # the shared ceiling
+
+
+def test_a_runs_record_compares_only_its_own_hosts_bindings(tmp_path):
+    """Another host's per-host bindings never reach a run's pretraining, so changing them reuses the run; changing
+    its own host's refuses it (one line, naming the setting)."""
+    settings = mini_experiment.SIZES["tiny"]
+    run = mini_experiment.Run("latentmim", "mr", 0)
+    mini_experiment.run_dir(tmp_path, run).mkdir(parents=True)
+    mini_experiment._write_record(tmp_path, run, settings)
+    params = dict(settings.host_params)
+    others = dataclasses.replace(settings, host_params=tuple({**params, "ijepa": ("EMBED_DIM = 96",)}.items()))
+    assert mini_experiment.record_state(run, others, tmp_path) == "same"
+    mine = dataclasses.replace(settings, host_params=tuple({**params, "latentmim": ("lr/WarmupCosine.peak = 1e-3",)}.items()))
+    with pytest.raises(ValueError, match="host_params differs"):
+        mini_experiment.record_state(run, mine, tmp_path)
