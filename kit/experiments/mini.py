@@ -120,9 +120,9 @@ class Settings:
 
 SIZES = {
     "full": Settings(),
-    # one seed at half the budget, half the test scenes and one probe head: the pipeline in < 15 min, not the
-    # table (with five heads it took 16 min)
-    "fast": Settings(seeds=(0,), steps=750, task=MiniTask(num_test=512), probe_heads=1),
+    # one seed at half the budget (pretraining steps and supervised-ViT epochs), half the test scenes and one
+    # probe head: the pipeline in < 15 min, not the table (with I-JEPA's 128-wide ceiling at 15 epochs: 16.6 min)
+    "fast": Settings(seeds=(0,), steps=750, task=MiniTask(num_test=512), probe_heads=1, vit_ceiling_epochs=8),
     "tiny": Settings(seeds=(0,), preset="gin/presets/test_tiny.gin", steps=4, pretrain_pairs=24, pretrain_mr_size=32,
                      task=MiniTask(mr_size=16, num_train=12, num_val=6, num_test=6), probe_epochs=2, probe_batch=16,
                      ceiling_epochs=1, vit_ceiling_epochs=1, figure_mr_size=32, bootstrap=50, probe_heads=2),
@@ -180,16 +180,16 @@ def _recipe_exists(host: str, pattern: str) -> bool:
 
 
 def plan(settings: Settings, hosts: list[str]) -> list[Run]:
-    """Every run of the experiment, seed by seed (so a stopped full run holds complete ``--fast`` results):
-    the reference rows, each host's floor, then each host's table rows whose recipe exists (false HR
-    always: see :attr:`Run.extra_params`). The longest runs of a seed come first, so that parallel jobs
-    finish together."""
+    """Every run of the experiment, seed by seed (a stopped run holds whole seeds): a host's own supervised ViT
+    (the longest single run), each host's table rows whose recipe exists (false HR always: see
+    :attr:`Run.extra_params`), the reference rows, then each host's floor. The longest runs of a seed come
+    first, so that parallel jobs finish together."""
     ceiling_host = settings.ceiling_host if settings.ceiling_host in hosts else hosts[0]
     runs = []
     for s in settings.seeds:
+        own = [Run(h, "vit", s) for h in hosts if h in settings.own_ceilings and h != ceiling_host]
         table = [Run(h, r, s) for h in hosts for r, _, p in ROWS if _recipe_exists(h, p) or r == "falsehr"]
-        runs += table + [Run(ceiling_host, "vit_ceiling", s), Run("", "ceiling", s), Run("", "pixels", s)]
-        runs += [Run(h, "vit", s) for h in hosts if h in settings.own_ceilings and h != ceiling_host]
+        runs += own + table + [Run(ceiling_host, "vit_ceiling", s), Run("", "ceiling", s), Run("", "pixels", s)]
         runs += [Run(h, "init", s) for h in hosts]
     return runs
 

@@ -32,7 +32,7 @@ def _save(fig, path: Path) -> Path:
 def bar_chart(stats: dict, hosts: list[str], path: Path) -> Path:
     """Mean test mIoU per row, grouped by host, error bars = std over seeds, dots = seeds; ceiling as a line."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.6 + 2.4 * len(hosts), 3.6))
+    fig, ax = plt.subplots(figsize=(1.6 + 2.4 * len(hosts), 4.6))
     colours = plt.get_cmap("tab10")
     width = 0.8 / len(ROWS)
     for i, h in enumerate(hosts):
@@ -50,12 +50,12 @@ def bar_chart(stats: dict, hosts: list[str], path: Path) -> Path:
     own = [(i, stats[f"{h}_vit"]["mean"]) for i, h in enumerate(hosts) if f"{h}_vit" in stats]
     for n, (i, y) in enumerate(own):  # a host with its own encoder: its own fair ceiling, over its bars only
         ax.hlines(y, i - 0.45, i + 0.45, colors="k", linestyles="-.", lw=2,
-                  label="supervised ViT of that host's encoder" if n == 0 else None)
+                  label=f"supervised ViT of {HOSTS.get(hosts[i], hosts[i])}'s own encoder {y:.1f}")
     ax.set_xticks(range(len(hosts)), [HOSTS.get(h, h) for h in hosts])
     ax.set_ylabel("test mIoU (%)")
     lo = min(st["mean"] - st["std"] for st in stats.values())
     ax.set_ylim(max(0.0, lo - 5), None)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))  # below: clear of the bars and lines
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
