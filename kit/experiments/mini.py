@@ -121,7 +121,7 @@ class Settings:
 SIZES = {
     "full": Settings(),
     # one seed at half the budget (pretraining steps and supervised-ViT epochs), half the test scenes and one
-    # probe head: the pipeline in < 15 min, not the table (with I-JEPA's 128-wide ceiling at 15 epochs: 16.6 min)
+    # probe head: the pipeline in about 15 min (15.1 measured), not the table (16.6 min with 15 ViT epochs)
     "fast": Settings(seeds=(0,), steps=750, task=MiniTask(num_test=512), probe_heads=1, vit_ceiling_epochs=8),
     "tiny": Settings(seeds=(0,), preset="gin/presets/test_tiny.gin", steps=4, pretrain_pairs=24, pretrain_mr_size=32,
                      task=MiniTask(mr_size=16, num_train=12, num_val=6, num_test=6), probe_epochs=2, probe_batch=16,
