@@ -65,6 +65,8 @@ TABLES: dict[str, list[Row]] = {
         Row("III", "I-JEPA SA, bicubic (per block)", "gin/ablations/ijepa_sa_bicubic.gin", (22.06, 20.62, 40.31)),
         Row("III", "I-JEPA SA, linear projection", "gin/ablations/ijepa_sa_linear.gin", (24.17, 20.07, 39.43)),
         Row("III", "I-JEPA SA, bicubic (whole grid; not in the paper)", "gin/ablations/ijepa_sa_gridbicubic.gin", None),
+        Row("III", "I-JEPA SA, frozen random teacher (a control; not in the paper)",
+            "gin/ablations/ijepa_sa_frozenteacher.gin", None),
     ],
     "IV": [
         Row("IV", "LatentMIM SA, random sampling", "gin/latentmim_sa.gin", (24.53, 23.01, 45.77)),

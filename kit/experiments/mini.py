@@ -7,7 +7,8 @@ row's recipe and ``gin/presets/cpu_mini.gin``, in its own process), then the lin
 Reference rows bound the table: the frozen random-init encoder of each host (its floor: the recipe run
 for 0 steps), a linear probe on the raw MR pixels (the floor every encoder must beat), the probed ViT
 trained end to end with the same linear head (the fair ceiling) and a small supervised CNN on the MR
-images (a stronger ceiling). For the MR and SA rows of the first seed the pretraining keeps a checkpoint
+images (a stronger ceiling). The hosts in ``Settings.controls`` also get the control rows (SA with a frozen
+random HR teacher: what the gram term does as a regulariser, without a learning teacher). For the MR and SA rows of the first seed the pretraining keeps a checkpoint
 at each quarter of its steps and each is probed too: the learning curve.
 
 Every run lives in ``RUNS/<row key>/seed<k>/`` (default ``RUNS = OUT/runs``, git-ignored), holding the
@@ -43,6 +44,14 @@ HOSTS = (("latentmim", "LatentMIM"), ("ijepa", "I-JEPA"), ("mae", "MAE"))
 # (row id, Table I/II label, recipe stem pattern)
 ROWS = (("mr", "MR-model", "{host}_mr"), ("hr", "HR-model", "{host}_hr"), ("sa", "SA-model", "{host}_sa"),
         ("falsehr", "SA w/ false HR", "{host}_sa_falsehr"))
+#: control rows (not in the paper; the sixth plan): run for the hosts in ``Settings.controls`` only. ``frozen``:
+#: the SA-model whose HR teacher is the student's random init, never updated (``SpatialAffinity.frozen_teacher``)
+CONTROL_ROWS = (("frozen", "SA w/ frozen random teacher", "ablations/{host}_sa_frozenteacher"),)
+#: what a control row adds to its host's SA recipe when the host ships no recipe file for it
+CONTROL_PARAMS = {"frozen": ("SpatialAffinity.frozen_teacher = True",)}
+#: hosts that get the control rows in the committed table (the sixth plan: I-JEPA, whose SA gain came
+#: without any gain from real HR)
+CONTROLS = ("ijepa",)
 INIT_ROW = ("init", "random init (floor)")
 #: rows that belong to no host: raw-pixel floor, supervised ViT (fair ceiling), supervised CNN
 REFERENCE_ROWS = ("pixels", "vit_ceiling", "ceiling")
@@ -73,6 +82,7 @@ class Settings:
         ceiling_host: the host whose encoder architecture the supervised ViT (``vit_ceiling``) copies.
         own_ceilings: hosts whose encoder is not the ceiling host's: each also gets a supervised ViT of its
             own encoder (row ``vit``, key ``<host>_vit``), its fair ceiling.
+        controls: hosts that also get the control rows (:data:`CONTROL_ROWS`: SA with a frozen random teacher).
         host_params: ``((host, (binding, ...)), ...)``: bindings added to that host's pretrainings (the
             testbed's per-host learning rate and I-JEPA's width, tuned on MR rows: ``results/mini/TUNING.md``).
         extra_params: gin bindings added to every pretraining.
@@ -94,6 +104,7 @@ class Settings:
     curve_seeds: tuple[int, ...] = (0,)
     ceiling_host: str = "mae"
     own_ceilings: tuple[str, ...] = OWN_CEILINGS
+    controls: tuple[str, ...] = CONTROLS
     figure_mr_size: int = 96
     bootstrap: int = 2000
     host_params: tuple[tuple[str, tuple[str, ...]], ...] = HOST_PARAMS
@@ -120,9 +131,10 @@ class Settings:
 
 SIZES = {
     "full": Settings(),
-    # one seed at half the budget (pretraining steps and supervised-ViT epochs), half the test scenes and one
-    # probe head: the pipeline in about 15 min (15.1 measured), not the table (16.6 min with 15 ViT epochs)
-    "fast": Settings(seeds=(0,), steps=750, task=MiniTask(num_test=512), probe_heads=1, vit_ceiling_epochs=8),
+    # one seed at half the budget (pretraining steps and supervised-ViT epochs), half the test scenes, one
+    # probe head and no control row: the pipeline in about 15 min (15.1 measured), not the table
+    "fast": Settings(seeds=(0,), steps=750, task=MiniTask(num_test=512), probe_heads=1, vit_ceiling_epochs=8,
+                     controls=()),
     "tiny": Settings(seeds=(0,), preset="gin/presets/test_tiny.gin", steps=4, pretrain_pairs=24, pretrain_mr_size=32,
                      task=MiniTask(mr_size=16, num_train=12, num_val=6, num_test=6), probe_epochs=2, probe_batch=16,
                      ceiling_epochs=1, vit_ceiling_epochs=1, figure_mr_size=32, bootstrap=50, probe_heads=2),
@@ -134,8 +146,8 @@ class Run:
     """One pretraining + probe (or a floor / ceiling run)."""
 
     host: str  # "latentmim", ...; for the reference rows "" (the supervised ViT: the host whose encoder it copies)
-    row: str  # "mr", "hr", "sa", "falsehr", "init", "vit" (its own supervised ViT), or a reference row: "pixels",
-    # "vit_ceiling", "ceiling"
+    row: str  # "mr", "hr", "sa", "falsehr", a control ("frozen"), "init", "vit" (its own supervised ViT), or a
+    # reference row: "pixels", "vit_ceiling", "ceiling"
     seed: int
 
     @property
@@ -144,12 +156,13 @@ class Run:
 
     @property
     def recipe(self) -> str | None:
-        """The row's recipe; a host without a false-HR recipe runs its SA recipe with :attr:`extra_params`.
-        A supervised ViT builds its encoder from its host's MR recipe (0 steps)."""
+        """The row's recipe; a host without a false-HR or control recipe runs its SA recipe with
+        :attr:`extra_params`. A supervised ViT builds its encoder from its host's MR recipe (0 steps)."""
         if self.row in ("ceiling", "pixels"):
             return None
-        stem = "{host}_mr" if self.row in ("init", "vit", "vit_ceiling") else dict((r, p) for r, _, p in ROWS)[self.row]
-        if self.row == "falsehr" and not _recipe_exists(self.host, stem):
+        stems = dict((r, p) for r, _, p in ROWS + CONTROL_ROWS)
+        stem = "{host}_mr" if self.row in ("init", "vit", "vit_ceiling") else stems[self.row]
+        if self.row in ("falsehr", *CONTROL_PARAMS) and not _recipe_exists(self.host, stem):
             stem = "{host}_sa"
         return f"gin/{stem.format(host=self.host)}.gin"
 
@@ -160,9 +173,12 @@ class Run:
 
     @property
     def extra_params(self) -> list[str]:
-        """What ``gin/<host>_sa_falsehr.gin`` adds to the SA recipe, for hosts that ship no such file."""
+        """What ``gin/<host>_sa_falsehr.gin`` (or a control row's recipe) adds to the SA recipe, for hosts that
+        ship no such file."""
         if self.row == "falsehr" and not _recipe_exists(self.host, "{host}_sa_falsehr"):
             return ["PairedTiles.false_hr = 'bicubic'"]
+        if self.row in CONTROL_PARAMS and not _recipe_exists(self.host, dict((r, p) for r, _, p in CONTROL_ROWS)[self.row]):
+            return list(CONTROL_PARAMS[self.row])
         return []
 
     def curve(self, settings: Settings) -> bool:
@@ -182,13 +198,16 @@ def _recipe_exists(host: str, pattern: str) -> bool:
 def plan(settings: Settings, hosts: list[str]) -> list[Run]:
     """Every run of the experiment, seed by seed (a stopped run holds whole seeds): a host's own supervised ViT
     (the longest single run), each host's table rows whose recipe exists (false HR always: see
-    :attr:`Run.extra_params`), the reference rows, then each host's floor. The longest runs of a seed come
+    :attr:`Run.extra_params`), the control rows of the hosts in ``settings.controls``, the reference rows, then
+    each host's floor. The longest runs of a seed come
     first, so that parallel jobs finish together."""
     ceiling_host = settings.ceiling_host if settings.ceiling_host in hosts else hosts[0]
     runs = []
     for s in settings.seeds:
         own = [Run(h, "vit", s) for h in hosts if h in settings.own_ceilings and h != ceiling_host]
         table = [Run(h, r, s) for h in hosts for r, _, p in ROWS if _recipe_exists(h, p) or r == "falsehr"]
+        table += [Run(h, r, s) for h in hosts if h in settings.controls and _recipe_exists(h, "{host}_sa")
+                  for r, _, _ in CONTROL_ROWS]
         runs += own + table + [Run(ceiling_host, "vit_ceiling", s), Run("", "ceiling", s), Run("", "pixels", s)]
         runs += [Run(h, "init", s) for h in hosts]
     return runs

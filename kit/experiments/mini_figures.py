@@ -7,8 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROWS = ("init", "mr", "hr", "sa", "falsehr")
-LABELS = {"init": "random init", "mr": "MR-model", "hr": "HR-model", "sa": "SA-model", "falsehr": "SA w/ false HR"}
+ROWS = ("init", "mr", "hr", "sa", "falsehr", "frozen")  # a row's colour is its index here, in every figure
+LABELS = {"init": "random init", "mr": "MR-model", "hr": "HR-model", "sa": "SA-model", "falsehr": "SA w/ false HR",
+          "frozen": "SA w/ frozen random teacher"}
+
+
+def _present(rows: dict | list, hosts: list[str]) -> list[str]:
+    """The rows of :data:`ROWS` that at least one host has (a control row exists for some hosts only)."""
+    keys = set(rows)
+    return [r for r in ROWS if any(f"{h}_{r}" in keys for h in hosts)]
 HOSTS = {"latentmim": "LatentMIM", "ijepa": "I-JEPA", "mae": "MAE"}
 
 
@@ -34,14 +41,18 @@ def bar_chart(stats: dict, hosts: list[str], path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.6 + 2.4 * len(hosts), 4.6))
     colours = plt.get_cmap("tab10")
-    width = 0.8 / len(ROWS)
+    rows = _present(stats, hosts)
+    width = 0.8 / len(rows)
+    labelled = set()
     for i, h in enumerate(hosts):
-        for j, r in enumerate(ROWS):
+        for j, r in enumerate(rows):
             st = stats.get(f"{h}_{r}")
             if st is None:
                 continue
-            x = i + (j - (len(ROWS) - 1) / 2) * width
-            ax.bar(x, st["mean"], width, yerr=st["std"], color=colours(j), capsize=3, label=LABELS[r] if i == 0 else None)
+            x = i + (j - (len(rows) - 1) / 2) * width
+            ax.bar(x, st["mean"], width, yerr=st["std"], color=colours(ROWS.index(r)), capsize=3,
+                   label=LABELS[r] if r not in labelled else None)
+            labelled.add(r)
             ax.plot([x] * len(st["values"]), st["values"], "k.", ms=3)
     for key, ls, label in (("ceiling", "--", "supervised CNN"), ("vit_ceiling", "-.", "supervised ViT (fair ceiling)"),
                            ("pixels", ":", "linear on raw pixels (floor)")):
@@ -103,7 +114,8 @@ def cluster_maps(results: list[dict], hosts: list[str], settings, path: Path, k:
     first = {}
     for r in sorted(results, key=lambda r: r["seed"]):
         first.setdefault(r["key"], r)
-    cols = 2 + len(ROWS)
+    rows = _present(first, hosts)
+    cols = 2 + len(rows)
     fig, axes = plt.subplots(len(hosts), cols, figsize=(2.1 * cols, 2.3 * len(hosts)), squeeze=False)
     cmap = plt.get_cmap("viridis", k)
     for i, h in enumerate(hosts):
@@ -112,7 +124,7 @@ def cluster_maps(results: list[dict], hosts: list[str], settings, path: Path, k:
         axes[i, 0].set_ylabel(HOSTS.get(h, h))
         axes[i, 1].imshow(scene["label"], cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
         axes[i, 1].set_title("labels: " + ", ".join(f"{j}={c}" for j, c in enumerate(CLASSES)), fontsize=5)
-        for j, row in enumerate(ROWS, start=2):
+        for j, row in enumerate(rows, start=2):
             r = first.get(f"{h}_{row}")
             axes[i, j].set_title(LABELS[row], fontsize=8)
             if r is None:
@@ -177,7 +189,7 @@ def collapse_curves(results: list[dict], hosts: list[str], path: Path) -> Path:
     styles = {"student": "-", "target": "--", "teacher": ":"}
     for col, h in enumerate(hosts):
         for r in results:
-            if r["host"] != h or r["seed"] != seed or r["row"] not in ("mr", "sa"):
+            if r["host"] != h or r["seed"] != seed or r["row"] not in ("mr", "sa", "frozen"):
                 continue
             rows = _metrics(r["dir"])
             for which, ls in styles.items():

@@ -20,11 +20,14 @@ from crossscale_kit.io import write_text_atomic
 
 ROW_ORDER = ("init", "mr", "hr", "sa", "falsehr")
 ROW_LABEL = {"init": "random init (host floor)", "mr": "MR-model", "hr": "HR-model", "sa": "SA-model",
-             "falsehr": "SA w/ false HR", "vit": "supervised ViT of this host's encoder, same head (its fair ceiling)",
+             "falsehr": "SA w/ false HR", "frozen": "SA w/ frozen random teacher (control)", "vit": "supervised ViT of this host's encoder, same head (its fair ceiling)",
              "pixels": "linear probe on raw MR pixels (floor)",
              "vit_ceiling": "supervised ViT, same architecture and head (fair ceiling)",
              "ceiling": "supervised CNN on MR (strong ceiling)"}
 REFERENCE_ORDER = ("pixels", "vit_ceiling", "ceiling")
+#: the paired differences of the table (name, row a, row b: a - b), then those of the control rows
+COMPARISONS = (("SA - MR", "sa", "mr"), ("real HR - false HR", "sa", "falsehr"))
+CONTROL_COMPARISONS = (("SA - frozen teacher", "sa", "frozen"), ("frozen teacher - MR", "frozen", "mr"))
 HOST_LABEL = {"latentmim": "LatentMIM", "ijepa": "I-JEPA", "mae": "MAE", "": "reference"}
 
 
@@ -107,9 +110,9 @@ def tables_markdown(stats: dict[str, dict], diffs: list[dict], hosts: list[str],
              "", f"| Model | mIoU | gap closed | IoU per class ({cls}) |", "|---|---|---|---|"]
     for h in hosts:
         lines.append(f"| *{HOST_LABEL[h]}* | | | |")
-        for r in ("init", "mr", "hr", "sa", "vit"):
+        for r in ("init", "mr", "hr", "sa", "frozen", "vit"):
             st = stats.get(f"{h}_{r}")
-            if r == "vit" and st is None:
+            if r in ("frozen", "vit") and st is None:  # rows only some hosts have
                 continue
             per = " / ".join(f"{v:.1f}" for v in st["class_iou"]) if st else "-"
             g = gap_closed(stats, h, r) if r not in ("init", "vit") else None
@@ -136,6 +139,19 @@ def tables_markdown(stats: dict[str, dict], diffs: list[dict], hosts: list[str],
             d = next((d for d in diffs if d["host"] == h and d["comparison"] == name), None)
             cells.append("-" if d is None else f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]")
         lines.append(f"| {HOST_LABEL[h]} | {cells[0]} | {cells[1]} |")
+    controls = [d for d in diffs if d["comparison"] in {n for n, _, _ in CONTROL_COMPARISONS}]
+    if controls:
+        lines += ["", "### Control: SA with a frozen random HR teacher (sixth plan; mIoU points, same intervals)", "",
+                  "| Host | " + " | ".join(n.replace(" - ", " − ") for n, _, _ in CONTROL_COMPARISONS) + " |",
+                  "|---|" + "---|" * len(CONTROL_COMPARISONS)]
+        for h in hosts:
+            got = {d["comparison"]: d for d in controls if d["host"] == h}
+            if got:
+                lines.append(f"| {HOST_LABEL[h]} | " + " | ".join(
+                    "-" if n not in got else f"{got[n]['diff']:+.2f} [{got[n]['low']:+.2f}, {got[n]['high']:+.2f}]"
+                    for n, _, _ in CONTROL_COMPARISONS) + " |")
+        lines += ["", "*SA − frozen teacher*: what the learning (EMA) HR teacher adds over fixed random features of "
+                  "the same HR image; *frozen teacher − MR*: what the gram term does without a learning teacher."]
     return "\n".join(lines) + "\n"
 
 
@@ -200,7 +216,7 @@ def write_report(results: list[dict], settings, hosts: list[str], out: Path, run
     stats = {k: _stats(v) for k, v in groups.items()}
     diffs = []
     for h in hosts:
-        for name, a, b in (("SA - MR", "sa", "mr"), ("real HR - false HR", "sa", "falsehr")):
+        for name, a, b in COMPARISONS + CONTROL_COMPARISONS:
             ra, rb = groups.get(f"{h}_{a}"), groups.get(f"{h}_{b}")
             if not ra or not rb:
                 continue

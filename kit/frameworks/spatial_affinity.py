@@ -55,6 +55,11 @@ class SpatialAffinity(Framework):
         gram: the ``GramLoss`` (default: per image, no negative removal).
         share_host_ema: use the host's EMA feature modules as the teacher when it has them; False keeps
             a separate copy (needed only if the teacher should follow another momentum schedule).
+        frozen_teacher: a control, not the method: the teacher is a separate copy of the student at its
+            initialisation (a random network) and is never updated, whatever ``share_host_ema`` says. With
+            it the gram term still ties the student's affinities to the HR image's, but through fixed
+            random features instead of a learning teacher: what SA gains this way is a regulariser's gain,
+            not the teacher's knowledge.
 
     Shapes: batch ``{"mr": (B, C, H, W), "hr": (B, C, s*H, s*W)}``; student tokens ``(B, K, D)``;
     teacher HR tokens ``(B, K*s*s, D)`` -> ``(B, K, s, s, D)`` -> ``(B, K, D)``.
@@ -69,6 +74,7 @@ class SpatialAffinity(Framework):
         teacher_full_image: bool = False,
         gram: nn.Module | None = None,
         share_host_ema: bool = True,
+        frozen_teacher: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(host, Framework):
@@ -88,11 +94,19 @@ class SpatialAffinity(Framework):
         self.teacher_full_image = bool(teacher_full_image) or self.downsampler.full_grid
         self.gram = gram if gram is not None else GramLoss()
         self.ema_momentum = host.ema_momentum  # the teacher follows the host's schedule
-        shared = host.ema_feature_modules() if share_host_ema else None
+        self.frozen_teacher = bool(frozen_teacher)
+        shared = host.ema_feature_modules() if share_host_ema and not self.frozen_teacher else None
         if shared is None:
             self.add_ema(host.feature_modules(), "own_teacher")
         else:
             self.own_teacher = None
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The host's EMA pairs and the add-on's own teacher, unless that is frozen (:attr:`frozen_teacher`)."""
+        pairs = super().ema_pairs()
+        if self.frozen_teacher:
+            pairs = [(online, ema) for online, ema in pairs if ema is not self.own_teacher]
+        return pairs
 
     # -- role: the add-on exports and compares the host's student ----------------------------------
     @property

@@ -130,7 +130,9 @@ def _rows(path):
 
 def test_mini_table_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
     out, runs = tmp_path / "out", tmp_path / "runs"
-    settings = mini_experiment.SIZES["tiny"]
+    # with the control row for LatentMIM, which ships no recipe for it (its SA recipe + the frozen-teacher binding)
+    settings = dataclasses.replace(mini_experiment.SIZES["tiny"], controls=("latentmim",))
+    monkeypatch.setitem(mini_experiment.SIZES, "tiny", settings)
     # a partial run left behind by a kill: one of two steps done, a checkpoint, no DONE marker
     part = mini_experiment.run_dir(runs, mini_experiment.Run("latentmim", "mr", 0))
     mini_experiment._write_record(runs, mini_experiment.Run("latentmim", "mr", 0), settings)  # as execute() does first
@@ -148,16 +150,19 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
     for needle in ("Table I (miniature)", "Table II (miniature)", "SA − MR", "real HR − false HR", "LatentMIM",
                    "random init (host floor)", "supervised CNN on MR", "fair ceiling", "raw MR pixels", "gap closed",
                    "Pre-registered checks", "n = 1", "scenes only", "bars.png", "learning_curve.png", "collapse.png",
-                   "cluster_maps.png"):
+                   "cluster_maps.png", "SA w/ frozen random teacher (control)", "SA − frozen teacher",
+                   "frozen teacher − MR"):
         assert needle in report, needle
     assert "± 0.00" not in report  # one seed: no spread over seeds is shown
     assert "n = 1: not assessed" in report and "none detected" not in report  # and no verdict on power or effect
     results = _rows(out / "results.csv")
-    assert sorted(r["key"] for r in results) == ["ceiling", "latentmim_falsehr", "latentmim_hr", "latentmim_init",
-                                                 "latentmim_mr", "latentmim_sa", "pixels", "vit_ceiling"]
+    assert sorted(r["key"] for r in results) == ["ceiling", "latentmim_falsehr", "latentmim_frozen", "latentmim_hr",
+                                                 "latentmim_init", "latentmim_mr", "latentmim_sa", "pixels", "vit_ceiling"]
     assert all(0.0 <= float(r["test_miou"]) <= 100.0 for r in results)
     diffs = _rows(out / "differences.csv")
-    assert [d["comparison"] for d in diffs] == ["SA - MR", "real HR - false HR"]
+    assert [d["comparison"] for d in diffs] == ["SA - MR", "real HR - false HR", "SA - frozen teacher", "frozen teacher - MR"]
+    frozen_cfg = (runs / "latentmim_frozen" / "seed0" / "config.gin").read_text()
+    assert "SpatialAffinity.frozen_teacher = True" in frozen_cfg and "SpatialAffinity.host = @LatentMIM()" in frozen_cfg
     assert all(float(d["low"]) <= float(d["diff"]) <= float(d["high"]) for d in diffs)
     for fig in ("bars.png", "learning_curve.png", "collapse.png", "cluster_maps.png", "loss_curves.png"):
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -171,7 +176,7 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
     z = np.load(out / "tile_confusions.npz")
     assert z["latentmim_sa_seed0"].shape == (settings.task.num_test, len(CLASSES), len(CLASSES))
     assert not list(runs.rglob("ckpt-*.pt"))  # finished runs keep their export, not their checkpoints
-    assert "[8/8]" in text
+    assert "[9/9]" in text
 
     # a second call redoes only the run whose DONE marker is gone
     done = {p: p.stat().st_mtime_ns for p in runs.rglob("DONE")}
@@ -204,9 +209,9 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(mini_experiment.SIZES, "tiny", dataclasses.replace(settings, probe_heads=1))
     assert experiments.main(argv + ["--dry_run"]) == 0
     listing = capsys.readouterr().out
-    assert listing.count("(to probe again") == 6 and listing.count("(done:") == 2  # the CNN and the ViT ceiling
+    assert listing.count("(to probe again") == 7 and listing.count("(done:") == 2  # the CNN and the ViT ceiling
     assert experiments.main(argv) == 0
-    assert "6 finished run(s) were probed with other probe settings" in capsys.readouterr().out
+    assert "7 finished run(s) were probed with other probe settings" in capsys.readouterr().out
     assert "of it probing finished runs again" in (out / "report.md").read_text()
     assert all(float(r["seconds_before"]) > 0 for r in _rows(out / "results.csv") if r["key"].startswith("latentmim_"))
     after = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
@@ -230,7 +235,7 @@ def test_mini_table_end_to_end_and_resumes(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(mini_experiment.SIZES, "tiny", dataclasses.replace(settings, seeds=(0, 1)))
     assert experiments.main(argv + ["--dry_run"]) == 0
     listing = capsys.readouterr().out
-    assert listing.count("(done:") == 8 and listing.count("(to run:") == 8 and "REFUSED" not in listing
+    assert listing.count("(done:") == 9 and listing.count("(to run:") == 9 and "REFUSED" not in listing
     # a run folder with no record (an older kit, another tool) is not reused either
     mini_experiment.record_path(runs, mini_experiment.Run("latentmim", "hr", 0)).unlink()
     assert experiments.main(argv) == 2
@@ -309,6 +314,25 @@ def test_a_host_with_its_own_encoder_gets_its_own_fair_ceiling(tmp_path):
              "ijepa_vit": {"mean": 60.0}, "latentmim_init": {"mean": 20.0}, "latentmim_mr": {"mean": 30.0}}
     assert mini_report.gap_closed(stats, "ijepa", "mr") == pytest.approx(0.25)  # (30 - 20) / (60 - 20)
     assert mini_report.gap_closed(stats, "latentmim", "mr") == pytest.approx(0.2)  # the shared ceiling
+
+
+def test_control_rows_run_for_the_hosts_that_ask_for_them():
+    """The sixth plan's control (SA with a frozen random HR teacher) joins the committed table for I-JEPA only,
+    from its own recipe; a host without that recipe runs its SA recipe plus the binding; --fast has none."""
+    full = mini_experiment.SIZES["full"]
+    assert full.controls == ("ijepa",)
+    runs = mini_experiment.plan(full, ["latentmim", "ijepa", "mae"])
+    frozen = [r for r in runs if r.row == "frozen"]
+    assert [(r.host, r.seed) for r in frozen] == [("ijepa", s) for s in full.seeds]
+    assert len(runs) == 133 + len(full.seeds)  # the fifth plan's 133 runs are all still there
+    run = frozen[0]
+    assert run.key == "ijepa_frozen" and run.pretrains and not run.curve(full) and run.extra_params == []
+    assert run.recipe == "gin/ablations/ijepa_sa_frozenteacher.gin"
+    assert "SpatialAffinity.frozen_teacher = True" in (REPO / run.recipe).read_text()
+    other = mini_experiment.Run("mae", "frozen", 0)
+    assert other.recipe == "gin/mae_sa.gin" and other.extra_params == ["SpatialAffinity.frozen_teacher = True"]
+    assert not [r for r in mini_experiment.plan(mini_experiment.SIZES["fast"], ["latentmim", "ijepa", "mae"])
+                if r.row == "frozen"]
 
 
 def test_a_runs_record_compares_only_its_own_hosts_bindings(tmp_path):

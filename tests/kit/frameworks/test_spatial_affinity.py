@@ -84,6 +84,29 @@ def test_shared_teacher_is_the_host_target_and_matches_a_separate_copy(host, bat
         assert torch.allclose(p, q, atol=1e-6), n
 
 
+def test_frozen_teacher_stays_at_the_students_init_while_the_host_target_follows(host, batch):
+    """The control of the sixth plan: its own copy of the student at init, never EMA-updated; the host's
+    target still follows the student, and the gram term still reaches the student."""
+    init = {k: v.clone() for k, v in host.feature_modules().state_dict().items()}
+    target_before = {k: v.clone() for k, v in host.target_encoder.state_dict().items()}
+    sa = SpatialAffinity(host=host, frozen_teacher=True)
+    assert sa.own_teacher is not None and sa.teacher["encoder"] is not host.target_encoder
+    assert all(ema is not sa.own_teacher for _, ema in sa.ema_pairs()) and len(sa.ema_pairs()) == len(host.ema_pairs())
+    opt = torch.optim.SGD([p for p in sa.parameters() if p.requires_grad], lr=0.5)
+    for step in range(3):
+        out = sa(batch, StepContext(step=step, generator=torch.Generator().manual_seed(step)))
+        assert out.logs["loss/gram"] > 0
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        sa.ema_update(0.5)
+    assert all(torch.equal(v, init[k]) for k, v in sa.teacher.state_dict().items())
+    assert not all(torch.equal(v, init[k]) for k, v in host.feature_modules().state_dict().items())
+    assert not all(torch.equal(v, target_before[k]) for k, v in host.target_encoder.state_dict().items())
+    sa.train()
+    assert not sa.teacher["encoder"].training  # kept in eval mode like every EMA copy
+
+
 def test_views_name_the_images_each_framework_reads(host, batch):
     """The loader finishes only ``fw.views``: a host its own view, the add-on MR and HR; forward runs on those."""
     from crossscale_kit.encoders import ProjectionHead, ViTEncoder
