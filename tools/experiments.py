@@ -6,7 +6,7 @@
     python tools/experiments.py ijepa_sa ablations/ijepa_sa_linear --max_steps 100 --data /data/shards
     python tools/experiments.py --table III --gin_param 'train.batch_size = 32' --seed 1 --dry_run
     python tools/experiments.py --list                                           # tables, rows, recipes
-    python tools/experiments.py --table mini --out results/mini --jobs 2         # Tables I-II in miniature (~2 h on 2 idle cores)
+    python tools/experiments.py --table mini --out results/mini --jobs 2         # Tables I-II in miniature (~3 h on 2 idle cores)
     python tools/experiments.py --table mini --fast --out runs/mini_fast         # one seed, half the steps, one probe head (about 15 min)
 
 Each run is ``python tools/train.py --gin RECIPE [--gin PRESET] [--gin_param ...] --workdir OUT/<name>``

@@ -127,7 +127,10 @@ def cluster_maps(results: list[dict], hosts: list[str], settings, path: Path, k:
         for j, row in enumerate(rows, start=2):
             r = first.get(f"{h}_{row}")
             axes[i, j].set_title(LABELS[row], fontsize=8)
-            if r is None:
+            if r is None:  # a row this host does not have (a control run for some hosts only)
+                axes[i, j].text(0.5, 0.5, "not run for this host", ha="center", va="center", fontsize=7,
+                                color="0.4", transform=axes[i, j].transAxes)
+                axes[i, j].set_frame_on(False)
                 continue
             model, meta = load_exported_encoder(Path(r["dir"]) / "export")
             with torch.no_grad():
