@@ -266,6 +266,7 @@ def test_learning_curve_steps_are_checkpoint_steps_for_any_budget():
         every = int(next(p for p in st.gin_params(0) if p.startswith("train.ckpt_every")).split("=")[1])
         assert st.curve_steps and all(s % every == 0 and 0 < s < steps for s in st.curve_steps), steps
     assert mini_experiment.Settings(steps=1500).curve_steps == (375, 750, 1125)  # the committed table's
+    assert mini_experiment.SIZES["fast"].curve_steps == (375,)  # --fast: its midpoint only
 
 
 def test_a_run_folder_of_other_settings_is_refused_on_the_command_line(tmp_path):
