@@ -250,6 +250,23 @@ def tile_confusions(pred: torch.Tensor, target: torch.Tensor, num_classes: int) 
     return torch.bincount(idx.reshape(-1), minlength=n * num_classes**2).reshape(n, num_classes, num_classes).numpy()
 
 
+def seeded_init(module: nn.Module, seed: int) -> nn.Module:
+    """Draw the default initialisation of ``module``'s Linear and Conv2d layers, in construction order, from a
+    generator seeded ``seed``: the same numbers as building it right after ``torch.manual_seed(seed)``, without
+    the process-wide generator. The mini table fits probes and ceilings in parallel threads of one process;
+    through the shared generator one fit's seed and another's draws could interleave, and a fit's head would
+    depend on what ran beside it (the supervised ViT's head did: it was built before any seed)."""
+    g = torch.Generator().manual_seed(int(seed))
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=g)
+            if m.bias is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                nn.init.uniform_(m.bias, -bound, bound, generator=g)
+    return module
+
+
 def _fit(head: nn.Module, data: dict, *, epochs: int, lr: float, batch_size: int, seed: int, num_classes: int,
          forward=None, weight_decay: float = 0.0, group: int = 1) -> dict:
     """Train ``head`` with AdamW at a constant lr; return the best-validation head's test scores (without a
@@ -258,7 +275,8 @@ def _fit(head: nn.Module, data: dict, *, epochs: int, lr: float, batch_size: int
     ``group``: consecutive samples that come from one scene (its tiles); the returned per-tile confusions
     are summed over each group, so they stay one per scene (the bootstrap's resampling unit)."""
     forward = forward or (lambda m, x, size: m(x, size))
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # nothing below draws from it (the order comes from ``rng``); kept so the process-wide
+    # generator ends as it always has (the online probe runs inside a pretraining)
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     xtr, ytr = data["train"]
@@ -367,8 +385,7 @@ def fit_heads(data: dict, *, heads: int, seed: int, num_classes: int, group: int
     fits = []
     for k in range(int(heads)):
         s = seed + HEAD_SEED_STRIDE * k
-        torch.manual_seed(s)
-        head = _LinearHead(data["train"][0].shape[-1], num_classes)
+        head = seeded_init(_LinearHead(data["train"][0].shape[-1], num_classes), s)
         fits.append(_fit(head, data, seed=s, num_classes=num_classes, group=group, **fit))
     conf = sum(f["tile_confusion"] for f in fits)
     return {"seed": seed, "val_miou": float(np.mean([f["val_miou"] for f in fits])),
@@ -466,6 +483,7 @@ def supervised_vit(export_dir: str | os.PathLike, task: MiniTask, *, seed: int, 
         data[split] = (to_tiles(normalise(d["mr"], stats), tiles_per_side),
                        to_tiles(torch.from_numpy(d["label"]).long(), tiles_per_side))
     net = _ViTSegmenter(model, task.num_classes, resize)
+    seeded_init(net.head, seed)  # the ViT's weights are the export's; its new head is drawn from the run's seed
     return _fit(net, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_classes=task.num_classes,
                 weight_decay=0.05, group=tiles_per_side ** 2)
 
@@ -497,8 +515,7 @@ def supervised_ceiling(task: MiniTask, *, seed: int, epochs: int = 15, lr: float
             x = d["mr"].astype(np.float32)
             stats = {"mean": x.mean((0, 2, 3)).tolist(), "std": (x.std((0, 2, 3)) + 1e-6).tolist()}
         data[split] = (normalise(d["mr"], stats), torch.from_numpy(d["label"]).long())
-    torch.manual_seed(seed)
-    return _fit(SmallFCN(num_classes=task.num_classes), data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+    return _fit(seeded_init(SmallFCN(num_classes=task.num_classes), seed), data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                 num_classes=task.num_classes)
 
 

@@ -78,6 +78,9 @@ class Settings:
             probe_heads: linear heads fitted per frozen encoder (and on the raw pixels), their test
             confusions pooled (:func:`crossscale_kit.eval.minitask.fit_heads`; the fourth plan: 5).
         ceiling_epochs / vit_ceiling_epochs: the supervised CNN and supervised ViT.
+        vit_head_seeded: the supervised ViT's new linear head is drawn from the run's seed. Runs recorded
+            without it drew it from whatever the process's shared generator held (not reproducible: it
+            depended on the fits running beside it), and are trained again.
         curve_seeds: seeds whose MR and SA pretrainings are also probed at each quarter of their steps.
         curve_quarters: which quarters' checkpoints the learning curve probes (``(1, 2, 3)``; ``--fast``: the midpoint).
         ceiling_host: the host whose encoder architecture the supervised ViT (``vit_ceiling``) copies.
@@ -102,6 +105,7 @@ class Settings:
     probe_heads: int = 5
     ceiling_epochs: int = 15
     vit_ceiling_epochs: int = 15
+    vit_head_seeded: bool = True
     curve_seeds: tuple[int, ...] = (0,)
     curve_quarters: tuple[int, ...] = (1, 2, 3)
     ceiling_host: str = "mae"
@@ -254,7 +258,7 @@ _NOT_RUN_SETTINGS = ("seeds", "curve_seeds", "curve_quarters", "bootstrap", "fig
 PRETRAIN_SETTINGS = ("preset", "steps", "pretrain_pairs", "pretrain_mr_size", "host_params", "extra_params")
 _PROBE_SETTINGS = ("task", "probe_epochs", "probe_batch", "probe_resize", "probe_tiles", "probe_heads")
 #: the value a field had in records written before it existed (the protocol of those runs)
-_LEGACY_SETTINGS = {"probe_heads": 1}
+_LEGACY_SETTINGS = {"probe_heads": 1, "vit_head_seeded": False}
 
 
 def result_settings(run: "Run") -> tuple[str, ...]:
@@ -264,7 +268,7 @@ def result_settings(run: "Run") -> tuple[str, ...]:
     if run.row == "pixels":
         return tuple(f for f in _PROBE_SETTINGS if f != "probe_resize")
     if run.row in ("vit", "vit_ceiling"):
-        return PRETRAIN_SETTINGS + ("task", "probe_batch", "probe_resize", "probe_tiles", "vit_ceiling_epochs",
+        return PRETRAIN_SETTINGS + ("task", "probe_batch", "probe_resize", "probe_tiles", "vit_ceiling_epochs", "vit_head_seeded",
                                     *(("ceiling_host",) if run.row == "vit_ceiling" else ()))
     return PRETRAIN_SETTINGS + _PROBE_SETTINGS
 
@@ -538,7 +542,8 @@ def describe_plan(settings: Settings, hosts: list[str], runs_root: Path) -> str:
         if state != "to run" or record_path(runs_root, run).exists():
             try:
                 if record_state(run, settings, runs_root) == "reprobe":
-                    state = "to probe again: same pretraining, other probe settings"
+                    state = ("to train again: same init, other training settings" if run.row in ("vit", "vit_ceiling", "ceiling")
+                             else "to probe again: same pretraining, other probe settings")
             except ValueError:
                 state = "REFUSED: other settings or no record"
         what = (f"{run.recipe} + {settings.preset}, {settings.steps if run.pretrains else 0} steps"

@@ -266,7 +266,7 @@ def test_learning_curve_steps_are_checkpoint_steps_for_any_budget():
         every = int(next(p for p in st.gin_params(0) if p.startswith("train.ckpt_every")).split("=")[1])
         assert st.curve_steps and all(s % every == 0 and 0 < s < steps for s in st.curve_steps), steps
     assert mini_experiment.Settings(steps=1500).curve_steps == (375, 750, 1125)  # the committed table's
-    assert mini_experiment.SIZES["fast"].curve_steps == (375,)  # --fast: its midpoint only
+    assert mini_experiment.SIZES["fast"].curve_steps == (374,)  # --fast: its midpoint checkpoint only (2 x 750 // 4)
 
 
 def test_a_run_folder_of_other_settings_is_refused_on_the_command_line(tmp_path):
@@ -334,6 +334,42 @@ def test_control_rows_run_for_the_hosts_that_ask_for_them():
     assert other.recipe == "gin/mae_sa.gin" and other.extra_params == ["SpatialAffinity.frozen_teacher = True"]
     assert not [r for r in mini_experiment.plan(mini_experiment.SIZES["fast"], ["latentmim", "ijepa", "mae"])
                 if r.row == "frozen"]
+
+
+def test_seeded_heads_and_ceilings_do_not_depend_on_the_shared_generator(tmp_path):
+    """Fits run in parallel threads of one process: each head (probe, CNN, supervised ViT) is drawn from its own
+    seed, the same numbers as building it after ``torch.manual_seed``, whatever the shared generator holds. The
+    supervised ViT's head used to be built before any seed; runs recorded so are trained again."""
+    import torch
+
+    from crossscale_kit.eval.minitask import SmallFCN, _LinearHead, seeded_init, supervised_vit
+
+    for make in (lambda: _LinearHead(32, 5), lambda: SmallFCN(num_classes=5)):
+        torch.manual_seed(11)
+        want = make().state_dict()
+        torch.manual_seed(12345)
+        torch.rand(7)
+        got = seeded_init(make(), 11).state_dict()
+        assert all(torch.equal(want[k], got[k]) for k in want)
+    settings = mini_experiment.SIZES["tiny"]
+    init = mini_experiment.Run("latentmim", "init", 0)
+    mini_experiment.execute(init, tmp_path, settings)
+    export = mini_experiment.run_dir(tmp_path, init) / "export"
+    fits = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # another state of the shared generator before each fit
+        fits.append(supervised_vit(export, settings.task, seed=3, epochs=1, batch_size=16))
+    assert np.array_equal(fits[0]["tile_confusion"], fits[1]["tile_confusion"])
+
+    vit = mini_experiment.Run("ijepa", "vit", 0)
+    mini_experiment.run_dir(tmp_path, vit).mkdir(parents=True)
+    mini_experiment._write_record(tmp_path, vit, settings)
+    assert mini_experiment.record_state(vit, settings, tmp_path) == "same"
+    rec = mini_experiment.record_path(tmp_path, vit)
+    old = json.loads(rec.read_text())
+    del old["settings"]["vit_head_seeded"]  # a record written before the fix
+    rec.write_text(json.dumps(old))
+    assert mini_experiment.record_state(vit, settings, tmp_path) == "reprobe"
 
 
 def test_a_runs_record_compares_only_its_own_hosts_bindings(tmp_path):
