@@ -7,7 +7,7 @@
     python tools/experiments.py --table III --gin_param 'train.batch_size = 32' --seed 1 --dry_run
     python tools/experiments.py --list                                           # tables, rows, recipes
     python tools/experiments.py --table mini --out results/mini --jobs 2         # Tables I-II in miniature (~3 h on 2 idle cores)
-    python tools/experiments.py --table mini --fast --out runs/mini_fast         # one seed, half the steps, one probe head (about 15 min)
+    python tools/experiments.py --table mini --fast --out runs/mini_fast         # one seed, half the steps, one probe head (about 13.5 min)
 
 Each run is ``python tools/train.py --gin RECIPE [--gin PRESET] [--gin_param ...] --workdir OUT/<name>``
 in its own process (gin state never leaks between runs), its output kept in ``OUT/<name>.log``.
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop_on_error", action="store_true", help="stop at the first failed run")
     ap.add_argument("--dry_run", action="store_true", help="print the commands (--table mini: the runs), run nothing")
     ap.add_argument("--list", action="store_true", help="print the tables, their recipes and the paper's mIoU")
-    ap.add_argument("--fast", action="store_true", help="--table mini: one seed at half the steps and one probe head, a check of the pipeline (about 15 min on 2 CPU cores)")
+    ap.add_argument("--fast", action="store_true", help="--table mini: one seed at half the steps and one probe head, a check of the pipeline (about 13.5 min on 2 CPU cores)")
     ap.add_argument("--runs", default=None, help="--table mini: folder of the per-run work folders (default OUT/runs)")
     ap.add_argument("--jobs", type=int, default=1, help="--table mini: runs at a time (2 on a 2-core machine)")
     ap.add_argument("--hosts", default=None, help="--table mini: comma-separated hosts (default: every host with recipes)")
