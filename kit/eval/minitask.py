@@ -255,7 +255,16 @@ def seeded_init(module: nn.Module, seed: int) -> nn.Module:
     generator seeded ``seed``: the same numbers as building it right after ``torch.manual_seed(seed)``, without
     the process-wide generator. The mini table fits probes and ceilings in parallel threads of one process;
     through the shared generator one fit's seed and another's draws could interleave, and a fit's head would
-    depend on what ran beside it (the supervised ViT's head did: it was built before any seed)."""
+    depend on what ran beside it (the supervised ViT's head did: it was built before any seed).
+
+    A module with other layers that hold parameters (whose default init this does not draw) is refused:
+    ValueError. Norm layers are allowed; their init is constant."""
+    drawn, constant = (nn.Linear, nn.Conv2d), (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+    other = sorted({type(m).__name__ for m in module.modules() if not isinstance(m, drawn + constant)
+                    and any(True for _ in m.parameters(recurse=False))})
+    if other:
+        raise ValueError(f"seeded_init draws Linear and Conv2d layers only; {type(module).__name__} also holds "
+                         f"{', '.join(other)}: build it after torch.manual_seed instead.")
     g = torch.Generator().manual_seed(int(seed))
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):

@@ -8,8 +8,9 @@ Reference rows bound the table: the frozen random-init encoder of each host (its
 for 0 steps), a linear probe on the raw MR pixels (the floor every encoder must beat), the probed ViT
 trained end to end with the same linear head (the fair ceiling) and a small supervised CNN on the MR
 images (a stronger ceiling). The hosts in ``Settings.controls`` also get the control rows (SA with a frozen
-random HR teacher: what the gram term does as a regulariser, without a learning teacher). For the MR and SA rows of the first seed the pretraining keeps a checkpoint
-at each quarter of its steps and each is probed too: the learning curve.
+random HR teacher: what the gram term does as a regulariser, without a learning teacher). For the MR and
+SA rows of the first seed the pretraining keeps a checkpoint at each quarter of its steps and each is
+probed too: the learning curve.
 
 Every run lives in ``RUNS/<row key>/seed<k>/`` (default ``RUNS = OUT/runs``, git-ignored), holding the
 training folder, ``probe.json`` and a ``DONE`` marker written last (the training's output goes to
@@ -49,6 +50,8 @@ ROWS = (("mr", "MR-model", "{host}_mr"), ("hr", "HR-model", "{host}_hr"), ("sa",
 CONTROL_ROWS = (("frozen", "SA w/ frozen random teacher", "ablations/{host}_sa_frozenteacher"),)
 #: what a control row adds to its host's SA recipe when the host ships no recipe file for it
 CONTROL_PARAMS = {"frozen": ("SpatialAffinity.frozen_teacher = True",)}
+#: each pretraining row's recipe stem pattern
+_STEMS = {r: p for r, _, p in ROWS + CONTROL_ROWS}
 #: hosts that get the control rows in the committed table (the sixth plan: I-JEPA, whose SA gain came
 #: without any gain from real HR)
 CONTROLS = ("ijepa",)
@@ -166,8 +169,7 @@ class Run:
         :attr:`extra_params`. A supervised ViT builds its encoder from its host's MR recipe (0 steps)."""
         if self.row in ("ceiling", "pixels"):
             return None
-        stems = dict((r, p) for r, _, p in ROWS + CONTROL_ROWS)
-        stem = "{host}_mr" if self.row in ("init", "vit", "vit_ceiling") else stems[self.row]
+        stem = "{host}_mr" if self.row in ("init", "vit", "vit_ceiling") else _STEMS[self.row]
         if self.row in ("falsehr", *CONTROL_PARAMS) and not _recipe_exists(self.host, stem):
             stem = "{host}_sa"
         return f"gin/{stem.format(host=self.host)}.gin"
@@ -183,7 +185,7 @@ class Run:
         ship no such file."""
         if self.row == "falsehr" and not _recipe_exists(self.host, "{host}_sa_falsehr"):
             return ["PairedTiles.false_hr = 'bicubic'"]
-        if self.row in CONTROL_PARAMS and not _recipe_exists(self.host, dict((r, p) for r, _, p in CONTROL_ROWS)[self.row]):
+        if self.row in CONTROL_PARAMS and not _recipe_exists(self.host, _STEMS[self.row]):
             return list(CONTROL_PARAMS[self.row])
         return []
 
@@ -205,8 +207,7 @@ def plan(settings: Settings, hosts: list[str]) -> list[Run]:
     """Every run of the experiment, seed by seed (a stopped run holds whole seeds): a host's own supervised ViT
     (the longest single run), each host's table rows whose recipe exists (false HR always: see
     :attr:`Run.extra_params`), the control rows of the hosts in ``settings.controls``, the reference rows, then
-    each host's floor. The longest runs of a seed come
-    first, so that parallel jobs finish together."""
+    each host's floor. The longest runs of a seed come first, so that parallel jobs finish together."""
     ceiling_host = settings.ceiling_host if settings.ceiling_host in hosts else hosts[0]
     runs = []
     for s in settings.seeds:

@@ -18,9 +18,9 @@ import numpy as np
 from crossscale_kit.eval.minitask import CLASSES
 from crossscale_kit.io import write_text_atomic
 
-ROW_ORDER = ("init", "mr", "hr", "sa", "falsehr")
 ROW_LABEL = {"init": "random init (host floor)", "mr": "MR-model", "hr": "HR-model", "sa": "SA-model",
-             "falsehr": "SA w/ false HR", "frozen": "SA w/ frozen random teacher (control)", "vit": "supervised ViT of this host's encoder, same head (its fair ceiling)",
+             "falsehr": "SA w/ false HR", "frozen": "SA w/ frozen random teacher (control)",
+             "vit": "supervised ViT of this host's encoder, same head (its fair ceiling)",
              "pixels": "linear probe on raw MR pixels (floor)",
              "vit_ceiling": "supervised ViT, same architecture and head (fair ceiling)",
              "ceiling": "supervised CNN on MR (strong ceiling)"}

@@ -351,6 +351,8 @@ def test_seeded_heads_and_ceilings_do_not_depend_on_the_shared_generator(tmp_pat
         torch.rand(7)
         got = seeded_init(make(), 11).state_dict()
         assert all(torch.equal(want[k], got[k]) for k in want)
+    with pytest.raises(ValueError, match="Embedding"):  # a layer whose default init it does not draw
+        seeded_init(torch.nn.Sequential(torch.nn.Embedding(4, 3), torch.nn.Linear(3, 2)), 0)
     settings = mini_experiment.SIZES["tiny"]
     init = mini_experiment.Run("latentmim", "init", 0)
     mini_experiment.execute(init, tmp_path, settings)
